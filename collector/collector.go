@@ -1,0 +1,81 @@
+// Package collector exposes Open WebUI's active users as Prometheus metrics.
+package collector
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+
+	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
+)
+
+const namespace = "openwebui"
+
+// Source is where the collector gets its numbers: the shared snapshot cache.
+type Source interface {
+	Get(context.Context) snapshot.Snapshot
+	TTL() time.Duration
+}
+
+// Collector is a prometheus.Collector that builds const metrics from the
+// current snapshot on every Collect.
+type Collector struct {
+	source Source
+
+	up             *prometheus.Desc
+	activeUsers    *prometheus.Desc
+	users          *prometheus.Desc
+	scrapeDuration *prometheus.Desc
+	versionInfo    *prometheus.Desc
+}
+
+// New returns a Collector reading from source.
+func New(source Source) *Collector {
+	cached := " Cached for up to " + model.Duration(source.TTL()).String() + "."
+	return &Collector{
+		source: source,
+		up: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "up"),
+			"1 if the last request to Open WebUI succeeded, 0 if the count is unknown."+cached, nil, nil),
+		activeUsers: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "active_users"),
+			"Users active in Open WebUI within the last 180 s, not counting the exporter's own account. Absent while the count is unknown."+cached, nil, nil),
+		users: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "users"),
+			"Registered Open WebUI users (admin counting mode only)."+cached, nil, nil),
+		scrapeDuration: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "scrape_duration_seconds"),
+			"How long the last fetch from Open WebUI took."+cached, nil, nil),
+		versionInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "version_info"),
+			"Open WebUI's version, from /api/version; always 1."+cached, []string{"version"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.up
+	ch <- c.activeUsers
+	ch <- c.users
+	ch <- c.scrapeDuration
+	ch <- c.versionInfo
+}
+
+// Collect implements prometheus.Collector. The count is left out, never sent
+// as 0, when it is unknown: 0 would tell KEDA to scale Ollama to zero.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.source.Get(context.Background())
+	if s.Err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		if !s.FetchedAt.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, s.Duration.Seconds())
+		}
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.activeUsers, prometheus.GaugeValue, float64(s.ActiveUsers))
+	ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, s.Duration.Seconds())
+	if s.TotalUsers >= 0 {
+		ch <- prometheus.MustNewConstMetric(c.users, prometheus.GaugeValue, float64(s.TotalUsers))
+	}
+	if s.Version != "" {
+		ch <- prometheus.MustNewConstMetric(c.versionInfo, prometheus.GaugeValue, 1, s.Version)
+	}
+}

@@ -1,0 +1,226 @@
+// Command openwebui_exporter tells Prometheus and KEDA how many people use
+// Open WebUI right now, so that Ollama runs exactly while someone is there.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	sloggokit "github.com/tjhop/slog-gokit"
+
+	"github.com/openwebui-exporter/openwebui_exporter/collector"
+	"github.com/openwebui-exporter/openwebui_exporter/keda"
+	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
+)
+
+const exporterName = "openwebui_exporter"
+
+func main() {
+	app := kingpin.CommandLine
+	app.Help = "Exports how many people use Open WebUI right now, for Prometheus (/metrics) and KEDA (/active_users)."
+	var (
+		webConfig      = kingpinflag.AddFlags(app, defaultListenAddress())
+		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+		baseURL        = app.Flag("openwebui.url", "Open WebUI's base URL, e.g. http://open-webui:8080.").Envar("API_URL").String()
+		tokenFile      = app.Flag("openwebui.token-file", "File holding the Open WebUI API key (sk-...) or JWT; re-read on every fetch. Alternatively set the env var TOKEN.").String()
+		countMode      = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; race-free, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
+		timeout        = app.Flag("openwebui.timeout", "Deadline for one fetch from Open WebUI, all its requests included; keep it below KEDA's 3s HTTP timeout.").Default("2500ms").Duration()
+		updateInterval = app.Flag("openwebui.status-update-interval", "The value of Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, if set there (0 when unset).").Default("0s").Duration()
+		cacheTTL       = app.Flag("cache.ttl", "How long a count is served before Open WebUI is asked again, e.g. 60s or 60 (seconds); 0 asks on every request.").Envar("CACHE_TIMEOUT").Default("60s").String()
+		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
+		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
+	)
+	app.Version(version.Print(exporterName))
+	app.HelpFlag.Short('h')
+	kingpin.MustParse(app.Parse(os.Args[1:]))
+
+	logger, filtered := newLogger(*logFormat, *logLevel)
+	fail := func(format string, args ...any) {
+		level.Error(logger).Log("msg", fmt.Sprintf(format, args...))
+		os.Exit(1)
+	}
+	if _, err := listenPort(); err != nil {
+		fail("%v", err)
+	}
+	upstream, err := parseBaseURL(*baseURL)
+	if err != nil {
+		fail("--openwebui.url (env API_URL): %v", err)
+	}
+	token, err := tokenSource(*tokenFile)
+	if err != nil {
+		fail("%v", err)
+	}
+	ttl, err := parseTTL(*cacheTTL)
+	if err != nil {
+		fail("--cache.ttl (env CACHE_TIMEOUT): %v", err)
+	}
+	if *timeout <= 0 {
+		fail("--openwebui.timeout must be positive, got %s", *timeout)
+	}
+	if *updateInterval < 0 || *updateInterval >= openwebui.ActivityWindow-time.Minute {
+		fail("--openwebui.status-update-interval must be between 0 and 2m (the exporter must re-stamp its own account within Open WebUI's 180s window), got %s", *updateInterval)
+	}
+	if !strings.HasPrefix(*telemetryPath, "/") || *telemetryPath == "/active_users" || *telemetryPath == "/" {
+		fail("--web.telemetry-path must start with / and differ from / and /active_users, got %q", *telemetryPath)
+	}
+
+	level.Info(logger).Log("msg", "starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
+	client := openwebui.NewClient(openwebui.Config{
+		BaseURL:              upstream,
+		Token:                token,
+		Mode:                 openwebui.Mode(*countMode),
+		StatusUpdateInterval: *updateInterval,
+		UserAgent:            exporterName + "/" + version.Version,
+		Logger:               logger,
+	})
+	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, Timeout: *timeout, Logger: logger})
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(
+		collector.New(cache),
+		versioncollector.NewCollector(exporterName),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle(*telemetryPath, promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: stdLogger{logger}}))
+	mux.Handle("/active_users", keda.ActiveUsersHandler(cache, logger))
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "Open WebUI Exporter",
+		Description: "Active users of Open WebUI, for Prometheus and KEDA",
+		Version:     version.Info(),
+		Links: []web.LandingLinks{
+			{Address: *telemetryPath, Text: "Metrics"},
+			{Address: "/active_users", Text: "Active users", Description: "for KEDA's metrics-api trigger"},
+		},
+	})
+	if err != nil {
+		fail("building the landing page: %v", err)
+	}
+	mux.Handle("/", landing)
+
+	server := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	if err := web.ListenAndServe(server, webConfig, slog.New(sloggokit.NewGoKitHandler(filtered, slog.LevelDebug))); err != nil {
+		fail("serving: %v", err)
+	}
+}
+
+// newLogger builds the go-kit logger. One level filter governs every line:
+// the exporter-toolkit logs through a slog bridge to the filtered logger
+// (the bridge adds its own time and caller).
+func newLogger(format, lvl string) (logger, filtered log.Logger) {
+	var l log.Logger
+	if format == "json" {
+		l = log.NewJSONLogger(log.NewSyncWriter(os.Stderr))
+	} else {
+		l = log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))
+	}
+	filtered = level.NewFilter(l, level.Allow(level.ParseDefault(lvl, level.InfoValue())))
+	return log.With(filtered, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), filtered
+}
+
+// defaultListenAddress keeps the old scaler's env var: PORT=N means :N.
+func defaultListenAddress() string {
+	if port, err := listenPort(); err == nil && port != "" {
+		return ":" + port
+	}
+	return ":8080"
+}
+
+func listenPort() (string, error) {
+	port, ok := os.LookupEnv("PORT")
+	if !ok {
+		return "", nil
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("env PORT must be a port number from 1 to 65535, got %q (or use --web.listen-address)", port)
+	}
+	return port, nil
+}
+
+func parseBaseURL(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, fmt.Errorf("is required: Open WebUI's base URL, e.g. http://open-webui:8080")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("want an http:// or https:// URL with a host, got %q", u.Redacted())
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("want a base URL without query or fragment, got %q", u.Redacted())
+	}
+	if strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/api") {
+		return nil, fmt.Errorf("want Open WebUI's base URL without /api, got %q", u.Redacted())
+	}
+	return u, nil
+}
+
+func tokenSource(file string) (func() (string, error), error) {
+	env, inEnv := os.LookupEnv("TOKEN")
+	switch {
+	case file != "" && inEnv:
+		return nil, fmt.Errorf("both env TOKEN and --openwebui.token-file are set; use one")
+	case file != "":
+		t, err := openwebui.FileToken(file)
+		if err != nil {
+			return nil, fmt.Errorf("--openwebui.token-file: %w", err)
+		}
+		return t, nil
+	case inEnv:
+		t, err := openwebui.StaticToken(env)
+		if err != nil {
+			return nil, fmt.Errorf("env TOKEN: %w", err)
+		}
+		return t, nil
+	}
+	return nil, fmt.Errorf("no Open WebUI token: set env TOKEN or --openwebui.token-file to an API key (sk-...) or JWT")
+}
+
+// parseTTL accepts the old scaler's plain seconds ("60") and durations ("60s", "1m").
+func parseTTL(raw string) (time.Duration, error) {
+	raw = strings.TrimSpace(raw)
+	if secs, err := strconv.ParseFloat(raw, 64); err == nil {
+		if secs < 0 || secs > 86400 {
+			return 0, fmt.Errorf("want 0 to 86400 seconds, got %q", raw)
+		}
+		return time.Duration(secs * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil {
+		return 0, fmt.Errorf("want seconds (60) or a duration (60s, 1m), got %q", raw)
+	}
+	if d < 0 || d > 24*time.Hour {
+		return 0, fmt.Errorf("want 0s to 24h, got %q", raw)
+	}
+	return d, nil
+}
+
+// stdLogger adapts the go-kit logger for promhttp's error log.
+type stdLogger struct{ l log.Logger }
+
+func (s stdLogger) Println(v ...any) { level.Error(s.l).Log("msg", fmt.Sprint(v...)) }

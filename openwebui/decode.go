@@ -1,0 +1,225 @@
+package openwebui
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The decoders below are strict on purpose: a field of the wrong type, a
+// negative count or a missing key is an error, because a silently wrong
+// number is worse than no number (0 tells KEDA to turn the GPUs off).
+
+// Usage is a decoded GET /api/usage body.
+type Usage struct {
+	// HasUserCount is true for the 0.6.41+ shape {"user_count":N}.
+	HasUserCount bool
+	// UserCount is the number of users whose last_active_at is within the
+	// activity window, the caller included once it has been stamped.
+	UserCount int
+	// UserIDs is the 0.6.15-0.6.40 shape: ids with an open socket.
+	UserIDs []string
+}
+
+// ParseUsage decodes a GET /api/usage body. It prefers user_count (0.6.41+)
+// and falls back to user_ids (0.6.15-0.6.40); a body with neither is an error.
+func ParseUsage(body []byte) (Usage, error) {
+	fields, err := decodeObject(body)
+	if err != nil {
+		return Usage{}, err
+	}
+	if raw, ok := fields["user_count"]; ok {
+		n, err := decodeCount(raw)
+		if err != nil {
+			return Usage{}, fmt.Errorf("user_count: %w", err)
+		}
+		return Usage{HasUserCount: true, UserCount: n}, nil
+	}
+	if raw, ok := fields["user_ids"]; ok {
+		var ids []string
+		if isNull(raw) {
+			return Usage{}, errors.New("user_ids: is null, want an array of strings")
+		}
+		if err := json.Unmarshal(raw, &ids); err != nil {
+			return Usage{}, fmt.Errorf("user_ids: want an array of strings: %w", err)
+		}
+		return Usage{UserIDs: ids}, nil
+	}
+	return Usage{}, errors.New("neither user_count (Open WebUI 0.6.41+) nor user_ids (0.6.15-0.6.40) in the response")
+}
+
+// Session is the part of GET /api/v1/auths/ the exporter needs: who owns the token.
+type Session struct {
+	ID   string
+	Role string
+}
+
+// ParseSession decodes a GET /api/v1/auths/ body.
+func ParseSession(body []byte) (Session, error) {
+	var s struct {
+		ID   *string `json:"id"`
+		Role *string `json:"role"`
+	}
+	if err := decodeInto(body, &s); err != nil {
+		return Session{}, err
+	}
+	if s.ID == nil || *s.ID == "" {
+		return Session{}, errors.New("no id in the session")
+	}
+	if s.Role == nil || *s.Role == "" {
+		return Session{}, errors.New("no role in the session")
+	}
+	return Session{ID: *s.ID, Role: *s.Role}, nil
+}
+
+// ParseVersion decodes a GET /api/version body.
+func ParseVersion(body []byte) (string, error) {
+	var v struct {
+		Version *string `json:"version"`
+	}
+	if err := decodeInto(body, &v); err != nil {
+		return "", err
+	}
+	if v.Version == nil || *v.Version == "" {
+		return "", errors.New("no version in the response")
+	}
+	return *v.Version, nil
+}
+
+// UserActivity is one entry of the admin user list: only what counting needs.
+type UserActivity struct {
+	ID           string
+	LastActiveAt int64 // epoch seconds; 0 when Open WebUI has none
+}
+
+// UserPage is a decoded GET /api/v1/users/ body (0.6.6+ shape).
+type UserPage struct {
+	Users []UserActivity
+	Total int
+}
+
+// ParseUserPage decodes one page of GET /api/v1/users/.
+func ParseUserPage(body []byte) (UserPage, error) {
+	var p struct {
+		Users *[]map[string]json.RawMessage `json:"users"`
+		Total json.RawMessage               `json:"total"`
+	}
+	if err := decodeInto(body, &p); err != nil {
+		return UserPage{}, err
+	}
+	if p.Users == nil {
+		return UserPage{}, errors.New("no users array in the response (Open WebUI before 0.6.6 is not supported in admin mode)")
+	}
+	total, err := decodeCount(p.Total)
+	if err != nil {
+		return UserPage{}, fmt.Errorf("total: %w", err)
+	}
+	page := UserPage{Total: total, Users: make([]UserActivity, 0, len(*p.Users))}
+	for i, u := range *p.Users {
+		var id string
+		if err := json.Unmarshal(u["id"], &id); err != nil || id == "" {
+			return UserPage{}, fmt.Errorf("users[%d].id: want a non-empty string", i)
+		}
+		var last int64
+		if raw, ok := u["last_active_at"]; ok && !isNull(raw) {
+			n, err := decodeInt(raw)
+			if err != nil {
+				return UserPage{}, fmt.Errorf("users[%d].last_active_at: %w", i, err)
+			}
+			last = n
+		}
+		page.Users = append(page.Users, UserActivity{ID: id, LastActiveAt: last})
+	}
+	return page, nil
+}
+
+// ParseDetail returns the "detail" text of an Open WebUI error body, or "".
+func ParseDetail(body []byte) string {
+	var e struct {
+		Detail any `json:"detail"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return ""
+	}
+	switch d := e.Detail.(type) {
+	case string:
+		return d
+	case nil:
+		return ""
+	default:
+		// FastAPI validation errors carry a list; keep it short and readable.
+		b, _ := json.Marshal(d)
+		return string(b)
+	}
+}
+
+func decodeObject(body []byte) (map[string]json.RawMessage, error) {
+	var fields map[string]json.RawMessage
+	if err := decodeInto(body, &fields); err != nil {
+		return nil, err
+	}
+	if fields == nil {
+		return nil, errors.New("body is null, want a JSON object")
+	}
+	return fields, nil
+}
+
+// decodeInto decodes exactly one JSON value, rejecting trailing data.
+func decodeInto(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	if dec.More() {
+		return errors.New("invalid JSON: trailing data after the object")
+	}
+	return nil
+}
+
+func decodeCount(raw json.RawMessage) (int, error) {
+	n, err := decodeInt(raw)
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("is %d, want a count (>= 0)", n)
+	}
+	if n > 1<<31-1 {
+		return 0, fmt.Errorf("is %d, implausibly large", n)
+	}
+	return int(n), nil
+}
+
+func decodeInt(raw json.RawMessage) (int64, error) {
+	s := strings.TrimSpace(string(raw))
+	if s == "" {
+		return 0, errors.New("missing, want an integer")
+	}
+	if s == "null" || s[0] == '"' || s[0] == '[' || s[0] == '{' || s == "true" || s == "false" {
+		return 0, fmt.Errorf("is %s, want an integer", truncate(s, 40))
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		// Python may serialise an integral float as 2.0; accept that, nothing fractional.
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || f < -(1<<53) || f > 1<<53 || f != float64(int64(f)) {
+			return 0, fmt.Errorf("is %s, want an integer", truncate(s, 40))
+		}
+		n = int64(f)
+	}
+	return n, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	return strings.TrimSpace(string(raw)) == "null"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

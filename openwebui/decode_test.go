@@ -1,0 +1,143 @@
+package openwebui
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseUsage(t *testing.T) {
+	cases := []struct {
+		body    string
+		want    Usage
+		wantErr string
+	}{
+		{`{"model_ids":["llama3.2:3b"],"user_count":2}`, Usage{HasUserCount: true, UserCount: 2}, ""},
+		{`{"model_ids":[],"user_count":0}`, Usage{HasUserCount: true}, ""},
+		{`{"user_count":2.0}`, Usage{HasUserCount: true, UserCount: 2}, ""},
+		{`{"model_ids":[],"user_ids":["a","b"]}`, Usage{UserIDs: []string{"a", "b"}}, ""},
+		{`{"user_ids":[]}`, Usage{UserIDs: []string{}}, ""},
+		{`{"user_count":1,"user_ids":["a","b"]}`, Usage{HasUserCount: true, UserCount: 1}, ""},
+		{`{"model_ids":[]}`, Usage{}, "neither user_count"},
+		{`{}`, Usage{}, "neither user_count"},
+		{`null`, Usage{}, "body is null"},
+		{`[]`, Usage{}, "invalid JSON"},
+		{`{"user_count":-1}`, Usage{}, "want a count"},
+		{`{"user_count":1.5}`, Usage{}, "want an integer"},
+		{`{"user_count":"2"}`, Usage{}, "want an integer"},
+		{`{"user_count":null}`, Usage{}, "want an integer"},
+		{`{"user_count":true}`, Usage{}, "want an integer"},
+		{`{"user_count":1e300}`, Usage{}, "want an integer"},
+		{`{"user_count":99999999999}`, Usage{}, "implausibly large"},
+		{`{"user_ids":null}`, Usage{}, "user_ids: is null"},
+		{`{"user_ids":"a"}`, Usage{}, "want an array of strings"},
+		{`{"user_ids":[null]}`, Usage{UserIDs: []string{""}}, ""},
+		{`{"user_count":1}{"user_count":2}`, Usage{}, "trailing data"},
+		{`<!doctype html>`, Usage{}, "invalid JSON"},
+		{``, Usage{}, "invalid JSON"},
+	}
+	for _, tc := range cases {
+		got, err := ParseUsage([]byte(tc.body))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ParseUsage(%s): err = %v, want %q", tc.body, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseUsage(%s): %v", tc.body, err)
+			continue
+		}
+		if got.HasUserCount != tc.want.HasUserCount || got.UserCount != tc.want.UserCount || strings.Join(got.UserIDs, ",") != strings.Join(tc.want.UserIDs, ",") {
+			t.Errorf("ParseUsage(%s) = %+v, want %+v", tc.body, got, tc.want)
+		}
+	}
+}
+
+func TestParseUserPage(t *testing.T) {
+	cases := []struct {
+		body      string
+		wantUsers int
+		wantTotal int
+		wantErr   string
+	}{
+		{`{"users":[{"id":"a","last_active_at":1785000000},{"id":"b","last_active_at":null}],"total":2}`, 2, 2, ""},
+		{`{"users":[],"total":0}`, 0, 0, ""},
+		{`[{"id":"a"}]`, 0, 0, "invalid JSON"},
+		{`{"total":3}`, 0, 0, "no users array"},
+		{`{"users":[],"total":-1}`, 0, 0, "total: is -1"},
+		{`{"users":[]}`, 0, 0, "total: missing"},
+		{`{"users":[{"last_active_at":1}],"total":1}`, 0, 0, "users[0].id"},
+		{`{"users":[{"id":"a","last_active_at":"x"}],"total":1}`, 0, 0, "users[0].last_active_at"},
+	}
+	for _, tc := range cases {
+		got, err := ParseUserPage([]byte(tc.body))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ParseUserPage(%s): err = %v, want %q", tc.body, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || len(got.Users) != tc.wantUsers || got.Total != tc.wantTotal {
+			t.Errorf("ParseUserPage(%s) = %+v, %v; want %d users, total %d", tc.body, got, err, tc.wantUsers, tc.wantTotal)
+		}
+	}
+}
+
+func TestParseSessionAndVersion(t *testing.T) {
+	if s, err := ParseSession([]byte(`{"id":"u1","role":"user","email":"e"}`)); err != nil || s.ID != "u1" || s.Role != "user" {
+		t.Errorf("ParseSession = %+v, %v", s, err)
+	}
+	for _, bad := range []string{`{"role":"user"}`, `{"id":"u1"}`, `{"id":1,"role":"user"}`, `null`} {
+		if _, err := ParseSession([]byte(bad)); err == nil {
+			t.Errorf("ParseSession(%s): want an error", bad)
+		}
+	}
+	if v, err := ParseVersion([]byte(`{"version":"0.11.0","deployment_id":""}`)); err != nil || v != "0.11.0" {
+		t.Errorf("ParseVersion = %q, %v", v, err)
+	}
+	for _, bad := range []string{`{}`, `{"version":""}`, `{"version":11}`, `<html>`} {
+		if _, err := ParseVersion([]byte(bad)); err == nil {
+			t.Errorf("ParseVersion(%s): want an error", bad)
+		}
+	}
+}
+
+func TestVersionAtLeast(t *testing.T) {
+	cases := []struct {
+		v, min string
+		want   bool
+	}{
+		{"0.6.15", "0.6.15", true},
+		{"0.6.14", "0.6.15", false},
+		{"0.6.40", "0.6.41", false},
+		{"0.6.41", "0.6.41", true},
+		{"0.10.0", "0.6.41", true},
+		{"v0.11.0", "0.6.41", true},
+		{"0.6.30-dev", "0.6.41", false},
+		{"main", "0.6.41", true}, // unparsable: assume the newest
+		{"1.0", "0.6.41", true},
+	}
+	for _, tc := range cases {
+		if got := versionAtLeast(tc.v, tc.min); got != tc.want {
+			t.Errorf("versionAtLeast(%q, %q) = %v, want %v", tc.v, tc.min, got, tc.want)
+		}
+	}
+}
+
+func TestTokens(t *testing.T) {
+	src, err := StaticToken("  sk-0123456789abcdef0123456789abcdef\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := src(); got != "sk-0123456789abcdef0123456789abcdef" {
+		t.Errorf("token = %q, want it trimmed", got)
+	}
+	for _, bad := range []string{"", "  \n", "Bearer sk-1", "sk-1 sk-2", "sk-1\x00"} {
+		if _, err := StaticToken(bad); err == nil {
+			t.Errorf("StaticToken(%q): want an error", bad)
+		}
+	}
+	if _, err := FileToken(t.TempDir() + "/missing"); err == nil {
+		t.Error("FileToken(missing file): want an error")
+	}
+}

@@ -1,0 +1,139 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
+)
+
+func newTestCache(ttl time.Duration, fetch FetchFunc) (*Cache, *fakeopenwebui.Clock) {
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	return New(Config{Fetch: fetch, TTL: ttl, Timeout: time.Second, Now: clock.Now}), clock
+}
+
+func TestCacheServesWithinTTLAndRefreshesAfter(t *testing.T) {
+	var calls atomic.Int32
+	cache, clock := newTestCache(time.Minute, func(context.Context) (openwebui.Count, error) {
+		return openwebui.Count{ActiveUsers: int(calls.Add(1))}, nil
+	})
+	steps := []struct {
+		advance   time.Duration
+		wantUsers int
+	}{
+		{0, 1},
+		{59 * time.Second, 1}, // still within the TTL
+		{time.Second, 2},      // expired: fetched again
+		{30 * time.Second, 2},
+	}
+	for i, step := range steps {
+		clock.Advance(step.advance)
+		s := cache.Get(context.Background())
+		if s.Err != nil || s.ActiveUsers != step.wantUsers {
+			t.Fatalf("step %d: got (%d, %v), want (%d, nil)", i, s.ActiveUsers, s.Err, step.wantUsers)
+		}
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("upstream fetches = %d, want 2", got)
+	}
+}
+
+func TestCacheKeepsErrorsBriefly(t *testing.T) {
+	var calls atomic.Int32
+	cache, clock := newTestCache(time.Minute, func(context.Context) (openwebui.Count, error) {
+		if calls.Add(1) == 1 {
+			return openwebui.Count{}, errors.New("boom")
+		}
+		return openwebui.Count{ActiveUsers: 3}, nil
+	})
+	if s := cache.Get(context.Background()); s.Err == nil {
+		t.Fatal("first Get: want the upstream error")
+	}
+	clock.Advance(errorTTL - time.Millisecond)
+	if s := cache.Get(context.Background()); s.Err == nil || calls.Load() != 1 {
+		t.Fatalf("within errorTTL: got err=%v after %d fetches, want the cached error after 1", s.Err, calls.Load())
+	}
+	clock.Advance(time.Millisecond)
+	if s := cache.Get(context.Background()); s.Err != nil || s.ActiveUsers != 3 {
+		t.Fatalf("after errorTTL: got (%d, %v), want (3, nil)", s.ActiveUsers, s.Err)
+	}
+}
+
+func TestCacheSharesOneInFlightFetch(t *testing.T) {
+	for _, ttl := range []time.Duration{0, time.Minute} {
+		var calls atomic.Int32
+		release := make(chan struct{})
+		cache, _ := newTestCache(ttl, func(context.Context) (openwebui.Count, error) {
+			calls.Add(1)
+			<-release
+			return openwebui.Count{ActiveUsers: 7}, nil
+		})
+		const readers = 50
+		var wg sync.WaitGroup
+		results := make(chan Snapshot, readers)
+		for range readers {
+			wg.Go(func() { results <- cache.Get(context.Background()) })
+		}
+		// Let every reader reach the wait before the fetch returns.
+		for deadline := time.Now().Add(5 * time.Second); calls.Load() == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
+		close(release)
+		wg.Wait()
+		close(results)
+		for s := range results {
+			if s.Err != nil || s.ActiveUsers != 7 {
+				t.Fatalf("ttl %s: reader got (%d, %v), want (7, nil)", ttl, s.ActiveUsers, s.Err)
+			}
+		}
+		if got := calls.Load(); got != 1 {
+			t.Errorf("ttl %s: %d concurrent readers made %d fetches, want 1", ttl, readers, got)
+		}
+	}
+}
+
+func TestCacheReaderGivingUpDoesNotCancelTheFetch(t *testing.T) {
+	release := make(chan struct{})
+	var fetchErr atomic.Value
+	cache, _ := newTestCache(time.Minute, func(ctx context.Context) (openwebui.Count, error) {
+		<-release
+		if err := ctx.Err(); err != nil {
+			fetchErr.Store(err)
+		}
+		return openwebui.Count{ActiveUsers: 1}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if s := cache.Get(ctx); !errors.Is(s.Err, context.Canceled) {
+		t.Fatalf("cancelled reader: got err %v, want context.Canceled", s.Err)
+	}
+	close(release)
+	if s := cache.Get(context.Background()); s.Err != nil || s.ActiveUsers != 1 {
+		t.Fatalf("next reader: got (%d, %v), want (1, nil)", s.ActiveUsers, s.Err)
+	}
+	if err := fetchErr.Load(); err != nil {
+		t.Errorf("the shared fetch saw its context end: %v", err)
+	}
+}
+
+func TestCacheFetchTimeoutNamesTheFlag(t *testing.T) {
+	cache := New(Config{TTL: time.Minute, Timeout: 20 * time.Millisecond,
+		Fetch: func(ctx context.Context) (openwebui.Count, error) {
+			<-ctx.Done()
+			return openwebui.Count{}, ctx.Err()
+		}})
+	s := cache.Get(context.Background())
+	if s.Err == nil || !errors.Is(s.Err, context.DeadlineExceeded) {
+		t.Fatalf("got err %v, want a deadline error", s.Err)
+	}
+	if want := "--openwebui.timeout=20ms"; !strings.Contains(s.Err.Error(), want) {
+		t.Errorf("error %q does not mention %q", s.Err, want)
+	}
+}
