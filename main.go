@@ -3,13 +3,18 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -43,6 +48,9 @@ func main() {
 		countMode      = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; race-free, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
 		timeout        = app.Flag("openwebui.timeout", "Deadline for one fetch from Open WebUI, all its requests included; keep it below KEDA's 3s HTTP timeout.").Default("2500ms").Duration()
 		updateInterval = app.Flag("openwebui.status-update-interval", "The value of Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, if set there (0 when unset).").Default("0s").Duration()
+		caFile         = app.Flag("openwebui.tls.ca-file", "PEM file of the CA that signs Open WebUI's certificate (default: the system's CAs).").String()
+		insecureTLS    = app.Flag("openwebui.tls.insecure-skip-verify", "Do not verify Open WebUI's TLS certificate. Insecure: anybody in between can read the token.").Bool()
+		maxStale       = app.Flag("cache.max-stale", "How old a good count may be and still be served while Open WebUI is slow or failing; 0 disables.").Default("2m").Duration()
 		cacheTTL       = app.Flag("cache.ttl", "How long a count is served before Open WebUI is asked again, e.g. 60s or 60 (seconds); 0 asks on every request.").Envar("CACHE_TIMEOUT").Default("60s").String()
 		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
@@ -71,6 +79,16 @@ func main() {
 	if err != nil {
 		fail("--cache.ttl (env CACHE_TIMEOUT): %v", err)
 	}
+	if *maxStale < 0 || *maxStale > openwebui.ActivityWindow {
+		fail("--cache.max-stale must be between 0 and 3m (older counts describe a window that has passed), got %s", *maxStale)
+	}
+	httpClient, err := upstreamHTTPClient(*caFile, *insecureTLS)
+	if err != nil {
+		fail("%v", err)
+	}
+	if *insecureTLS {
+		level.Warn(logger).Log("msg", "--openwebui.tls.insecure-skip-verify is on: Open WebUI's certificate is not checked, and anybody in between can read the token")
+	}
 	if *timeout <= 0 {
 		fail("--openwebui.timeout must be positive, got %s", *timeout)
 	}
@@ -88,9 +106,10 @@ func main() {
 		Mode:                 openwebui.Mode(*countMode),
 		StatusUpdateInterval: *updateInterval,
 		UserAgent:            exporterName + "/" + version.Version,
+		HTTPClient:           httpClient,
 		Logger:               logger,
 	})
-	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, Timeout: *timeout, Logger: logger})
+	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: *maxStale, Timeout: *timeout, Logger: logger})
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(
@@ -102,6 +121,17 @@ func main() {
 	mux := http.NewServeMux()
 	mux.Handle(*telemetryPath, promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: stdLogger{logger}}))
 	mux.Handle("/active_users", keda.ActiveUsersHandler(cache, logger))
+	// Liveness and readiness say whether the exporter can answer, not whether
+	// Open WebUI can: an outage must reach KEDA and Prometheus as a 503 and
+	// openwebui_up 0, not as a restarted or unreachable exporter.
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if _, err := token(); err != nil {
+			http.Error(w, "cannot read the Open WebUI token: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "Open WebUI Exporter",
 		Description: "Active users of Open WebUI, for Prometheus and KEDA",
@@ -109,6 +139,8 @@ func main() {
 		Links: []web.LandingLinks{
 			{Address: *telemetryPath, Text: "Metrics"},
 			{Address: "/active_users", Text: "Active users", Description: "for KEDA's metrics-api trigger"},
+			{Address: "/healthz", Text: "Liveness"},
+			{Address: "/readyz", Text: "Readiness"},
 		},
 	})
 	if err != nil {
@@ -121,9 +153,48 @@ func main() {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	if err := web.ListenAndServe(server, webConfig, slog.New(sloggokit.NewGoKitHandler(filtered, slog.LevelDebug))); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() {
+		served <- web.ListenAndServe(server, webConfig, slog.New(sloggokit.NewGoKitHandler(filtered, slog.LevelDebug)))
+	}()
+	select {
+	case err := <-served:
 		fail("serving: %v", err)
+	case <-ctx.Done():
 	}
+	// Stop accepting, let in-flight requests finish, and be gone well within
+	// Kubernetes' grace period.
+	level.Info(logger).Log("msg", "shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := server.Shutdown(shutdownCtx); err != nil {
+		level.Warn(logger).Log("msg", "in-flight requests did not finish in time", "err", err)
+		server.Close()
+	}
+}
+
+const shutdownTimeout = 4 * time.Second
+
+// upstreamHTTPClient is the client for Open WebUI, with its TLS settings.
+func upstreamHTTPClient(caFile string, insecure bool) (*http.Client, error) {
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--openwebui.tls.ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--openwebui.tls.ca-file: no PEM certificate in %s", caFile)
+		}
+		tlsConfig.RootCAs = pool
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConfig
+	transport.MaxIdleConnsPerHost = 4
+	return &http.Client{Transport: transport}, nil
 }
 
 // newLogger builds the go-kit logger. One level filter governs every line:

@@ -29,6 +29,7 @@ type Collector struct {
 	users          *prometheus.Desc
 	scrapeDuration *prometheus.Desc
 	versionInfo    *prometheus.Desc
+	lastSuccess    *prometheus.Desc
 }
 
 // New returns a Collector reading from source.
@@ -37,15 +38,17 @@ func New(source Source) *Collector {
 	return &Collector{
 		source: source,
 		up: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "up"),
-			"1 if the last request to Open WebUI succeeded, 0 if the count is unknown."+cached, nil, nil),
+			"1 if the latest fetch from Open WebUI succeeded, else 0."+cached, nil, nil),
 		activeUsers: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "active_users"),
-			"Users active in Open WebUI within the last 180 s, not counting the exporter's own account. Absent while the count is unknown."+cached, nil, nil),
+			"Users active in Open WebUI within the last 180 s, not counting the exporter's own account. Absent while the count is unknown; may be up to --cache.max-stale old while Open WebUI fails (see openwebui_last_success_timestamp_seconds)."+cached, nil, nil),
 		users: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "users"),
 			"Registered Open WebUI users (admin counting mode only)."+cached, nil, nil),
 		scrapeDuration: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "scrape_duration_seconds"),
-			"How long the last fetch from Open WebUI took."+cached, nil, nil),
+			"How long the latest fetch from Open WebUI took."+cached, nil, nil),
 		versionInfo: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "version_info"),
 			"Open WebUI's version, from /api/version; always 1."+cached, []string{"version"}, nil),
+		lastSuccess: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "last_success_timestamp_seconds"),
+			"When the count now served was fetched from Open WebUI, in seconds since the epoch; alert on time() minus this.", nil, nil),
 	}
 }
 
@@ -56,22 +59,28 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.users
 	ch <- c.scrapeDuration
 	ch <- c.versionInfo
+	ch <- c.lastSuccess
 }
 
 // Collect implements prometheus.Collector. The count is left out, never sent
 // as 0, when it is unknown: 0 would tell KEDA to scale Ollama to zero.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.source.Get(context.Background())
+	up := 0.0
+	if s.FetchErr == nil && !s.FetchedAt.IsZero() {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
+	if !s.FetchedAt.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, s.Duration.Seconds())
+	}
+	if !s.LastSuccess.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixNano())/1e9)
+	}
 	if s.Err != nil {
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
-		if !s.FetchedAt.IsZero() {
-			ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, s.Duration.Seconds())
-		}
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
 	ch <- prometheus.MustNewConstMetric(c.activeUsers, prometheus.GaugeValue, float64(s.ActiveUsers))
-	ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, s.Duration.Seconds())
 	if s.TotalUsers >= 0 {
 		ch <- prometheus.MustNewConstMetric(c.users, prometheus.GaugeValue, float64(s.TotalUsers))
 	}

@@ -88,8 +88,8 @@ func (s *setup) activate(n int) {
 }
 
 const (
-	helpUp     = "# HELP openwebui_up 1 if the last request to Open WebUI succeeded, 0 if the count is unknown. Cached for up to 1m.\n# TYPE openwebui_up gauge\n"
-	helpActive = "# HELP openwebui_active_users Users active in Open WebUI within the last 180 s, not counting the exporter's own account. Absent while the count is unknown. Cached for up to 1m.\n# TYPE openwebui_active_users gauge\n"
+	helpUp     = "# HELP openwebui_up 1 if the latest fetch from Open WebUI succeeded, else 0. Cached for up to 1m.\n# TYPE openwebui_up gauge\n"
+	helpActive = "# HELP openwebui_active_users Users active in Open WebUI within the last 180 s, not counting the exporter's own account. Absent while the count is unknown; may be up to --cache.max-stale old while Open WebUI fails (see openwebui_last_success_timestamp_seconds). Cached for up to 1m.\n# TYPE openwebui_active_users gauge\n"
 	helpUsers  = "# HELP openwebui_users Registered Open WebUI users (admin counting mode only). Cached for up to 1m.\n# TYPE openwebui_users gauge\n"
 )
 
@@ -366,8 +366,8 @@ func TestMetricsLintClean(t *testing.T) {
 		for _, p := range problems {
 			t.Errorf("%s mode: lint: %s: %s", mode, p.Metric, p.Text)
 		}
-		if n := testutil.CollectAndCount(s.metrics); n != 5 && mode == openwebui.ModeAdmin {
-			t.Errorf("admin mode exposes %d metrics, want 5 (up, active_users, users, scrape duration, version info)", n)
+		if n := testutil.CollectAndCount(s.metrics); n != 6 && mode == openwebui.ModeAdmin {
+			t.Errorf("admin mode exposes %d metrics, want 6 (up, active_users, users, scrape duration, version info, last success)", n)
 		}
 	}
 }

@@ -4,7 +4,6 @@ package snapshot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -20,13 +19,22 @@ import (
 // a recovery shows at once.
 const errorTTL = 5 * time.Second
 
-// Snapshot is the result of one fetch from Open WebUI.
+// Snapshot is what the exporter knows about Open WebUI's count right now.
 type Snapshot struct {
+	// Count is the latest good count; meaningless when Err is set.
 	openwebui.Count
-	// Err is why the count is unknown; when it is set, Count is meaningless.
-	Err       error
-	FetchedAt time.Time     // when the fetch finished
-	Duration  time.Duration // how long the fetch took
+	// Err says why the count is unknown: the latest fetch failed and no good
+	// count is younger than the stale bound. Readers must not report a number.
+	Err error
+	// FetchErr is the error of the latest completed fetch, nil if it
+	// succeeded. It can be set while Err is not: a good count within the
+	// stale bound is still served.
+	FetchErr error
+	// LastSuccess is when the good count was fetched; zero if never.
+	LastSuccess time.Time
+	// FetchedAt and Duration describe the latest completed fetch.
+	FetchedAt time.Time
+	Duration  time.Duration
 }
 
 // FetchFunc asks Open WebUI for the count.
@@ -35,27 +43,41 @@ type FetchFunc func(context.Context) (openwebui.Count, error)
 // Config configures a Cache.
 type Config struct {
 	Fetch FetchFunc
-	// TTL is how long a successful fetch is served; 0 fetches for every
-	// reader (readers that arrive together still share one request).
+	// TTL is how long a successful fetch is served before the next reader
+	// triggers a refresh; 0 refreshes for every reader (readers that arrive
+	// together still share one request).
 	TTL time.Duration
+	// MaxStale is how old a good count may be and still be served, at once,
+	// while a refresh runs or after it failed. 0 serves nothing stale.
+	MaxStale time.Duration
 	// Timeout bounds one fetch, all its upstream requests included.
 	Timeout time.Duration
 	Now     func() time.Time // nil: time.Now
 	Logger  log.Logger       // nil: no logging
 }
 
-// Cache serves the latest Snapshot and refreshes it when it has expired.
-// Concurrent readers of an expired snapshot share one in-flight fetch, and no
-// lock is held while Open WebUI is asked.
+// result is one completed fetch.
+type result struct {
+	count    openwebui.Count
+	err      error
+	at       time.Time // when it finished
+	duration time.Duration
+}
+
+// Cache serves the latest count and refreshes it when it has expired.
+// Concurrent readers of an expired count share one in-flight fetch, no lock
+// is held while Open WebUI is asked, and a reader never waits longer than
+// one fetch's timeout.
 type Cache struct {
 	cfg Config
 
 	mu       sync.Mutex
-	current  *Snapshot
+	latest   *result       // the latest completed fetch
+	good     *result       // the latest successful fetch
 	inflight chan struct{} // closed when the running fetch has stored its result
 }
 
-// New returns a Cache. It fetches nothing until the first Get.
+// New returns a Cache. It fetches nothing until the first read.
 func New(cfg Config) *Cache {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -66,21 +88,35 @@ func New(cfg Config) *Cache {
 	return &Cache{cfg: cfg}
 }
 
-// TTL is the configured time-to-live of a successful snapshot.
+// TTL is the configured time-to-live of a successful count.
 func (c *Cache) TTL() time.Duration { return c.cfg.TTL }
 
-// Get returns the current snapshot, fetching a new one if it has expired.
-// If ctx ends first, Get returns a snapshot whose Err says so.
+// Get returns the current snapshot. If the count has expired it starts a
+// refresh; a good count within the stale bound is returned at once, and
+// only without one does Get wait for the refresh (or for ctx).
 func (c *Cache) Get(ctx context.Context) Snapshot {
+	return c.read(ctx, c.cfg.TTL, true)
+}
+
+// Refresh returns a snapshot no older than maxAge, waiting for a fetch (its
+// own, or one already running) if the latest is older. Push loops use it to
+// poll Open WebUI faster than the TTL through the same cache.
+func (c *Cache) Refresh(ctx context.Context, maxAge time.Duration) Snapshot {
+	return c.read(ctx, maxAge, false)
+}
+
+func (c *Cache) read(ctx context.Context, maxAge time.Duration, answerStale bool) Snapshot {
 	c.mu.Lock()
-	if c.current != nil && c.fresh(c.current) {
-		s := *c.current
-		c.mu.Unlock()
-		return s
-	}
-	if c.inflight == nil {
+	now := c.cfg.Now()
+	fresh := c.latest != nil && now.Sub(c.latest.at) < c.ttlFor(c.latest, maxAge)
+	if !fresh && c.inflight == nil {
 		c.inflight = make(chan struct{})
 		go c.refresh(c.inflight)
+	}
+	if fresh || (answerStale && c.goodWithinBound(now)) {
+		s := c.view(now)
+		c.mu.Unlock()
+		return s
 	}
 	done := c.inflight
 	c.mu.Unlock()
@@ -88,19 +124,45 @@ func (c *Cache) Get(ctx context.Context) Snapshot {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return Snapshot{Err: fmt.Errorf("waiting for Open WebUI: %w", ctx.Err())}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.goodWithinBound(c.cfg.Now()) {
+			return c.view(c.cfg.Now())
+		}
+		return Snapshot{Err: fmt.Errorf("waiting for Open WebUI: %w", ctx.Err()), FetchErr: ctx.Err()}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return *c.current
+	return c.view(c.cfg.Now())
 }
 
-func (c *Cache) fresh(s *Snapshot) bool {
-	ttl := c.cfg.TTL
-	if s.Err != nil {
-		ttl = min(ttl, errorTTL)
+// ttlFor is how long a result is served before a reader refreshes it.
+func (c *Cache) ttlFor(r *result, maxAge time.Duration) time.Duration {
+	if r.err != nil {
+		return min(maxAge, errorTTL)
 	}
-	return c.cfg.Now().Sub(s.FetchedAt) < ttl
+	return maxAge
+}
+
+func (c *Cache) goodWithinBound(now time.Time) bool {
+	return c.good != nil && now.Sub(c.good.at) < c.cfg.MaxStale
+}
+
+// view builds the snapshot readers see; c.mu must be held and latest set.
+func (c *Cache) view(now time.Time) Snapshot {
+	s := Snapshot{FetchErr: c.latest.err, FetchedAt: c.latest.at, Duration: c.latest.duration}
+	if c.good != nil {
+		s.LastSuccess = c.good.at
+	}
+	switch {
+	case c.latest.err == nil:
+		s.Count = c.latest.count
+	case c.goodWithinBound(now):
+		s.Count = c.good.count
+	default:
+		s.Err = c.latest.err
+	}
+	return s
 }
 
 // refresh runs one fetch on its own context, so that a reader that gives up
@@ -110,32 +172,35 @@ func (c *Cache) refresh(done chan struct{}) {
 	defer cancel()
 	start := c.cfg.Now()
 	n, err := c.cfg.Fetch(ctx)
-	if errors.Is(err, context.DeadlineExceeded) || (err != nil && ctx.Err() != nil) {
+	if err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("no answer from Open WebUI within --openwebui.timeout=%s: %w", c.cfg.Timeout, err)
 	}
 	end := c.cfg.Now()
-	s := &Snapshot{Count: n, Err: err, FetchedAt: end, Duration: end.Sub(start)}
+	r := &result{count: n, err: err, at: end, duration: end.Sub(start)}
 
 	c.mu.Lock()
-	prev := c.current
-	c.current = s
+	prev := c.latest
+	c.latest = r
+	if err == nil {
+		c.good = r
+	}
 	c.inflight = nil
 	c.mu.Unlock()
 	close(done)
-	c.logTransition(prev, s)
+	c.logTransition(prev, r)
 }
 
 // logTransition logs a failure when it starts or changes, and the recovery;
 // a failure that repeats is logged at debug level only.
-func (c *Cache) logTransition(prev, s *Snapshot) {
+func (c *Cache) logTransition(prev, r *result) {
 	switch {
-	case s.Err != nil && (prev == nil || prev.Err == nil || prev.Err.Error() != s.Err.Error()):
-		level.Error(c.cfg.Logger).Log("msg", "cannot count Open WebUI's active users", "err", s.Err)
-	case s.Err != nil:
-		level.Debug(c.cfg.Logger).Log("msg", "still cannot count Open WebUI's active users", "err", s.Err)
-	case prev != nil && prev.Err != nil:
-		level.Info(c.cfg.Logger).Log("msg", "counting Open WebUI's active users again", "active_users", s.ActiveUsers)
+	case r.err != nil && (prev == nil || prev.err == nil || prev.err.Error() != r.err.Error()):
+		level.Error(c.cfg.Logger).Log("msg", "cannot count Open WebUI's active users", "err", r.err)
+	case r.err != nil:
+		level.Debug(c.cfg.Logger).Log("msg", "still cannot count Open WebUI's active users", "err", r.err)
+	case prev != nil && prev.err != nil:
+		level.Info(c.cfg.Logger).Log("msg", "counting Open WebUI's active users again", "active_users", r.count.ActiveUsers)
 	default:
-		level.Debug(c.cfg.Logger).Log("msg", "fetched active users", "active_users", s.ActiveUsers, "duration", s.Duration)
+		level.Debug(c.cfg.Logger).Log("msg", "fetched active users", "active_users", r.count.ActiveUsers, "duration", r.duration)
 	}
 }
