@@ -111,45 +111,13 @@ func main() {
 	})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: *maxStale, Timeout: *timeout, Logger: logger})
 
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(
-		collector.New(cache),
-		versioncollector.NewCollector(exporterName),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
-	mux := http.NewServeMux()
-	mux.Handle(*telemetryPath, promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: stdLogger{logger}}))
-	mux.Handle("/active_users", keda.ActiveUsersHandler(cache, logger))
-	// Liveness and readiness say whether the exporter can answer, not whether
-	// Open WebUI can: an outage must reach KEDA and Prometheus as a 503 and
-	// openwebui_up 0, not as a restarted or unreachable exporter.
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if _, err := token(); err != nil {
-			http.Error(w, "cannot read the Open WebUI token: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        "Open WebUI Exporter",
-		Description: "Active users of Open WebUI, for Prometheus and KEDA",
-		Version:     version.Info(),
-		Links: []web.LandingLinks{
-			{Address: *telemetryPath, Text: "Metrics"},
-			{Address: "/active_users", Text: "Active users", Description: "for KEDA's metrics-api trigger"},
-			{Address: "/healthz", Text: "Liveness"},
-			{Address: "/readyz", Text: "Readiness"},
-		},
-	})
+	handler, err := newHandler(cache, token, *telemetryPath, logger)
 	if err != nil {
-		fail("building the landing page: %v", err)
+		fail("%v", err)
 	}
-	mux.Handle("/", landing)
 
 	server := &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -173,6 +141,47 @@ func main() {
 		level.Warn(logger).Log("msg", "in-flight requests did not finish in time", "err", err)
 		server.Close()
 	}
+}
+
+// newHandler serves every HTTP endpoint from the one shared cache.
+func newHandler(cache *snapshot.Cache, token func() (string, error), telemetryPath string, logger log.Logger) (http.Handler, error) {
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(
+		collector.New(cache),
+		versioncollector.NewCollector(exporterName),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle(telemetryPath, promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: stdLogger{logger}}))
+	mux.Handle("/active_users", keda.ActiveUsersHandler(cache, logger))
+	// Liveness and readiness say whether the exporter can answer, not whether
+	// Open WebUI can: an outage must reach KEDA and Prometheus as a 503 and
+	// openwebui_up 0, not as a restarted or unreachable exporter.
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if _, err := token(); err != nil {
+			http.Error(w, "cannot read the Open WebUI token: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "Open WebUI Exporter",
+		Description: "Active users of Open WebUI, for Prometheus and KEDA",
+		Version:     version.Info(),
+		Links: []web.LandingLinks{
+			{Address: telemetryPath, Text: "Metrics"},
+			{Address: "/active_users", Text: "Active users", Description: "for KEDA's metrics-api trigger"},
+			{Address: "/healthz", Text: "Liveness"},
+			{Address: "/readyz", Text: "Readiness"},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building the landing page: %w", err)
+	}
+	mux.Handle("/", landing)
+	return mux, nil
 }
 
 const shutdownTimeout = 4 * time.Second
