@@ -38,6 +38,7 @@ type options struct {
 	jwt       bool   // a JWT instead of an API key
 	mode      openwebui.Mode
 	humans    int // registered human accounts (all inactive at first)
+	maxStale  time.Duration
 	transport func(http.Handler) http.Handler
 }
 
@@ -70,7 +71,7 @@ func newSetup(t *testing.T, o options) *setup {
 		BaseURL: base, Mode: o.mode, Now: c.Now,
 		Token: func() (string, error) { return token, nil },
 	})
-	s.cache = snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, Timeout: 5 * time.Second, Now: c.Now})
+	s.cache = snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: o.maxStale, Timeout: 5 * time.Second, Now: c.Now})
 	s.metrics = collector.New(s.cache)
 	return s
 }
@@ -377,5 +378,34 @@ func TestVersionInfo(t *testing.T) {
 	want := "# HELP openwebui_version_info Open WebUI's version, from /api/version; always 1. Cached for up to 1m.\n# TYPE openwebui_version_info gauge\nopenwebui_version_info{version=\"0.6.30\"} 1\n"
 	if err := testutil.CollectAndCompare(s.metrics, strings.NewReader(want), "openwebui_version_info"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestStaleCountDuringAnOutage: within --cache.max-stale the last good count
+// is still exposed, with openwebui_up 0 and its age in
+// openwebui_last_success_timestamp_seconds; past it, the count disappears.
+func TestStaleCountDuringAnOutage(t *testing.T) {
+	s := newSetup(t, options{humans: 2, maxStale: 2 * time.Minute})
+	s.activate(2)
+	compare(t, s.metrics, expectCount(2))
+	fetched := s.clock.Now().Unix()
+	s.fake.SetOverride(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+
+	const helpLast = "# HELP openwebui_last_success_timestamp_seconds When the count now served was fetched from Open WebUI, in seconds since the epoch; alert on time() minus this.\n# TYPE openwebui_last_success_timestamp_seconds gauge\n"
+	last := fmt.Sprintf("openwebui_last_success_timestamp_seconds %d\n", fetched)
+	steps := []struct {
+		advance time.Duration
+		want    string
+	}{
+		{ttl + time.Second, helpActive + "openwebui_active_users 2\n" + helpLast + last + helpUp + "openwebui_up 0\n"},
+		{time.Minute, helpLast + last + helpUp + "openwebui_up 0\n"},
+	}
+	for _, step := range steps {
+		s.clock.Advance(step.advance)
+		s.cache.Refresh(context.Background(), 0) // let the failing fetch land
+		if err := testutil.CollectAndCompare(s.metrics, strings.NewReader(step.want),
+			"openwebui_up", "openwebui_active_users", "openwebui_last_success_timestamp_seconds"); err != nil {
+			t.Errorf("after +%s: %v", step.advance, err)
+		}
 	}
 }

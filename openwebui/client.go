@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -71,10 +72,11 @@ type Client struct {
 	http *http.Client
 
 	mu        sync.Mutex
-	self      *Session  // learned from GET /api/v1/auths/; nil until known or after an error
+	self      *Session  // learned from GET /api/v1/auths/; nil until known, after an auth error, or when due again
 	version   string    // from GET /api/version, refreshed with self
 	lastStamp time.Time // local time of the last accepted authenticated request
 	announced string    // version and role last logged, to log changes only
+	learnedAt time.Time // when self and version were learned
 }
 
 // NewClient returns a Client. It makes no request until Count.
@@ -107,6 +109,9 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	if err != nil {
 		return Count{}, fmt.Errorf("reading the Open WebUI token: %w", err)
 	}
+	if c.cfg.Now().Sub(c.learnedAt) >= relearnEvery {
+		c.self = nil
+	}
 	var n Count
 	if c.cfg.Mode == ModeAdmin {
 		n, err = c.countAdmin(ctx, token)
@@ -114,12 +119,26 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 		n, err = c.countUsage(ctx, token)
 	}
 	if err != nil {
-		// Re-learn who we are and which version runs after any failure:
-		// the token, the account or Open WebUI itself may have changed.
-		c.self = nil
+		if forgetsIdentity(err) {
+			c.self = nil
+		}
 		return Count{}, err
 	}
 	return n, nil
+}
+
+// relearnEvery bounds how long the version and own account are trusted, so
+// an upgraded Open WebUI or a changed role is noticed without an error.
+const relearnEvery = 10 * time.Minute
+
+// forgetsIdentity reports whether an error may mean that the token, its
+// account or the Open WebUI behind the URL changed, so that the version and
+// own account must be learned again. Outages (no answer, 5xx) do not: keeping
+// what is known keeps the error, and its one log line, the same throughout.
+func forgetsIdentity(err error) bool {
+	var api *APIError
+	var html *htmlError
+	return (errors.As(err, &api) && (api.StatusCode == 401 || api.StatusCode == 403)) || errors.As(err, &html)
 }
 
 // countUsage reads /api/usage and removes the exporter's own account from it.
@@ -273,7 +292,7 @@ func (c *Client) learnSelf(ctx context.Context, token string) error {
 		level.Info(c.cfg.Logger).Log("msg", "connected to Open WebUI", "version", version, "role", self.Role, "mode", c.cfg.Mode)
 		c.announced = seen
 	}
-	c.self, c.version = &self, version
+	c.self, c.version, c.learnedAt = &self, version, c.cfg.Now()
 	return nil
 }
 
@@ -362,12 +381,12 @@ func (c *Client) getWithHeader(ctx context.Context, path string, query url.Value
 	sent := c.cfg.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("GET %s: %w", path, unwrapURLError(err))
+		return nil, nil, fmt.Errorf("GET %s: %w", path, stableNetError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("GET %s: reading the body: %w", path, err)
+		return nil, nil, fmt.Errorf("GET %s: reading the body: %w", path, stableNetError(err))
 	}
 	if len(body) > maxBodyBytes {
 		return nil, nil, fmt.Errorf("GET %s: body larger than %d bytes", path, maxBodyBytes)
@@ -389,12 +408,18 @@ func (c *Client) getWithHeader(ctx context.Context, path string, query url.Value
 	return body, resp.Header, nil
 }
 
-// unwrapURLError drops *url.Error's "Get \"<url>\":" prefix: the URL is
-// already known, and a user-supplied one may carry credentials.
-func unwrapURLError(err error) error {
+// stableNetError drops what changes from one attempt to the next, and what
+// must not be shown: *url.Error's "Get \"<url>\":" prefix (the URL may carry
+// credentials) and the local address of a *net.OpError (a new ephemeral port
+// each time), so that a repeating failure reads the same and is logged once.
+func stableNetError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err
+		err = ue.Err
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Addr != nil {
+		return fmt.Errorf("%s %s %s: %w", op.Op, op.Net, op.Addr, op.Err)
 	}
 	return err
 }

@@ -137,3 +137,107 @@ func TestCacheFetchTimeoutNamesTheFlag(t *testing.T) {
 		t.Errorf("error %q does not mention %q", s.Err, want)
 	}
 }
+
+func TestCacheServesStaleWithinBoundWhileRefreshing(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	cache := New(Config{TTL: time.Minute, MaxStale: 2 * time.Minute, Timeout: 5 * time.Second, Now: clock.Now,
+		Fetch: func(context.Context) (openwebui.Count, error) {
+			if calls.Add(1) > 1 {
+				<-release // the refresh is slow
+			}
+			return openwebui.Count{ActiveUsers: int(calls.Load())}, nil
+		}})
+	if s := cache.Get(context.Background()); s.ActiveUsers != 1 {
+		t.Fatalf("first Get = %d, want 1", s.ActiveUsers)
+	}
+	clock.Advance(90 * time.Second) // expired, but within the stale bound
+	for range 10 {
+		s := cache.Get(context.Background()) // must not wait for the slow refresh
+		if s.Err != nil || s.ActiveUsers != 1 || s.FetchErr != nil {
+			t.Fatalf("while refreshing: got (%d, err %v, fetch err %v), want the stale 1", s.ActiveUsers, s.Err, s.FetchErr)
+		}
+	}
+	close(release)
+	// The one refresh lands; bounded wait for it.
+	for deadline := time.Now().Add(5 * time.Second); cache.Get(context.Background()).ActiveUsers != 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh never landed")
+		}
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("fetches = %d, want 2 (one refresh for all readers)", got)
+	}
+}
+
+func TestCacheStaleBoundDuringAnOutage(t *testing.T) {
+	var failing atomic.Bool
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	cache := New(Config{TTL: time.Minute, MaxStale: 2 * time.Minute, Timeout: time.Second, Now: clock.Now,
+		Fetch: func(context.Context) (openwebui.Count, error) {
+			if failing.Load() {
+				return openwebui.Count{}, errors.New("connection refused")
+			}
+			return openwebui.Count{ActiveUsers: 4}, nil
+		}})
+	first := cache.Get(context.Background())
+	failing.Store(true)
+	steps := []struct {
+		at        time.Duration // since the good fetch
+		wantKnown bool
+	}{
+		{61 * time.Second, true},   // refresh fails: the good count is served, marked as a failed fetch
+		{63 * time.Second, true},   // the error is fresh, the good count still within the bound
+		{119 * time.Second, true},  // last moment within the bound
+		{120 * time.Second, false}, // past the bound: unknown
+		{200 * time.Second, false},
+	}
+	for _, step := range steps {
+		clock.Advance(first.LastSuccess.Add(step.at).Sub(clock.Now()))
+		s := cache.Get(context.Background())
+		if s.FetchErr == nil {
+			// The first read after expiry may answer stale before the refresh
+			// finished; read again once it has.
+			s = cache.Refresh(context.Background(), 0)
+		}
+		switch {
+		case step.wantKnown && (s.Err != nil || s.ActiveUsers != 4 || s.FetchErr == nil):
+			t.Errorf("at +%s: got (%d, err %v, fetch err %v), want the stale 4 with the fetch error", step.at, s.ActiveUsers, s.Err, s.FetchErr)
+		case !step.wantKnown && s.Err == nil:
+			t.Errorf("at +%s: got %d, want the count unknown past the stale bound", step.at, s.ActiveUsers)
+		}
+		if !s.LastSuccess.Equal(first.LastSuccess) {
+			t.Errorf("at +%s: LastSuccess = %s, want %s", step.at, s.LastSuccess, first.LastSuccess)
+		}
+	}
+}
+
+func TestCacheWithoutAGoodCountWaits(t *testing.T) {
+	cache, _ := newTestCache(time.Minute, func(context.Context) (openwebui.Count, error) {
+		time.Sleep(20 * time.Millisecond)
+		return openwebui.Count{ActiveUsers: 5}, nil
+	})
+	if s := cache.Get(context.Background()); s.Err != nil || s.ActiveUsers != 5 {
+		t.Fatalf("got (%d, %v), want the first count (5), waited for", s.ActiveUsers, s.Err)
+	}
+}
+
+func TestCacheRefreshPollsFasterThanTheTTL(t *testing.T) {
+	var calls atomic.Int32
+	cache, clock := newTestCache(time.Minute, func(context.Context) (openwebui.Count, error) {
+		return openwebui.Count{ActiveUsers: int(calls.Add(1))}, nil
+	})
+	cache.Get(context.Background())
+	clock.Advance(500 * time.Millisecond)
+	if s := cache.Refresh(context.Background(), time.Second); s.ActiveUsers != 1 {
+		t.Errorf("Refresh within maxAge fetched again: got %d, want 1", s.ActiveUsers)
+	}
+	clock.Advance(time.Second)
+	if s := cache.Refresh(context.Background(), time.Second); s.ActiveUsers != 2 {
+		t.Errorf("Refresh past maxAge: got %d, want a new fetch (2)", s.ActiveUsers)
+	}
+	if s := cache.Get(context.Background()); s.ActiveUsers != 2 {
+		t.Errorf("Get after Refresh: got %d, want the refreshed 2 (one cache)", s.ActiveUsers)
+	}
+}

@@ -1,0 +1,363 @@
+package main
+
+// Tests of the built binary: what only the whole process shows (flags and
+// env, --web.config.file, signals, everything it prints).
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// exporterBinary builds the exporter once per test run.
+func exporterBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "openwebui_exporter-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "openwebui_exporter")
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = &exec.ExitError{Stderr: out}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v", buildErr)
+	}
+	return binary
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is a running exporter with its combined output.
+type process struct {
+	cmd    *exec.Cmd
+	output *syncBuffer
+	addr   string
+	exited chan error
+}
+
+func startExporter(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr}, args...)...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, output: out, addr: addr, exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.exited
+	})
+	// Wait until it listens (bounded).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exporter did not listen on %s:\n%s", addr, out)
+		}
+	}
+}
+
+func fetch(t *testing.T, client *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// fakeUpstream is a fake Open WebUI with one active human; it returns the
+// exporter account's id and API key.
+func fakeUpstream(t *testing.T, wrap func(http.Handler) http.Handler) (fake *fakeopenwebui.Server, url, selfID, token string) {
+	t.Helper()
+	fake = fakeopenwebui.New(fakeopenwebui.Config{})
+	selfID = fake.AddUser("exporter", "user")
+	token = fake.IssueAPIKey(selfID)
+	fake.Touch(fake.AddUser("alice", "user"))
+	var h http.Handler = fake
+	if wrap != nil {
+		h = wrap(fake)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return fake, srv.URL, selfID, token
+}
+
+func TestBadConfigurationStopsStartup(t *testing.T) {
+	bin := exporterBinary(t)
+	cases := []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, nil, "--openwebui.url (env API_URL): is required"},
+		{[]string{"API_URL=http://127.0.0.1:1"}, nil, "no Open WebUI token: set env TOKEN or --openwebui.token-file"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x", "CACHE_TIMEOUT=soon"}, nil, "--cache.ttl (env CACHE_TIMEOUT): want seconds (60) or a duration"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x", "PORT=eighty"}, nil, "env PORT must be a port number"},
+		{[]string{"API_URL=127.0.0.1:1", "TOKEN=sk-x"}, nil, "--openwebui.url (env API_URL): want an http:// or https:// URL"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--cache.max-stale=10m"}, "--cache.max-stale must be between 0 and 3m"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.timeout=0s"}, "--openwebui.timeout must be positive"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.count-mode=guess"}, "enum value must be one of usage,admin"},
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Env = tc.env
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("env %v args %v: exit %v, output %q; want a failure saying %q", tc.env, tc.args, err, out, tc.want)
+		}
+	}
+}
+
+// TestWebConfigTLSAndBasicAuth protects /metrics and /active_users with the
+// exporter-toolkit's web config: TLS plus a bcrypt basic-auth user.
+func TestWebConfigTLSAndBasicAuth(t *testing.T) {
+	_, upstreamURL, _, token := fakeUpstream(t, nil)
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedCert(t)
+	os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600)
+	webConfig := filepath.Join(dir, "web.yml")
+	os.WriteFile(webConfig, []byte(`tls_server_config:
+  cert_file: cert.pem
+  key_file: key.pem
+basic_auth_users:
+  keda: $2a$10$ZFhgP1XbPshpy/mF.rqlkeoQ65tHk/fT.J9f085or25nacvyePv0q
+`), 0o600)
+	p := startExporter(t, []string{"API_URL=" + upstreamURL, "TOKEN=" + token}, "--web.config.file="+webConfig)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
+	for _, path := range []string{"/active_users", "/metrics"} {
+		url := "https://" + p.addr + path
+		if code, _ := fetch(t, client, url); code != http.StatusUnauthorized {
+			t.Errorf("%s without credentials: %d, want 401", path, code)
+		}
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.SetBasicAuth("keda", "wrong")
+		if resp, err := client.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong password: %v %v, want 401", path, resp.StatusCode, err)
+		}
+		req.SetBasicAuth("keda", "s3cret-for-tests")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || (path == "/active_users" && string(body) != `{"active_users":1}`) {
+			t.Errorf("%s with credentials: %d %s, want 200", path, resp.StatusCode, body)
+		}
+	}
+	if resp, err := http.Get("http://" + p.addr + "/active_users"); err == nil && resp.StatusCode == 200 {
+		t.Error("plain HTTP was served despite TLS")
+	}
+}
+
+// TestSIGTERMFinishesInFlightRequests: on SIGTERM the exporter stops
+// accepting, lets the request in flight finish, and exits within 5 s.
+func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	_, upstreamURL, _, token := fakeUpstream(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/api/usage" {
+				arrived <- struct{}{}
+				time.Sleep(time.Second)
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	p := startExporter(t, []string{"API_URL=" + upstreamURL, "TOKEN=" + token})
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get("http://" + p.addr + "/active_users")
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- answer{code: resp.StatusCode, body: string(b)}
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached Open WebUI")
+	}
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	a := <-done
+	if a.err != nil || a.code != 200 || a.body != `{"active_users":1}` {
+		t.Errorf("in-flight request: %d %q %v, want 200 {\"active_users\":1}", a.code, a.body, a.err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Errorf("exit: %v, want status 0\n%s", err, p.output)
+		}
+		p.exited <- err // for the cleanup
+		if took := time.Since(sent); took > 5*time.Second {
+			t.Errorf("exited %s after SIGTERM, want within 5s", took)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatalf("still running 6s after SIGTERM:\n%s", p.output)
+	}
+	if _, err := net.Dial("tcp", p.addr); err == nil {
+		t.Error("still accepting connections after SIGTERM")
+	}
+}
+
+// TestTokenNeverPrinted runs the binary at debug level through every fault,
+// a token rotation and every endpoint, and searches all it printed and
+// answered for the tokens.
+func TestTokenNeverPrinted(t *testing.T) {
+	faults := map[string]http.HandlerFunc{
+		"healthy": nil,
+		"echo": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			io.WriteString(w, `{"detail":"`+r.Header.Get("Authorization")+`"}`)
+		},
+		"redirect": func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://127.0.0.1:1/?token="+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), http.StatusFound)
+		},
+		"html":    reply(200, "text/html", "<html>"),
+		"500":     reply(500, "application/json", `{"detail":"Internal Server Error"}`),
+		"garbage": reply(200, "application/json", `{"user_count":`),
+	}
+	var current sync.Map
+	current.Store("fault", "healthy")
+	fake, upstreamURL, selfID, oldToken := fakeUpstream(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			name, _ := current.Load("fault")
+			if f := faults[name.(string)]; f != nil && strings.HasPrefix(r.URL.Path, "/api/") {
+				f(w, r)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	newToken := fake.IssueAPIKey(selfID) // a new key of the same account
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(oldToken+"\n"), 0o600)
+	p := startExporter(t, []string{"API_URL=" + upstreamURL}, "--openwebui.token-file="+tokenFile,
+		"--log.level=debug", "--cache.ttl=0", "--cache.max-stale=0")
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	var answers bytes.Buffer
+	ask := func() {
+		for _, path := range []string{"/active_users", "/metrics", "/", "/healthz", "/readyz"} {
+			_, body := fetch(t, client, "http://"+p.addr+path)
+			answers.WriteString(body)
+		}
+	}
+	for name := range faults {
+		current.Store("fault", name)
+		ask()
+	}
+	// Rotate the Secret in place: the next fetch uses the new token.
+	current.Store("fault", "healthy")
+	os.WriteFile(tokenFile, []byte(newToken), 0o600)
+	if code, body := fetch(t, client, "http://"+p.addr+"/active_users"); code != 200 || body != `{"active_users":1}` {
+		t.Errorf("after rotating the token file: %d %s, want 200 {\"active_users\":1}", code, body)
+	}
+	ask()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.exited
+	p.exited <- nil
+
+	all := p.output.String() + answers.String()
+	if !strings.Contains(p.output.String(), "level=debug") {
+		t.Fatalf("no debug output to search:\n%s", p.output)
+	}
+	for _, token := range []string{oldToken, newToken} {
+		if strings.Contains(all, token) || strings.Contains(all, strings.TrimPrefix(token, "sk-")) {
+			t.Errorf("token %s… appears in the output or the answers", token[:6])
+		}
+	}
+}
+
+func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "openwebui_exporter test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
