@@ -241,3 +241,18 @@ func TestCacheRefreshPollsFasterThanTheTTL(t *testing.T) {
 		t.Errorf("Get after Refresh: got %d, want the refreshed 2 (one cache)", s.ActiveUsers)
 	}
 }
+
+// BenchmarkCacheGetWarm is the cost every request pays on a warm cache.
+func BenchmarkCacheGetWarm(b *testing.B) {
+	cache := New(Config{TTL: time.Hour, Timeout: time.Second,
+		Fetch: func(context.Context) (openwebui.Count, error) { return openwebui.Count{ActiveUsers: 3}, nil }})
+	cache.Get(context.Background())
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if s := cache.Get(context.Background()); s.ActiveUsers != 3 {
+				b.Fatal(s)
+			}
+		}
+	})
+}

@@ -13,13 +13,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,9 +25,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-const token = "sk-0123456789abcdef0123456789abcdef"
+	"github.com/openwebui-exporter/openwebui_exporter/bench/internal/harness"
+)
 
 var (
 	exporterBin = flag.String("exporter", "./openwebui_exporter", "exporter binary")
@@ -69,19 +66,22 @@ func main() {
 	if *duration <= 0 || *duration > 10*time.Minute {
 		fail("--duration must be within (0, 10m]")
 	}
-	fakeAddr, exporterAddr := freeAddr(), freeAddr()
+	fakeAddr, exporterAddr := harness.FreeAddr(), harness.FreeAddr()
 	fake := startFake(fakeAddr)
-	defer func() { stop(fake) }()
-	exporter := start(*exporterBin, []string{"API_URL=http://" + fakeAddr, "TOKEN=" + token},
-		"--web.listen-address="+exporterAddr, "--cache.ttl="+ttl.String(), "--cache.max-stale="+maxStale.String(),
-		"--openwebui.timeout="+timeout.String(), "--log.level=warn")
-	defer stop(exporter)
-	waitListening(exporterAddr)
+	defer func() { harness.Stop(fake) }()
+	exporter, err := harness.StartExporter(*exporterBin, exporterAddr, fakeAddr,
+		"--cache.ttl="+ttl.String(), "--cache.max-stale="+maxStale.String(), "--openwebui.timeout="+timeout.String())
+	defer harness.Stop(exporter)
+	if err != nil {
+		fail("%v", err)
+	}
 
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *workers}}
 	base := "http://" + exporterAddr
-	waitFor(func() bool { code, _ := get(client, base+"/active_users"); return code == 200 })
-	startGoroutines, startRSS := settledGoroutines(client, base), rssKiB(exporter.Process.Pid)
+	if err := harness.WaitFor(10*time.Second, func() bool { code, _ := harness.Get(client, base+"/active_users"); return code == 200 }); err != nil {
+		fail("no first count: %v", err)
+	}
+	startGoroutines, startRSS := settledGoroutines(client, base), harness.RSSKiB(exporter.Process.Pid)
 
 	var current atomic.Pointer[phase]
 	current.Store(&phase{fault: "none", since: time.Now().Add(-time.Hour)})
@@ -107,7 +107,7 @@ func main() {
 		sleep(ctx, *healthyFor)
 	}
 	wg.Wait()
-	endRSS := rssKiB(exporter.Process.Pid)
+	endRSS := harness.RSSKiB(exporter.Process.Pid)
 	fake = setFault(fake, fakeAddr, "none")
 	endGoroutines := settledGoroutines(client, base)
 
@@ -133,7 +133,7 @@ func main() {
 func load(ctx context.Context, client *http.Client, base string, w int, current *atomic.Pointer[phase], t *tally) {
 	for i := 0; ctx.Err() == nil; i++ {
 		if (i+w)%10 == 0 {
-			if code, _ := get(client, base+"/metrics"); code == 200 {
+			if code, _ := harness.Get(client, base+"/metrics"); code == 200 {
 				t.metricsScrapes.Add(1)
 			} else {
 				t.otherStatus.Add(1)
@@ -141,7 +141,7 @@ func load(ctx context.Context, client *http.Client, base string, w int, current 
 			continue
 		}
 		before := *current.Load()
-		code, body := get(client, base+"/active_users")
+		code, body := harness.Get(client, base+"/active_users")
 		after := *current.Load()
 		switch code {
 		case 0:
@@ -175,51 +175,23 @@ func load(ctx context.Context, client *http.Client, base string, w int, current 
 func setFault(fake *exec.Cmd, addr, fault string) *exec.Cmd {
 	switch {
 	case fault == "down":
-		stop(fake)
+		harness.Stop(fake)
 		return nil
 	case fake == nil:
 		fake = startFake(addr)
 	}
-	resp, err := http.Post("http://"+addr+"/_fake/fault?kind="+fault+"&delay=2s", "", nil)
-	if err != nil {
+	if err := harness.Post("http://" + addr + "/_fake/fault?kind=" + fault + "&delay=2s"); err != nil {
 		fail("setting fault %s: %v", fault, err)
 	}
-	resp.Body.Close()
 	return fake
 }
 
 func startFake(addr string) *exec.Cmd {
-	cmd := start(*fakeBin, nil, "--listen", addr, "--humans", strconv.Itoa(*humans), "--token", token)
-	waitListening(addr)
-	return cmd
-}
-
-func start(bin string, env []string, args ...string) *exec.Cmd {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		fail("starting %s: %v", bin, err)
-	}
-	return cmd
-}
-
-func stop(cmd *exec.Cmd) {
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-}
-
-func get(client *http.Client, url string) (int, string) {
-	resp, err := client.Get(url)
+	cmd, err := harness.StartFake(*fakeBin, addr, "--humans", strconv.Itoa(*humans))
 	if err != nil {
-		return 0, ""
+		fail("%v", err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return cmd
 }
 
 // settledGoroutines is the exporter's goroutine count once the load's
@@ -233,7 +205,7 @@ func settledGoroutines(client *http.Client, base string) int {
 }
 
 func goroutines(client *http.Client, base string) int {
-	_, body := get(client, base+"/metrics")
+	_, body := harness.Get(client, base+"/metrics")
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
 			n, _ := strconv.ParseFloat(v, 64)
@@ -241,49 +213,6 @@ func goroutines(client *http.Client, base string) int {
 		}
 	}
 	return -1
-}
-
-func rssKiB(pid int) int {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return n
-		}
-	}
-	return -1
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fail("%v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitListening(addr string) {
-	waitFor(func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
-func waitFor(ok func() bool) {
-	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			fail("timed out waiting")
-		}
-	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {
