@@ -55,6 +55,7 @@ func main() {
 		cacheTTL       = app.Flag("cache.ttl", "How long a count is served before Open WebUI is asked again, e.g. 60s or 60 (seconds); 0 asks on every request.").Envar("CACHE_TIMEOUT").Default("60s").String()
 		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
+		kedaOpts       = addKEDAFlags(app)
 	)
 	app.Version(version.Print(exporterName))
 	app.HelpFlag.Short('h')
@@ -111,6 +112,10 @@ func main() {
 		Logger:               logger,
 	})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: *maxStale, Timeout: *timeout, Logger: logger})
+	grpcServer, err := listenKEDA(kedaOpts, cache, logger)
+	if err != nil {
+		fail("%v", err)
+	}
 
 	handler, err := newHandler(cache, token, *telemetryPath, logger)
 	if err != nil {
@@ -124,10 +129,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() {
 		served <- web.ListenAndServe(server, webConfig, slog.New(sloggokit.NewGoKitHandler(filtered, slog.LevelDebug)))
 	}()
+	if grpcServer != nil {
+		go func() {
+			if err := grpcServer.Serve(); err != nil {
+				served <- fmt.Errorf("KEDA gRPC: %w", err)
+			}
+		}()
+	}
 	select {
 	case err := <-served:
 		fail("serving: %v", err)
@@ -138,6 +150,9 @@ func main() {
 	level.Info(logger).Log("msg", "shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	if grpcServer != nil {
+		grpcServer.Shutdown(shutdownCtx) // ends KEDA's streams at once; they reconnect
+	}
 	if err := server.Shutdown(shutdownCtx); err != nil {
 		level.Warn(logger).Log("msg", "in-flight requests did not finish in time", "err", err)
 		server.Close()
@@ -308,4 +323,12 @@ func parseTTL(raw string) (time.Duration, error) {
 // stdLogger adapts the go-kit logger for promhttp's error log.
 type stdLogger struct{ l log.Logger }
 
-func (s stdLogger) Println(v ...any) { level.Error(s.l).Log("msg", fmt.Sprint(v...)) }
+func (s stdLogger) Println(v ...any) {
+	msg := fmt.Sprint(v...)
+	if strings.HasPrefix(msg, "error encoding and sending metric family") {
+		// The client went away mid-answer: its business, not an exporter error.
+		level.Debug(s.l).Log("msg", msg)
+		return
+	}
+	level.Error(s.l).Log("msg", msg)
+}

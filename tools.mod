@@ -2,7 +2,11 @@ module github.com/openwebui-exporter/openwebui_exporter/tools
 
 go 1.26.0
 
-tool github.com/prometheus/promu
+tool (
+	github.com/prometheus/promu
+	google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	google.golang.org/protobuf/cmd/protoc-gen-go
+)
 
 require (
 	github.com/Masterminds/semver/v3 v3.5.0 // indirect
@@ -16,4 +20,6 @@ require (
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	golang.org/x/oauth2 v0.36.0 // indirect
 	golang.org/x/sync v0.21.0 // indirect
+	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.5.1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )
