@@ -1,0 +1,61 @@
+# Build, test and release targets. promu comes from tools.mod; promtool and
+# prometheus from your system (Debian: apt-get install prometheus).
+#
+#   make build     promu build (version information) into .build/$GOOS-$GOARCH
+#   make test      go vet + go test -race (the README's test command)
+#   make lint      gofmt + go vet (e2e included) + promtool checks of the examples
+#   make e2e       the end-to-end test against a real Prometheus, on promu's build
+#   make tarball   promu tarball into .tarballs
+#   make docker    image from promu's linux build (needs a Docker engine)
+
+GO           ?= go
+GOOS         ?= $(shell $(GO) env GOOS)
+GOARCH       ?= $(shell $(GO) env GOARCH)
+BUILD_PREFIX ?= .build/$(GOOS)-$(GOARCH)
+PROMU        := .bin/promu
+# promu names tarballs after the git remote "origin" (owner/name); a clone
+# without one gets this URL for the name instead.
+REPO_URL     ?= https://github.com/openwebui-exporter/openwebui_exporter.git
+DOCKER_ARCH  ?= $(shell $(GO) env GOARCH)
+DOCKER_IMAGE ?= openwebui-exporter:dev
+
+.PHONY: all build test lint e2e tarball docker clean
+
+all: lint test build
+
+# A promu binary for the host: "go tool promu" with GOOS/GOARCH set would
+# build promu itself for the target.
+$(PROMU): tools.mod tools.sum
+	$(GO) build -modfile=tools.mod -o $@ github.com/prometheus/promu
+
+build: $(PROMU)
+	GOOS=$(GOOS) GOARCH=$(GOARCH) $(PROMU) build --prefix $(BUILD_PREFIX)
+
+test:
+	$(GO) vet ./... && $(GO) test -race ./...
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
+	$(GO) test -tags e2e -count=1 -run TestPromtool ./e2e/
+
+e2e: build
+	E2E_EXPORTER_BINARY=$(BUILD_PREFIX)/openwebui_exporter $(GO) test -tags e2e -count=1 -v ./e2e/
+
+tarball: build
+	@if git config --get remote.origin.url >/dev/null; then \
+		GOOS=$(GOOS) GOARCH=$(GOARCH) $(PROMU) tarball --prefix .tarballs $(BUILD_PREFIX); \
+	else \
+		GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=$(REPO_URL) \
+		GOOS=$(GOOS) GOARCH=$(GOARCH) $(PROMU) tarball --prefix .tarballs $(BUILD_PREFIX); \
+	fi
+	@ls -l .tarballs
+
+docker: $(PROMU)
+	GOOS=linux GOARCH=$(DOCKER_ARCH) $(PROMU) build --prefix .build/linux-$(DOCKER_ARCH)
+	docker build --build-arg OS=linux --build-arg ARCH=$(DOCKER_ARCH) -t $(DOCKER_IMAGE) .
+
+clean:
+	rm -rf .build .tarballs .bin

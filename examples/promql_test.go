@@ -1,0 +1,118 @@
+package examples_test
+
+import (
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// PromQL metric names, found without a PromQL parser (a heavy dependency):
+// strings, label matchers, ranges, grouping label lists and Grafana
+// variables are removed, then every identifier that is not a keyword, a
+// number or a function call is a metric name.
+var (
+	promStringRE   = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|'(?:[^'\\\\]|\\\\.)*'|`[^`]*`")
+	promMatchersRE = regexp.MustCompile(`\{[^{}]*\}`)
+	promRangeRE    = regexp.MustCompile(`\[[^\[\]]*\]`)
+	promGroupingRE = regexp.MustCompile(`(?i)\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)`)
+	grafanaVarRE   = regexp.MustCompile(`\$\{[^}]*\}|\$\w+`)
+	promTokenRE    = regexp.MustCompile(`[A-Za-z_:][A-Za-z0-9_:]*|[0-9][A-Za-z0-9_.]*`)
+	promKeywords   = map[string]bool{
+		"by": true, "without": true, "on": true, "ignoring": true, "group_left": true, "group_right": true,
+		"offset": true, "bool": true, "and": true, "or": true, "unless": true, "inf": true, "nan": true,
+	}
+)
+
+// metricNames returns the metric names a PromQL expression reads.
+func metricNames(expr string) []string {
+	s := promStringRE.ReplaceAllString(expr, `""`)
+	s = grafanaVarRE.ReplaceAllString(s, "")
+	s = promMatchersRE.ReplaceAllString(s, "")
+	s = promRangeRE.ReplaceAllString(s, "")
+	s = promGroupingRE.ReplaceAllString(s, "")
+	var names []string
+	for _, loc := range promTokenRE.FindAllStringIndex(s, -1) {
+		tok := s[loc[0]:loc[1]]
+		if tok[0] >= '0' && tok[0] <= '9' || promKeywords[strings.ToLower(tok)] {
+			continue
+		}
+		if loc[0] > 0 && s[loc[0]-1] == '@' { // @ start() / @ end()
+			continue
+		}
+		if rest := strings.TrimLeft(s[loc[1]:], " \t\n"); strings.HasPrefix(rest, "(") {
+			continue // a function or an aggregation
+		}
+		if !slices.Contains(names, tok) {
+			names = append(names, tok)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// labelValuesRE is Grafana's label_values(metric_or_selector, label).
+var labelValuesRE = regexp.MustCompile(`^\s*label_values\((.*),\s*[A-Za-z_][A-Za-z0-9_]*\s*\)\s*$`)
+
+// wellKnown are metrics from elsewhere that the examples may use: Prometheus'
+// own per-target up, and kube-state-metrics' Deployment replicas.
+var wellKnown = map[string]bool{
+	"up":                              true,
+	"kube_deployment_status_replicas": true,
+	"kube_deployment_spec_replicas":   true,
+	"kube_deployment_status_replicas_available":   true,
+	"kube_deployment_status_replicas_unavailable": true,
+	"kube_deployment_status_replicas_updated":     true,
+}
+
+// checkExpr reports metric names in expr that neither the exporter serves nor
+// are well known, and an expression that reads no metric at all.
+func checkExpr(t *testing.T, where, expr string) []string {
+	t.Helper()
+	names := metricNames(expr)
+	if len(names) == 0 {
+		t.Errorf("%s: %q reads no metric", where, expr)
+	}
+	for _, n := range names {
+		if !facts.metrics[n] && !wellKnown[n] {
+			var ours []string
+			for _, m := range sortedKeys(facts.metrics) {
+				if strings.HasPrefix(m, "openwebui_") {
+					ours = append(ours, m)
+				}
+			}
+			t.Errorf("%s: %q reads %s, which the exporter does not serve (it serves %s, go_*, process_*)", where, expr, n, strings.Join(ours, ", "))
+		}
+	}
+	return names
+}
+
+func TestMetricNames(t *testing.T) {
+	cases := map[string][]string{
+		`max(openwebui_active_users)`: {"openwebui_active_users"},
+		`up{job="openwebui-exporter"} == 0 or absent(up{job="openwebui-exporter"})`:                            {"up"},
+		`time() - openwebui_last_success_timestamp_seconds > 300`:                                              {"openwebui_last_success_timestamp_seconds"},
+		`sum by (job) (rate(foo_total{a="b}{"}[5m:1m] offset 1h)) / on(instance) group_left(version) bar_info`: {"bar_info", "foo_total"},
+		`sum(kube_deployment_status_replicas{deployment=~"$ollama"})`:                                          {"kube_deployment_status_replicas"},
+		`histogram_quantile(0.9, sum without(le) (x_bucket[$__rate_interval])) > bool 1e3 unless y @ start()`:  {"x_bucket", "y"},
+		`openwebui_up{job=~"${job}"} and on() vector(1)`:                                                       {"openwebui_up"},
+		`{__name__="openwebui_up"}`:   nil,
+		`-Inf < NaN or 0x1F`:          nil,
+		`a:recording:rule_rate5m * 2`: {"a:recording:rule_rate5m"},
+	}
+	for expr, want := range cases {
+		if got := metricNames(expr); !slices.Equal(got, want) {
+			t.Errorf("metricNames(%q) = %q, want %q", expr, got, want)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
