@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -173,8 +174,9 @@ func decodeInto(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("invalid JSON: %w", err)
 	}
-	if dec.More() {
-		return errors.New("invalid JSON: trailing data after the object")
+	// dec.More would miss a stray '}' or ']': require the end of input.
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("invalid JSON: trailing data after the value")
 	}
 	return nil
 }

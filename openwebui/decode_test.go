@@ -32,6 +32,7 @@ func TestParseUsage(t *testing.T) {
 		{`{"user_ids":"a"}`, Usage{}, "want an array of strings"},
 		{`{"user_ids":[null]}`, Usage{UserIDs: []string{""}}, ""},
 		{`{"user_count":1}{"user_count":2}`, Usage{}, "trailing data"},
+		{`{"user_count":0}}`, Usage{}, "trailing data"}, // found by FuzzParseUsage
 		{`<!doctype html>`, Usage{}, "invalid JSON"},
 		{``, Usage{}, "invalid JSON"},
 	}
