@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 var (
@@ -47,42 +48,28 @@ func exporterBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binary = filepath.Join(dir, "openwebui_exporter")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-		if err != nil {
-			buildErr = &exec.ExitError{Stderr: out}
-		}
+		binary, buildErr = harness.GoBuild(dir, ".", "openwebui_exporter")
 	})
 	if buildErr != nil {
-		t.Fatalf("go build: %v", buildErr)
+		t.Fatal(buildErr)
 	}
 	return binary
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // process is a running exporter with its combined output.
 type process struct {
 	cmd    *exec.Cmd
-	output *syncBuffer
+	output *harness.SyncBuffer
 	addr   string
 	exited chan error
 }
 
 func startExporter(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := harness.FreeAddr()
 	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	out := &syncBuffer{}
+	out := &harness.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"encoding/pem"
 	"io"
@@ -21,33 +20,16 @@ import (
 	"github.com/go-kit/log/level"
 
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
-
-// syncBuffer collects log output from concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // exporter is the real HTTP handler of the exporter in front of an upstream,
 // logging at debug level into logs.
 type exporter struct {
 	handler http.Handler
-	logs    *syncBuffer
+	logs    *harness.SyncBuffer
 	token   string
 }
 
@@ -62,7 +44,7 @@ type exporterOptions struct {
 
 func newExporter(t *testing.T, o exporterOptions) *exporter {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &harness.SyncBuffer{}
 	logger := level.NewFilter(log.NewLogfmtLogger(logs), level.AllowDebug())
 	base, err := parseBaseURL(o.upstream)
 	if err != nil {

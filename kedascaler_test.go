@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 	pb "github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
@@ -74,8 +74,8 @@ func TestKEDASIGTERM(t *testing.T) {
 	upstream := httptest.NewServer(fake)
 	defer upstream.Close()
 
-	grpcAddr := kedaTestAddr(t)
-	cmd := exec.Command(bin, "--web.listen-address="+kedaTestAddr(t), "--keda.listen-address="+grpcAddr, "--keda.push-interval=200ms")
+	grpcAddr := harness.FreeAddr()
+	cmd := exec.Command(bin, "--web.listen-address="+harness.FreeAddr(), "--keda.listen-address="+grpcAddr, "--keda.push-interval=200ms")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "API_URL=" + upstream.URL, "TOKEN=" + token}
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "log"))
 	if err != nil {
@@ -124,14 +124,4 @@ func TestKEDASIGTERM(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("no exit after SIGTERM:\n%s", logs())
 	}
-}
-
-func kedaTestAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 const (
@@ -56,7 +58,7 @@ func TestPrometheus(t *testing.T) {
 	valueLocation := fieldString(so, "spec", "triggers", 0, "metadata", "valueLocation")
 
 	// The fake Open WebUI, with two people active.
-	fakeAddr := freeAddr(t)
+	fakeAddr := harness.FreeAddr()
 	startFake := func(humans int) *proc {
 		p := start(t, "fakeopenwebui", fakeBin, os.Environ(), "--listen", fakeAddr, "--humans", fmt.Sprint(humans))
 		waitHTTP200(t, "the fake Open WebUI is up", "http://"+fakeAddr+"/health")
@@ -82,8 +84,8 @@ func TestPrometheus(t *testing.T) {
 		return append([]string{"--openwebui.url=http://" + fakeAddr, "--openwebui.token-file=" + tokenFile,
 			"--web.listen-address=" + addr, "--cache.ttl=1s", "--cache.max-stale=0s"}, extra...)
 	}
-	exporterAddr := freeAddr(t)
-	exporter := start(t, "exporter", exporterBin, cleanEnv(), exporterArgs(exporterAddr)...)
+	exporterAddr := harness.FreeAddr()
+	exporter := start(t, "exporter", exporterBin, harness.CleanEnv(), exporterArgs(exporterAddr)...)
 	exporterURL := "http://" + exporterAddr
 
 	const basicAuthComponent = "examples/kubernetes/basic-auth/secrets.yaml"
@@ -95,8 +97,8 @@ func TestPrometheus(t *testing.T) {
 	kedaPassword := secretString(t, basicAuthComponent, "openwebui-exporter-keda", "password")
 	promUser := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "username")
 	promPassword := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "password")
-	authAddr := freeAddr(t)
-	start(t, "exporter-basic-auth", exporterBin, cleanEnv(), exporterArgs(authAddr, "--web.config.file="+webConfig)...)
+	authAddr := harness.FreeAddr()
+	start(t, "exporter-basic-auth", exporterBin, harness.CleanEnv(), exporterArgs(authAddr, "--web.config.file="+webConfig)...)
 	authURL := "http://" + authAddr
 
 	waitHTTP200(t, "the exporter is ready", exporterURL+"/readyz")
@@ -152,7 +154,7 @@ func TestPrometheus(t *testing.T) {
 	// Prometheus scrapes both exporters every second and evaluates the
 	// PrometheusRule's rules.
 	rules := writeRules(t, dir, false)
-	promAddr := freeAddr(t)
+	promAddr := harness.FreeAddr()
 	config := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`global:
   scrape_interval: 1s

@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 // exporter is what the examples must agree with, taken from the real binary:
@@ -57,11 +56,9 @@ var (
 )
 
 func learnExporter(dir string) (*exporter, error) {
-	bin := filepath.Join(dir, "openwebui_exporter")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = ".." // the module root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	bin, err := harness.GoBuild(dir, ".", "openwebui_exporter")
+	if err != nil {
+		return nil, err
 	}
 	help, err := exec.Command(bin, "--help-long").CombinedOutput()
 	if err != nil {
@@ -92,13 +89,10 @@ func learnExporter(dir string) (*exporter, error) {
 	upstream := httptest.NewServer(fake)
 	defer upstream.Close()
 
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
+	addr := harness.FreeAddr()
 	cmd := exec.Command(bin, "--openwebui.url="+upstream.URL, "--openwebui.count-mode=admin",
 		"--web.listen-address="+addr, "--cache.ttl=0", "--log.level=warn")
-	cmd.Env = append(cleanEnv(), "TOKEN="+key)
+	cmd.Env = harness.CleanEnv("TOKEN=" + key)
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -153,28 +147,6 @@ func get(url string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
 	}
 	return body, nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// cleanEnv is the environment without the exporter's own variables.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch name, _, _ := strings.Cut(kv, "="); name {
-		case "API_URL", "TOKEN", "CACHE_TIMEOUT", "PORT":
-		default:
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 // TestExporterFacts guards the harness: if it learnt nothing, every other

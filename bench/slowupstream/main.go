@@ -1,13 +1,10 @@
 // Command slowupstream measures what callers of /active_users wait while Open
-// WebUI (the fake) takes 4 s to answer and the cache has expired:
+// WebUI (the fake) takes 4 s to answer and the cache has expired. With a good
+// count within --cache.max-stale, the stale count is answered at once
+// (target p99 < 5 ms). Without one (a fresh exporter), callers wait for the
+// fetch, never longer than --openwebui.timeout.
 //
-//   - with a good count within --cache.max-stale: the stale count is answered
-//     at once (target p99 < 5 ms);
-//
-//   - without one (a fresh exporter): callers wait for the fetch, never
-//     longer than --openwebui.timeout.
-//
-//     go run ./bench/slowupstream --exporter BIN --fake BIN   (bench/slow-upstream.sh builds them)
+//	go run ./bench/slowupstream --exporter BIN --fake BIN   (bench/slow-upstream.sh builds them)
 package main
 
 import (
@@ -19,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/openwebui-exporter/openwebui_exporter/bench/internal/harness"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 var (

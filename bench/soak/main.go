@@ -26,7 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/openwebui-exporter/openwebui_exporter/bench/internal/harness"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 var (

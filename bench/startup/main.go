@@ -11,7 +11,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/openwebui-exporter/openwebui_exporter/bench/internal/harness"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 var (

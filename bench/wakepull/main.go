@@ -28,8 +28,8 @@ import (
 
 	"github.com/go-kit/log"
 
-	"github.com/openwebui-exporter/openwebui_exporter/bench/internal/harness"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"

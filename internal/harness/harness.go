@@ -1,18 +1,22 @@
-// Package harness starts the built exporter and the fake Open WebUI as
-// processes on loopback for the benchmark and soak programs, and measures them.
+// Package harness builds and starts the exporter and the fake Open WebUI as
+// processes on loopback, for tests, benchmarks and the soak program, and
+// measures them.
 package harness
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -144,3 +148,53 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 
 // Ms formats a duration in milliseconds.
 func Ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
+
+// ModulePath is this module's import path, for GoBuild.
+const ModulePath = "github.com/openwebui-exporter/openwebui_exporter"
+
+// GoBuild builds the package pkg of this module (an import path relative to
+// ModulePath, "." for the exporter) into dir/name and returns the binary.
+func GoBuild(dir, pkg, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	path := ModulePath
+	if pkg != "." {
+		path += "/" + strings.TrimPrefix(pkg, "./")
+	}
+	if b, err := exec.Command("go", "build", "-o", out, path).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %w\n%s", path, err, b)
+	}
+	return out, nil
+}
+
+// CleanEnv is this process's environment without the exporter's own
+// variables (so a developer's TOKEN cannot leak into a test), plus extra.
+func CleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch name, _, _ := strings.Cut(kv, "="); name {
+		case "API_URL", "TOKEN", "CACHE_TIMEOUT", "PORT":
+		default:
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// SyncBuffer collects the output of concurrent writers (a process's stdout
+// and stderr, a logger).
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
