@@ -130,11 +130,13 @@ func TestBadConfigurationStopsStartup(t *testing.T) {
 		{nil, nil, "--openwebui.url (env API_URL): is required"},
 		{[]string{"API_URL=http://127.0.0.1:1"}, nil, "no Open WebUI token: set env TOKEN or --openwebui.token-file"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x", "CACHE_TIMEOUT=soon"}, nil, "--cache.ttl (env CACHE_TIMEOUT): want seconds (60) or a duration"},
-		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x", "PORT=eighty"}, nil, "env PORT must be a port number"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x", "PORT=eighty"}, nil, "env PORT (the default port of --web.listen-address) must be a port number"},
 		{[]string{"API_URL=127.0.0.1:1", "TOKEN=sk-x"}, nil, "--openwebui.url (env API_URL): want an http:// or https:// URL"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--cache.max-stale=10m"}, "--cache.max-stale must be between 0 and 3m"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.timeout=0s"}, "--openwebui.timeout must be positive"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.count-mode=guess"}, "enum value must be one of usage,admin"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/healthz"}, "--web.telemetry-path must not be one of the exporter's other paths"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=metrics"}, "--web.telemetry-path must start with /"},
 	}
 	for _, tc := range cases {
 		cmd := exec.Command(bin, tc.args...)

@@ -46,13 +46,13 @@ func main() {
 		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 		baseURL        = app.Flag("openwebui.url", "Open WebUI's base URL, e.g. http://open-webui:8080.").Envar("API_URL").String()
 		tokenFile      = app.Flag("openwebui.token-file", "File holding the Open WebUI API key (sk-...) or JWT; re-read on every fetch. Alternatively set the env var TOKEN.").String()
-		countMode      = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; race-free, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
+		countMode      = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; exact without self-stamping, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
 		timeout        = app.Flag("openwebui.timeout", "Deadline for one fetch from Open WebUI, all its requests included; keep it below KEDA's 3s HTTP timeout.").Default("2500ms").Duration()
 		updateInterval = app.Flag("openwebui.status-update-interval", "The value of Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, if set there (0 when unset).").Default("0s").Duration()
 		caFile         = app.Flag("openwebui.tls.ca-file", "PEM file of the CA that signs Open WebUI's certificate (default: the system's CAs).").String()
 		insecureTLS    = app.Flag("openwebui.tls.insecure-skip-verify", "Do not verify Open WebUI's TLS certificate. Insecure: anybody in between can read the token.").Bool()
-		maxStale       = app.Flag("cache.max-stale", "How old a good count may be and still be served while Open WebUI is slow or failing; 0 disables.").Default("2m").Duration()
-		cacheTTL       = app.Flag("cache.ttl", "How long a count is served before Open WebUI is asked again, e.g. 60s or 60 (seconds); 0 asks on every request.").Envar("CACHE_TIMEOUT").Default("60s").String()
+		maxStale       = app.Flag("cache.max-stale", "How old a good count may be and still be answered at once while a refresh runs or Open WebUI fails; 0 makes readers wait for the refresh.").Default("2m").Duration()
+		cacheTTL       = app.Flag("cache.ttl", "How long a count is served before Open WebUI is asked again, e.g. 60s or 60 (seconds); 0 asks on every request (see --cache.max-stale).").Envar("CACHE_TIMEOUT").Default("60s").String()
 		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
 		kedaOpts       = addKEDAFlags(app)
@@ -97,8 +97,15 @@ func main() {
 	if *updateInterval < 0 || *updateInterval >= openwebui.ActivityWindow-time.Minute {
 		fail("--openwebui.status-update-interval must be between 0 and 2m (the exporter must re-stamp its own account within Open WebUI's 180s window), got %s", *updateInterval)
 	}
-	if !strings.HasPrefix(*telemetryPath, "/") || *telemetryPath == "/active_users" || *telemetryPath == "/" {
-		fail("--web.telemetry-path must start with / and differ from / and /active_users, got %q", *telemetryPath)
+	switch *telemetryPath {
+	case "/", "/active_users", "/healthz", "/readyz":
+		fail("--web.telemetry-path must not be one of the exporter's other paths (/, /active_users, /healthz, /readyz), got %q", *telemetryPath)
+	}
+	if !strings.HasPrefix(*telemetryPath, "/") {
+		fail("--web.telemetry-path must start with /, got %q", *telemetryPath)
+	}
+	if ttl > openwebui.ActivityWindow {
+		level.Warn(logger).Log("msg", "--cache.ttl is longer than Open WebUI's 180s activity window: a count may describe people who left, and an arrival may wait for the whole TTL", "ttl", ttl)
 	}
 
 	level.Info(logger).Log("msg", "starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
@@ -251,7 +258,7 @@ func listenPort() (string, error) {
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("env PORT must be a port number from 1 to 65535, got %q (or use --web.listen-address)", port)
+		return "", fmt.Errorf("env PORT (the default port of --web.listen-address) must be a port number from 1 to 65535, got %q; fix or unset it", port)
 	}
 	return port, nil
 }
@@ -305,7 +312,7 @@ func tokenSource(file string) (func() (string, error), error) {
 func parseTTL(raw string) (time.Duration, error) {
 	raw = strings.TrimSpace(raw)
 	if secs, err := strconv.ParseFloat(raw, 64); err == nil {
-		if secs < 0 || secs > 86400 {
+		if !(secs >= 0 && secs <= 86400) { // also rejects NaN
 			return 0, fmt.Errorf("want 0 to 86400 seconds, got %q", raw)
 		}
 		return time.Duration(secs * float64(time.Second)), nil

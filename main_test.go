@@ -25,6 +25,8 @@ func TestParseTTL(t *testing.T) {
 		{"abc", 0, true},
 		{"", 0, true},
 		{"100000", 0, true},
+		{"NaN", 0, true},
+		{"Inf", 0, true},
 	}
 	for _, tc := range cases {
 		got, err := parseTTL(tc.in)

@@ -75,6 +75,7 @@ type Client struct {
 	self      *Session  // learned from GET /api/v1/auths/; nil until known, after an auth error, or when due again
 	version   string    // from GET /api/version, refreshed with self
 	lastStamp time.Time // local time of the last accepted authenticated request
+	token     string    // the token self was learned with
 	announced string    // version and role last logged, to log changes only
 	learnedAt time.Time // when self and version were learned
 }
@@ -109,8 +110,9 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	if err != nil {
 		return Count{}, fmt.Errorf("reading the Open WebUI token: %w", err)
 	}
-	if c.cfg.Now().Sub(c.learnedAt) >= relearnEvery {
-		c.self = nil
+	if token != c.token || c.cfg.Now().Sub(c.learnedAt) >= relearnEvery {
+		// A rotated token may belong to another account.
+		c.self, c.token = nil, token
 	}
 	var n Count
 	if c.cfg.Mode == ModeAdmin {
@@ -163,6 +165,9 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 		}
 		if !isKey && stampsByTime(c.version) {
 			if err := c.confirmActive(ctx, token); err != nil {
+				// Our stamp is in doubt: check again next time, never
+				// subtract on trust.
+				c.lastStamp = time.Time{}
 				return Count{}, err
 			}
 		}
@@ -204,6 +209,18 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		return Count{}, fmt.Errorf("--openwebui.count-mode=admin needs an admin account's token, but the token belongs to a %q account; use an admin token or --openwebui.count-mode=usage", c.self.Role)
 	}
 	q := url.Values{"order_by": {"last_active_at"}, "direction": {"desc"}}
+	fetchPage := func(page int) (UserPage, http.Header, error) {
+		q.Set("page", fmt.Sprint(page))
+		body, header, err := c.getWithHeader(ctx, "/api/v1/users/", q, token)
+		if err != nil {
+			return UserPage{}, nil, err
+		}
+		p, err := ParseUserPage(body)
+		if err != nil {
+			return UserPage{}, nil, fmt.Errorf("GET /api/v1/users/ page %d: %w", page, err)
+		}
+		return p, header, nil
+	}
 	var (
 		since    int64 // oldest last_active_at that still counts
 		seen     = map[string]struct{}{}
@@ -212,15 +229,15 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		maxPage  = 1
 		prevLast = int64(math.MaxInt64)
 	)
+	countActive := func(u UserActivity) {
+		if u.LastActiveAt >= since && u.ID != c.self.ID {
+			active[u.ID] = struct{}{}
+		}
+	}
 	for page := 1; page <= maxPage; page++ {
-		q.Set("page", fmt.Sprint(page))
-		body, header, err := c.getWithHeader(ctx, "/api/v1/users/", q, token)
+		p, header, err := fetchPage(page)
 		if err != nil {
 			return Count{}, err
-		}
-		p, err := ParseUserPage(body)
-		if err != nil {
-			return Count{}, fmt.Errorf("GET /api/v1/users/ page %d: %w", page, err)
 		}
 		if page == 1 {
 			// Open WebUI compares last_active_at with its own clock: use the
@@ -245,18 +262,27 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			prevLast = u.LastActiveAt
 			if _, dup := seen[u.ID]; dup {
-				continue // a user who moved up between two pages
+				continue // pushed down a page by a user who became active meanwhile
 			}
 			seen[u.ID] = struct{}{}
 			if u.LastActiveAt < since {
 				done = true // sorted by activity: nobody further down counts
 				break
 			}
-			if u.ID != c.self.ID {
-				active[u.ID] = struct{}{}
-			}
+			countActive(u)
 		}
 		if done || len(seen) >= total {
+			if page > 1 {
+				// Whoever became active while later pages were read moved to
+				// the top of page 1, which was read before: read it again.
+				p, _, err := fetchPage(1)
+				if err != nil {
+					return Count{}, err
+				}
+				for _, u := range p.Users {
+					countActive(u)
+				}
+			}
 			return Count{ActiveUsers: len(active), TotalUsers: total, Version: c.version}, nil
 		}
 	}
@@ -310,8 +336,11 @@ func (c *Client) confirmActive(ctx context.Context, token string) error {
 		var a struct {
 			Active *bool `json:"active"`
 		}
-		if err := decodeInto(body, &a); err != nil || a.Active == nil {
-			return fmt.Errorf("GET /api/v1/users/{id}/active: want {\"active\":bool}: %v", err)
+		if err := decodeInto(body, &a); err != nil {
+			return fmt.Errorf("GET /api/v1/users/{id}/active: %w", err)
+		}
+		if a.Active == nil {
+			return errors.New(`GET /api/v1/users/{id}/active: no "active" in the response`)
 		}
 		if *a.Active {
 			return nil
@@ -396,7 +425,7 @@ func (c *Client) getWithHeader(ctx context.Context, path string, query url.Value
 			return nil, nil, fmt.Errorf("GET %s: HTTP %d redirect to %s, not followed: set --openwebui.url to the address Open WebUI answers on", path, resp.StatusCode, redact(redactURL(loc), token))
 		}
 		detail := ParseDetail(body)
-		return nil, nil, &APIError{Path: path, StatusCode: resp.StatusCode, Detail: redact(truncate(detail, 300), token), Hint: hintFor(path, resp.StatusCode, detail)}
+		return nil, nil, &APIError{Path: path, StatusCode: resp.StatusCode, Detail: truncate(redact(detail, token), 300), Hint: hintFor(path, resp.StatusCode, detail)}
 	}
 	if token != "" {
 		c.lastStamp = sent

@@ -19,6 +19,14 @@ import (
 // a recovery shows at once.
 const errorTTL = 5 * time.Second
 
+// freshWait is how long a reader that has a good count within the stale
+// bound still waits for a refresh that is under way. A healthy Open WebUI
+// answers well within it, so the reader gets the fresh count: answering
+// stale at once would leave a sole reader (KEDA polling /active_users) one
+// poll behind and double its wake-up time. A slow one costs readers at most
+// this, and only in the first freshWait of each refresh.
+const freshWait = 250 * time.Millisecond
+
 // Snapshot is what the exporter knows about Open WebUI's count right now.
 type Snapshot struct {
 	// Count is the latest good count; meaningless when Err is set.
@@ -75,6 +83,8 @@ type Cache struct {
 	latest   *result       // the latest completed fetch
 	good     *result       // the latest successful fetch
 	inflight chan struct{} // closed when the running fetch has stored its result
+	// inflightSince is when the running fetch started (real time, for freshWait).
+	inflightSince time.Time
 }
 
 // New returns a Cache. It fetches nothing until the first read.
@@ -92,8 +102,9 @@ func New(cfg Config) *Cache {
 func (c *Cache) TTL() time.Duration { return c.cfg.TTL }
 
 // Get returns the current snapshot. If the count has expired it starts a
-// refresh; a good count within the stale bound is returned at once, and
-// only without one does Get wait for the refresh (or for ctx).
+// refresh; with a good count within the stale bound, Get waits at most
+// freshWait from the refresh's start and then answers with that count, and
+// only without one does it wait for the refresh (or for ctx).
 func (c *Cache) Get(ctx context.Context) Snapshot {
 	return c.read(ctx, c.cfg.TTL, true)
 }
@@ -111,18 +122,28 @@ func (c *Cache) read(ctx context.Context, maxAge time.Duration, answerStale bool
 	fresh := c.latest != nil && now.Sub(c.latest.at) < c.ttlFor(c.latest, maxAge)
 	if !fresh && c.inflight == nil {
 		c.inflight = make(chan struct{})
+		c.inflightSince = time.Now()
 		go c.refresh(c.inflight)
 	}
-	if fresh || (answerStale && c.goodWithinBound(now)) {
+	if fresh {
 		s := c.view(now)
 		c.mu.Unlock()
 		return s
 	}
 	done := c.inflight
+	// With a good count within the bound, wait only for what is left of
+	// freshWait since the refresh started, then answer with that count.
+	var staleAfter <-chan time.Time
+	if answerStale && c.goodWithinBound(now) {
+		t := time.NewTimer(freshWait - time.Since(c.inflightSince))
+		defer t.Stop()
+		staleAfter = t.C
+	}
 	c.mu.Unlock()
 
 	select {
 	case <-done:
+	case <-staleAfter:
 	case <-ctx.Done():
 		c.mu.Lock()
 		defer c.mu.Unlock()

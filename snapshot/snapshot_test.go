@@ -154,7 +154,9 @@ func TestCacheServesStaleWithinBoundWhileRefreshing(t *testing.T) {
 	}
 	clock.Advance(90 * time.Second) // expired, but within the stale bound
 	for range 10 {
-		s := cache.Get(context.Background()) // must not wait for the slow refresh
+		// Waits freshWait at most; were it to wait for the refresh, this
+		// would block until release below, that is forever.
+		s := cache.Get(context.Background())
 		if s.Err != nil || s.ActiveUsers != 1 || s.FetchErr != nil {
 			t.Fatalf("while refreshing: got (%d, err %v, fetch err %v), want the stale 1", s.ActiveUsers, s.Err, s.FetchErr)
 		}
@@ -255,4 +257,22 @@ func BenchmarkCacheGetWarm(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestCacheExpiredReaderGetsTheFreshCount: a healthy Open WebUI answers
+// within freshWait, so the reader that finds the count expired gets the new
+// one, not the stale one (else a sole poller would always be one poll behind).
+func TestCacheExpiredReaderGetsTheFreshCount(t *testing.T) {
+	var calls atomic.Int32
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	cache := New(Config{TTL: time.Minute, MaxStale: 2 * time.Minute, Timeout: 5 * time.Second, Now: clock.Now,
+		Fetch: func(context.Context) (openwebui.Count, error) {
+			return openwebui.Count{ActiveUsers: int(calls.Add(1))}, nil
+		}})
+	for want := 1; want <= 3; want++ {
+		if s := cache.Get(context.Background()); s.ActiveUsers != want {
+			t.Fatalf("read %d: got %d, want the fresh %d", want, s.ActiveUsers, want)
+		}
+		clock.Advance(time.Minute)
+	}
 }

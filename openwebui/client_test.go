@@ -1,0 +1,119 @@
+package openwebui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
+)
+
+func newClient(t *testing.T, h http.Handler, clock *fakeopenwebui.Clock, mode openwebui.Mode, token func() string) *openwebui.Client {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	base, _ := url.Parse(srv.URL)
+	return openwebui.NewClient(openwebui.Config{BaseURL: base, Mode: mode, Now: clock.Now,
+		Token: func() (string, error) { return token(), nil }})
+}
+
+// A JWT whose stamp cannot be confirmed must not be subtracted on trust on
+// the next fetch either.
+func TestUnconfirmedStampIsCheckedAgain(t *testing.T) {
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now})
+	jwt := fake.IssueJWT(fake.AddUser("exporter", "user"))
+	fake.Touch(fake.AddUser("alice", "user"))
+	neverActive := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/active") {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"active":false}`)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	})
+	client := newClient(t, neverActive, clock, openwebui.ModeUsage, func() string { return jwt })
+	for i := range 3 {
+		n, err := client.Count(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "did not mark the exporter's own account active") {
+			t.Fatalf("fetch %d: got (%d, %v), want the unconfirmed-stamp error", i+1, n.ActiveUsers, err)
+		}
+		clock.Advance(5 * time.Second)
+	}
+}
+
+// A token rotated to another account is a new identity at once.
+func TestRotatedTokenRelearnsTheAccount(t *testing.T) {
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.6.30", Now: clock.Now})
+	a := fake.AddUser("exporter-a", "user")
+	keyA, keyB := fake.IssueAPIKey(a), fake.IssueAPIKey(fake.AddUser("exporter-b", "user"))
+	fake.Touch(a) // account A also has a browser tab open
+	fake.Touch(fake.AddUser("alice", "user"))
+	token := keyA
+	client := newClient(t, fake, clock, openwebui.ModeUsage, func() string { return token })
+	for _, step := range []struct {
+		token string
+		want  int
+	}{{keyA, 1}, {keyB, 2}} { // with B's token, A is somebody else
+		token = step.token
+		if n, err := client.Count(context.Background()); err != nil || n.ActiveUsers != step.want {
+			t.Fatalf("got (%d, %v), want %d", n.ActiveUsers, err, step.want)
+		}
+	}
+}
+
+// In admin mode, a user who becomes active while later pages are read moves
+// to the top of page 1: the count must still include them.
+func TestAdminModeCatchesWhoMovesUpWhilePaging(t *testing.T) {
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Now: clock.Now})
+	key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+	var humans []string
+	for i := range 40 {
+		id := fake.AddUser(fmt.Sprintf("h%02d", i), "user")
+		humans = append(humans, id)
+	}
+	for i, id := range humans[:35] { // 35 active, spread over the window
+		fake.SetLastActive(id, clock.Now().Add(-time.Duration(100+i)*time.Second))
+	}
+	late := humans[36] // inactive; becomes active while page 2 is read
+	arrives := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/users/" && r.URL.Query().Get("page") == "2" {
+			fake.Touch(late)
+		}
+		fake.ServeHTTP(w, r)
+	})
+	client := newClient(t, arrives, clock, openwebui.ModeAdmin, func() string { return key })
+	if n, err := client.Count(context.Background()); err != nil || n.ActiveUsers != 36 {
+		t.Fatalf("got (%d, %v), want 36 (35 + the one who arrived while paging)", n.ActiveUsers, err)
+	}
+}
+
+// Server text is scrubbed of the token before it is shortened, so no prefix
+// of the token survives a cut.
+func TestTokenScrubbedBeforeTruncation(t *testing.T) {
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	const key = "sk-0123456789abcdef0123456789abcdef"
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/version" {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"version":"0.11.0"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"detail":"%s%s"}`, strings.Repeat("x", 290), key)
+	})
+	client := newClient(t, echo, clock, openwebui.ModeUsage, func() string { return key })
+	_, err := client.Count(context.Background())
+	if err == nil || strings.Contains(err.Error(), key[:8]) {
+		t.Fatalf("error %v shows a prefix of the token", err)
+	}
+}
