@@ -51,7 +51,7 @@ func main() {
 		updateInterval = app.Flag("openwebui.status-update-interval", "The value of Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, if set there (0 when unset).").Default("0s").Duration()
 		caFile         = app.Flag("openwebui.tls.ca-file", "PEM file of the CA that signs Open WebUI's certificate (default: the system's CAs).").String()
 		insecureTLS    = app.Flag("openwebui.tls.insecure-skip-verify", "Do not verify Open WebUI's TLS certificate. Insecure: anybody in between can read the token.").Bool()
-		maxStale       = app.Flag("cache.max-stale", "How old a good count may be and still be answered at once while a refresh runs or Open WebUI fails; 0 makes readers wait for the refresh.").Default("2m").Duration()
+		maxStale       = app.Flag("cache.max-stale", "How old a good count may be and still be answered when a refresh takes over 250ms or Open WebUI fails; 0 makes readers wait for the refresh.").Default("2m").Duration()
 		cacheTTL       = app.Flag("cache.ttl", "How long a count is served before Open WebUI is asked again, e.g. 60s or 60 (seconds); 0 asks on every request (see --cache.max-stale).").Envar("CACHE_TIMEOUT").Default("60s").String()
 		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
