@@ -1,15 +1,8 @@
 package keda_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,68 +15,31 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
 	pb "github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
 )
 
 // ca is a test certificate authority.
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+type ca struct{ *harness.CA }
 
 func newCA(t *testing.T, name string) *ca {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := harness.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &ca{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &ca{c}
 }
 
 // issue returns a PEM certificate and key; server certificates are for 127.0.0.1.
 func (c *ca) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := c.Issue(name, server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	return certPEM, keyPEM
 }
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {
@@ -99,7 +55,7 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 func clientTLS(t *testing.T, serverCA *ca, certPEM, keyPEM []byte) grpc.DialOption {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AddCert(serverCA.cert)
+	pool.AppendCertsFromPEM(serverCA.PEM)
 	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	if certPEM != nil {
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -162,7 +118,7 @@ func TestMutualTLS(t *testing.T) {
 	addr := tlsServer(t, keda.TLSFiles{
 		CertFile:     writeFile(t, dir, "tls.crt", certPEM),
 		KeyFile:      writeFile(t, dir, "tls.key", keyPEM),
-		ClientCAFile: writeFile(t, dir, "client-ca.crt", clientCA.pem),
+		ClientCAFile: writeFile(t, dir, "client-ca.crt", clientCA.PEM),
 	})
 
 	kedaCert, kedaKey := clientCA.issue(t, "keda-operator", false)
