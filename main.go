@@ -40,7 +40,7 @@ const exporterName = "openwebui_exporter"
 
 func main() {
 	app := kingpin.CommandLine
-	app.Help = "Exports how many people use Open WebUI right now, for Prometheus (/metrics) and KEDA (/active_users)."
+	app.Help = "Exports how many people use Open WebUI right now, for Prometheus (/metrics) and KEDA (/active_users, and its external scaler protocol over gRPC with --keda.listen-address)."
 	var (
 		webConfig      = kingpinflag.AddFlags(app, defaultListenAddress())
 		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
@@ -94,7 +94,7 @@ func main() {
 	if *timeout <= 0 {
 		fail("--openwebui.timeout must be positive, got %s", *timeout)
 	}
-	if *updateInterval < 0 || *updateInterval >= openwebui.ActivityWindow-time.Minute {
+	if *updateInterval < 0 || *updateInterval > openwebui.ActivityWindow-time.Minute {
 		fail("--openwebui.status-update-interval must be between 0 and 2m (the exporter must re-stamp its own account within Open WebUI's 180s window), got %s", *updateInterval)
 	}
 	switch *telemetryPath {
