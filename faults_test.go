@@ -199,6 +199,7 @@ func TestFaultMatrix(t *testing.T) {
 					t.Fatalf("/metrics: status %d, want 200 with openwebui_up 0 and no openwebui_active_users:\n%s", code, metrics)
 				}
 			}
+			t.Logf("/active_users: 503 %s", outputs[0])
 			for _, path := range []string{"/", "/healthz", "/readyz"} {
 				code, body := e.get(path)
 				outputs = append(outputs, body)

@@ -3,6 +3,7 @@
 package keda
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -43,11 +44,16 @@ func ActiveUsersHandler(source Source, logger log.Logger) http.Handler {
 	})
 }
 
+// errorBody is {"error":msg}, without HTML escaping: people read it in
+// KEDA's events and logs, where "\u003e" would stand for ">".
 func errorBody(msg string) []byte {
-	b, _ := json.Marshal(struct {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.Encode(struct {
 		Error string `json:"error"`
 	}{msg})
-	return b
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, body []byte) {

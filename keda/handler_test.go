@@ -20,7 +20,7 @@ func (s staticSource) Get(context.Context) snapshot.Snapshot { return snapshot.S
 func TestActiveUsersHandler(t *testing.T) {
 	known := staticSource{Count: openwebui.Count{ActiveUsers: 3}}
 	zero := staticSource{Count: openwebui.Count{ActiveUsers: 0}}
-	unknown := staticSource{Err: errors.New(`GET /api/usage: HTTP 403 "Access denied.": use an admin token`)}
+	unknown := staticSource{Err: errors.New(`GET /api/usage: HTTP 403 "Access denied.": see Admin Settings > General`)}
 	cases := []struct {
 		name       string
 		source     staticSource
@@ -33,7 +33,7 @@ func TestActiveUsersHandler(t *testing.T) {
 		{"nobody", zero, http.MethodGet, 200, `{"active_users":0}`, ""},
 		{"head", known, http.MethodHead, 200, ``, ""},
 		{"unknown count is 503, never 0", unknown, http.MethodGet, 503,
-			`{"error":"active user count unknown: GET /api/usage: HTTP 403 \"Access denied.\": use an admin token"}`, ""},
+			`{"error":"active user count unknown: GET /api/usage: HTTP 403 \"Access denied.\": see Admin Settings > General"}`, ""},
 		{"post", known, http.MethodPost, 405, `{"error":"method POST not allowed; use GET"}`, "GET, HEAD"},
 		{"delete", known, http.MethodDelete, 405, `{"error":"method DELETE not allowed; use GET"}`, "GET, HEAD"},
 	}
