@@ -326,10 +326,9 @@ func (c *Client) learnSelf(ctx context.Context, token string) error {
 // active, so that the next count surely includes it. A JWT stamp lands just
 // after the response that caused it, so this takes one or two tries.
 func (c *Client) confirmActive(ctx context.Context, token string) error {
-	path := "/api/v1/users/" + url.PathEscape(c.self.ID) + "/active"
 	const tries = 10
 	for i := 0; ; i++ {
-		body, err := c.get(ctx, path, nil, token)
+		body, err := c.get(ctx, "/api/v1/users/{id}/active", nil, token)
 		if err != nil {
 			return err
 		}
@@ -384,21 +383,27 @@ func (e *htmlError) Error() string {
 	return fmt.Sprintf("GET %s: HTTP 200 with Content-Type %q instead of JSON", e.path, e.contentType)
 }
 
-func (c *Client) get(ctx context.Context, path string, query url.Values, token string) ([]byte, error) {
-	body, _, err := c.getWithHeader(ctx, path, query, token)
+func (c *Client) get(ctx context.Context, route string, query url.Values, token string) ([]byte, error) {
+	body, _, err := c.getWithHeader(ctx, route, query, token)
 	return body, err
 }
 
-// getWithHeader performs one GET and returns the body of a 200 JSON answer.
-// Errors never contain the token, even if the server echoes it.
-func (c *Client) getWithHeader(ctx context.Context, path string, query url.Values, token string) ([]byte, http.Header, error) {
+// getWithHeader performs one GET of route ("{id}" stands for the own
+// account's id) and returns the body of a 200 JSON answer. Errors name the
+// route, not the path: no user id in a log line or a 503 body. They never
+// contain the token either, even if the server echoes it.
+func (c *Client) getWithHeader(ctx context.Context, route string, query url.Values, token string) ([]byte, http.Header, error) {
+	path := route
+	if strings.Contains(route, "{id}") {
+		path = strings.ReplaceAll(route, "{id}", url.PathEscape(c.self.ID))
+	}
 	u := *c.cfg.BaseURL
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	u.RawPath = ""
 	u.RawQuery = query.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("GET %s: %w", path, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", route, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.cfg.UserAgent != "" {
@@ -410,29 +415,29 @@ func (c *Client) getWithHeader(ctx context.Context, path string, query url.Value
 	sent := c.cfg.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("GET %s: %w", path, stableNetError(err))
+		return nil, nil, fmt.Errorf("GET %s: %w", route, stableNetError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("GET %s: reading the body: %w", path, stableNetError(err))
+		return nil, nil, fmt.Errorf("GET %s: reading the body: %w", route, stableNetError(err))
 	}
 	if len(body) > maxBodyBytes {
-		return nil, nil, fmt.Errorf("GET %s: body larger than %d bytes", path, maxBodyBytes)
+		return nil, nil, fmt.Errorf("GET %s: body larger than %d bytes", route, maxBodyBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
 		if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
-			return nil, nil, fmt.Errorf("GET %s: HTTP %d redirect to %s, not followed: set --openwebui.url to the address Open WebUI answers on", path, resp.StatusCode, redact(redactURL(loc), token))
+			return nil, nil, fmt.Errorf("GET %s: HTTP %d redirect to %s, not followed: set --openwebui.url to the address Open WebUI answers on", route, resp.StatusCode, redact(redactURL(loc), token))
 		}
 		detail := ParseDetail(body)
-		return nil, nil, &APIError{Path: path, StatusCode: resp.StatusCode, Detail: truncate(redact(detail, token), 300), Hint: hintFor(path, resp.StatusCode, detail)}
+		return nil, nil, &APIError{Path: route, StatusCode: resp.StatusCode, Detail: truncate(redact(detail, token), 300), Hint: hintFor(route, resp.StatusCode, detail)}
 	}
 	if token != "" {
 		c.lastStamp = sent
 	}
 	ct := resp.Header.Get("Content-Type")
 	if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
-		return nil, nil, &htmlError{path: path, contentType: ct}
+		return nil, nil, &htmlError{path: route, contentType: ct}
 	}
 	return body, resp.Header, nil
 }

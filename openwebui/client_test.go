@@ -117,3 +117,27 @@ func TestTokenScrubbedBeforeTruncation(t *testing.T) {
 		t.Fatalf("error %v shows a prefix of the token", err)
 	}
 }
+
+// Errors name routes, not paths: the exporter's own user id appears in no
+// log line and no 503 body.
+func TestErrorsDoNotShowTheOwnUserID(t *testing.T) {
+	clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now})
+	self := fake.AddUser("exporter", "user")
+	jwt := fake.IssueJWT(self)
+	failing := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/active") {
+			if !strings.Contains(r.URL.Path, self) {
+				t.Errorf("asked %s, want the own id in the path", r.URL.Path)
+			}
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	})
+	client := newClient(t, failing, clock, openwebui.ModeUsage, func() string { return jwt })
+	_, err := client.Count(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "GET /api/v1/users/{id}/active: HTTP 502") || strings.Contains(err.Error(), self) {
+		t.Fatalf("error = %v, want the route with {id} and not the id %s", err, self)
+	}
+}
