@@ -116,7 +116,9 @@ func (c *Client) engage(ctx context.Context, token string, n Count, active map[s
 // writers returns which of ids wrote a chat message within the idle timeout
 // before serverNow.
 func (c *Client) writers(ctx context.Context, token string, ids []string, totalUsers int, serverNow time.Time) (map[string]bool, error) {
-	since := serverNow.Add(-c.cfg.IdlePolicy.timeout).Unix()
+	// Oldest write that still counts: written at T counts while now-T <
+	// timeout, like an arrival (both ends in whole seconds, Open WebUI's unit).
+	since := serverNow.Add(-c.cfg.IdlePolicy.timeout).Unix() + 1
 	if versionAtLeast(c.version, analyticsSince) && !c.noAnalytics(serverNow) {
 		w, err := c.analyticsWriters(ctx, token, since, totalUsers)
 		var h *htmlError
