@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -221,4 +222,43 @@ func (s *Server) AddUserIfMissing(name string) string {
 		return u.id
 	}
 	return s.addUser(name, "user").id
+}
+
+// CloseTab closes the user's browser tab: its heartbeats stop, and on
+// 0.6.41+ the user stays active until 180 s after the last stamp, as in
+// Open WebUI (Leave, in contrast, makes the user inactive at once).
+func (s *Server) CloseTab(userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.beat()
+	delete(s.tabs, userID)
+	delete(s.tabSince, userID)
+}
+
+// ActiveCount is Open WebUI's own count of active users, the holders of a
+// credential (the exporter) left out.
+func (s *Server) ActiveCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.beat()
+	n, now := 0, s.cfg.Now()
+	for _, u := range s.users {
+		if !s.service[u.id] && s.isActive(u, now) {
+			n++
+		}
+	}
+	return n
+}
+
+// RequestsWithPrefix counts requests to the paths that start with prefix.
+func (s *Server) RequestsWithPrefix(prefix string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for p, k := range s.requests {
+		if strings.HasPrefix(p, prefix) {
+			n += k
+		}
+	}
+	return n
 }
