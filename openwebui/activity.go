@@ -16,14 +16,19 @@ import (
 const MinIdleTimeout = time.Second
 
 // analyticsSince is the first Open WebUI version whose chat completion route
-// writes the assistant placeholder row of chat_message (role "assistant",
-// created_at = the server's clock) before it calls the model, which is what
-// GET /api/v1/analytics/users counts. 0.8.x has the analytics router, but
-// there the frontend saves an existing chat without chat_message rows, and
-// the assistant row appears only once the model answered (or failed): a
-// message to a sleeping Ollama would not show. Those versions, and any
-// Open WebUI with ENABLE_ADMIN_ANALYTICS=false, use the chat list instead.
-const analyticsSince = "0.9.0"
+// (main.py chat_completion) writes the user's message and an assistant
+// placeholder row into chat_message (role "assistant", created_at = the
+// server's int(time.time())) before it calls the model, so that GET
+// /api/v1/analytics/users, which counts assistant rows, shows a message to a
+// sleeping Ollama at once. Seen in v0.10.2, not in v0.9.5 (the backend
+// took over persistence from the frontend in between). Before, from 0.8.0
+// with the analytics router, the frontend saved an existing chat without
+// chat_message rows, and the assistant row came with the answer, or after
+// the request to Ollama failed, stamped with the browser's clock. Those
+// versions, and any Open WebUI with ENABLE_ADMIN_ANALYTICS=false, use the
+// chat list: its updated_at is written, by the server's clock, before the
+// model is called on every version.
+const analyticsSince = "0.10.0"
 
 // IdlePolicy decides who is engaged: active in Open WebUI's sense and either
 // arrived (not active at the previous fetch, active now) or wrote a chat
@@ -187,7 +192,7 @@ func (c *Client) lastChatUpdate(ctx context.Context, token, userID string) (int6
 	if err != nil {
 		var api *APIError
 		if errors.As(err, &api) && api.StatusCode == http.StatusUnauthorized {
-			return 0, fmt.Errorf("%w: --activity.idle-timeout needs ENABLE_ADMIN_CHAT_ACCESS=true in Open WebUI (or, on 0.9.0+, ENABLE_ADMIN_ANALYTICS=true) to see who wrote", err)
+			return 0, fmt.Errorf("%w: --activity.idle-timeout needs ENABLE_ADMIN_CHAT_ACCESS=true in Open WebUI (or, on 0.10.0+, ENABLE_ADMIN_ANALYTICS=true) to see who wrote", err)
 		}
 		return 0, err
 	}

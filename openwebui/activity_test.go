@@ -92,7 +92,7 @@ func all(fs ...func(f *idleFixture)) func(f *idleFixture) {
 }
 
 // The idle-tab policy, step by step, on every kind of Open WebUI it reads
-// writes from: the analytics router (0.9.0+), the chat list (0.8.x, where
+// writes from: the analytics router (0.10.0+), the chat list (0.8-0.9, where
 // analytics misses a message to a sleeping Ollama), and the chat list when
 // ENABLE_ADMIN_ANALYTICS=false.
 func TestIdlePolicy(t *testing.T) {
@@ -100,6 +100,7 @@ func TestIdlePolicy(t *testing.T) {
 		"0.11.0 analytics":          {Version: "0.11.0"},
 		"0.11.0 analytics off":      {Version: "0.11.0", DisableAdminAnalytics: true},
 		"0.8.12 chat list":          {Version: "0.8.12"},
+		"0.9.5 chat list":           {Version: "0.9.5"},
 		"0.6.41 before analytics":   {Version: "0.6.41"},
 		"0.11.0 update throttle 60": {Version: "0.11.0", StatusUpdateInterval: time.Minute},
 	}
@@ -219,7 +220,7 @@ func TestIdlePolicyWriteSignalFailures(t *testing.T) {
 }
 
 // One fetch costs the user pages it always read, plus one analytics request
-// (0.9.0+), or one chat-list request per active user past their arrival
+// (0.10.0+), or one chat-list request per active user past their arrival
 // grace; never one per registered user.
 func TestIdlePolicyCost(t *testing.T) {
 	for _, tc := range []struct {
@@ -227,7 +228,7 @@ func TestIdlePolicyCost(t *testing.T) {
 		wantAnalytics, wantLists int
 	}{
 		{"0.11.0", 1, 0},
-		{"0.8.12", 0, 3},
+		{"0.9.5", 0, 3},
 	} {
 		t.Run(tc.version, func(t *testing.T) {
 			f := newIdleFixture(t, fakeopenwebui.Config{Version: tc.version})

@@ -21,7 +21,7 @@ type chat struct {
 
 // chatMessage is a row of the chat_message table (0.8.0+). created_at is
 // epoch seconds: the message's own "timestamp" (for the assistant
-// placeholder the server's int(time.time()) on 0.9.0+).
+// placeholder the server's int(time.time()) on 0.10.0+).
 type chatMessage struct {
 	chatID, userID, role string
 	created              int64
@@ -46,7 +46,7 @@ func (s *Server) beat() {
 }
 
 // SetOllamaDown models Ollama scaled to zero (true) or running. It changes
-// what a send writes only before 0.9.0, where the assistant row of
+// what a send writes only before 0.10.0, where the assistant row of
 // chat_message appears with the answer (see Send).
 func (s *Server) SetOllamaDown(down bool) {
 	s.mu.Lock()
@@ -58,13 +58,14 @@ func (s *Server) SetOllamaDown(down bool) {
 // tab in the browser, and returns the user's id. Like the real request it
 // stamps the user active (and the tab is open), then writes what Open WebUI
 // writes at send time, before and whether or not the model answers:
-//   - 0.9.0+ (main.py chat_completion, before the model is called): the
+//   - 0.10.0+ (main.py chat_completion, before the model is called): the
 //     user's message and an assistant placeholder (role "assistant",
 //     created_at = the server's clock) into chat_message, and the chat's
 //     updated_at; a first message creates the chat.
-//   - 0.8.x: the frontend saves the chat first (updated_at, and the rows of
-//     a new chat); for an existing chat the assistant row is written only
-//     with the model's answer, here: at once if Ollama is up, never if down.
+//   - 0.8.0-0.9.x: the frontend saves the chat first (updated_at, and the
+//     rows of a new chat); for an existing chat the assistant row is written
+//     with the model's answer, or after the request to Ollama failed. The
+//     fake writes it at once if Ollama is up and not at all if it is down.
 //   - before 0.8.0: the chat only (no chat_message table).
 func (s *Server) Send(name string) string {
 	s.mu.Lock()
@@ -94,7 +95,7 @@ func (s *Server) Send(name string) string {
 		return u.id
 	}
 	s.messages = append(s.messages, chatMessage{chatID: c.id, userID: u.id, role: "user", created: now})
-	if s.at("0.9.0") || isNew || !s.ollamaDown {
+	if s.at("0.10.0") || isNew || !s.ollamaDown {
 		s.messages = append(s.messages, chatMessage{chatID: c.id, userID: u.id, role: "assistant", created: now})
 	}
 	return u.id

@@ -55,7 +55,8 @@ func TestSendWritesWhatUpstreamWrites(t *testing.T) {
 		analyticsMounted bool
 	}{
 		{"0.11.0", true, 1, 2, true}, // main.py writes the placeholder before calling the model
-		{"0.9.0", true, 1, 2, true},
+		{"0.10.0", true, 1, 2, true},
+		{"0.9.5", true, 1, 1, true},   // the frontend saved the chat; no row for an existing chat yet
 		{"0.8.12", false, 1, 2, true}, // the answer writes the row
 		{"0.8.12", true, 1, 1, true},  // no answer, no row for an existing chat
 		{"0.7.2", true, 0, 0, false},
