@@ -5,7 +5,8 @@
 // Ollama was at zero.
 //
 //	go run ./bench/simday                          # off, 15m, 30m, 60m; 20 people; seed 1
-//	go run ./bench/simday -timeouts 0,15m -people 40 -seed 7
+//	go run ./bench/simday -timeouts 0,15m -people 40 -seeds 7
+//	go run ./bench/simday -people 5 -seeds 1,2,3   # three days, then a summary per timeout
 //
 // What is real: the exporter binary (admin mode, --cache.ttl=0), its HTTP
 // requests to Open WebUI, and what it answers on /active_users. What is
@@ -39,7 +40,7 @@ import (
 
 func main() {
 	people := flag.Int("people", 20, "team size")
-	seed := flag.Uint64("seed", 1, "seed of the trace")
+	seedList := flag.String("seeds", "1", "comma-separated seeds: one simulated day (trace) each")
 	step := flag.Duration("step", 10*time.Second, "simulated time between two reads of /active_users")
 	timeouts := flag.String("timeouts", "0,15m,30m,60m", "comma-separated --activity.idle-timeout values to run (0 = policy off)")
 	cooldown := flag.Duration("cooldown", 300*time.Second, "KEDA cooldownPeriod")
@@ -55,6 +56,15 @@ func main() {
 		}
 		runs = append(runs, d)
 	}
+	var seeds []uint64
+	for _, s := range strings.Split(*seedList, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "-seeds: %v\n", err)
+			os.Exit(2)
+		}
+		seeds = append(seeds, n)
+	}
 	if *step <= 0 || *polling%*step != 0 || *people < 1 {
 		fmt.Fprintln(os.Stderr, "-step must be positive and divide -polling; -people at least 1")
 		os.Exit(2)
@@ -68,27 +78,52 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	tr := trace(*people, *seed)
-	fmt.Printf("simulated day: %d people, seed %d, %d events (%d messages, %d tab opens), step %s, KEDA cooldown %s, polling %s\n",
-		*people, *seed, len(tr), count(tr, send), count(tr, open), *step, *cooldown, *polling)
-	fmt.Printf("%-14s %10s %12s %16s %14s %14s %10s %14s\n", "idle timeout", "Ollama on", "tabs open*", "sends at zero", "sends unseen", "scale-ups", "errors", "req/fetch")
-	for _, timeout := range runs {
-		r, err := simulate(bin, tr, timeout, *step, *cooldown, *polling)
-		if err != nil {
-			fail(err)
-		}
-		name := "off"
-		if timeout > 0 {
-			name = timeout.String()
-		}
-		fmt.Printf("%-14s %9.2fh %11.2fh %16d %14d %14d %10d %14.2f\n", name, r.onHours, r.activeHours, len(r.atZero), r.unseen, r.scaleUps, r.errors, r.requestsPerFetch)
-		if *verbose {
-			for _, m := range r.atZero {
-				fmt.Printf("    %s\n", m)
+	type total struct {
+		on                           []float64
+		sends, atZero, unseen, errs int
+	}
+	totals := make([]total, len(runs))
+	for _, seed := range seeds {
+		tr := trace(*people, seed)
+		fmt.Printf("simulated day: %d people, seed %d, %d events (%d messages, %d tab opens), step %s, KEDA cooldown %s, polling %s\n",
+			*people, seed, len(tr), count(tr, send), count(tr, open), *step, *cooldown, *polling)
+		fmt.Printf("%-14s %10s %12s %16s %14s %14s %10s %14s\n", "idle timeout", "Ollama on", "tabs open*", "sends at zero", "sends unseen", "scale-ups", "errors", "req/fetch")
+		for i, timeout := range runs {
+			r, err := simulate(bin, tr, timeout, *step, *cooldown, *polling)
+			if err != nil {
+				fail(err)
 			}
+			fmt.Printf("%-14s %9.2fh %11.2fh %16d %14d %14d %10d %14.2f\n", name(timeout), r.onHours, r.activeHours, len(r.atZero), r.unseen, r.scaleUps, r.errors, r.requestsPerFetch)
+			if *verbose {
+				for _, m := range r.atZero {
+					fmt.Printf("    %s\n", m)
+				}
+			}
+			t := &totals[i]
+			t.on = append(t.on, r.onHours)
+			t.sends += count(tr, send)
+			t.atZero += len(r.atZero)
+			t.unseen += r.unseen
+			t.errs += r.errors
 		}
 	}
 	fmt.Println("* tabs open: hours in which Open WebUI counted at least one active user (what keeps Ollama on without the policy)")
+	if len(seeds) > 1 {
+		fmt.Printf("summary over %d days of %d people:\n", len(seeds), *people)
+		fmt.Printf("%-14s %18s %26s %14s %10s\n", "idle timeout", "Ollama on, median", "sends at zero / sends", "sends unseen", "errors")
+		for i, timeout := range runs {
+			t := totals[i]
+			sort.Float64s(t.on)
+			fmt.Printf("%-14s %17.2fh %15d / %-8d %14d %10d\n", name(timeout), t.on[len(t.on)/2], t.atZero, t.sends, t.unseen, t.errs)
+		}
+	}
+}
+
+func name(timeout time.Duration) string {
+	if timeout == 0 {
+		return "off"
+	}
+	return timeout.String()
 }
 
 func fail(err error) {
