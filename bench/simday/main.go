@@ -79,7 +79,7 @@ func main() {
 		fail(err)
 	}
 	type total struct {
-		on                           []float64
+		on                          []float64
 		sends, atZero, unseen, errs int
 	}
 	totals := make([]total, len(runs))
