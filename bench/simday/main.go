@@ -46,6 +46,7 @@ func main() {
 	cooldown := flag.Duration("cooldown", 300*time.Second, "KEDA cooldownPeriod")
 	polling := flag.Duration("polling", 30*time.Second, "KEDA pollingInterval (scale-in checks)")
 	verbose := flag.Bool("v", false, "print every moment a writer found Ollama at zero")
+	check := flag.Bool("check", false, "exit 1 if a send went unseen, /active_users failed, or a policy run kept Ollama on no shorter than the run without it (for CI)")
 	flag.Parse()
 	var runs []time.Duration
 	for _, s := range strings.Split(*timeouts, ",") {
@@ -108,6 +109,25 @@ func main() {
 		}
 	}
 	fmt.Println("* tabs open: hours in which Open WebUI counted at least one active user (what keeps Ollama on without the policy)")
+	if *check {
+		var problems []string
+		for i, timeout := range runs {
+			t := totals[i]
+			if t.unseen > 0 || t.errs > 0 {
+				problems = append(problems, fmt.Sprintf("idle timeout %s: %d sends unseen, %d errors", name(timeout), t.unseen, t.errs))
+			}
+			for j, off := range runs {
+				if off == 0 && timeout > 0 && sum(t.on) >= sum(totals[j].on) {
+					problems = append(problems, fmt.Sprintf("idle timeout %s: Ollama on %.2fh, not less than %.2fh without the policy", name(timeout), sum(t.on), sum(totals[j].on)))
+				}
+			}
+		}
+		if len(problems) > 0 {
+			fmt.Fprintln(os.Stderr, "simday -check failed:\n  "+strings.Join(problems, "\n  "))
+			os.Exit(1)
+		}
+		fmt.Println("simday -check: every send reached the served count at the next read, no errors, the policy saved GPU hours")
+	}
 	if len(seeds) > 1 {
 		fmt.Printf("summary over %d days of %d people:\n", len(seeds), *people)
 		fmt.Printf("%-14s %18s %26s %14s %10s\n", "idle timeout", "Ollama on, median", "sends at zero / sends", "sends unseen", "errors")
@@ -117,6 +137,14 @@ func main() {
 			fmt.Printf("%-14s %17.2fh %15d / %-8d %14d %10d\n", name(timeout), t.on[len(t.on)/2], t.atZero, t.sends, t.unseen, t.errs)
 		}
 	}
+}
+
+func sum(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t
 }
 
 func name(timeout time.Duration) string {
