@@ -302,16 +302,36 @@ func simulate(bin string, tr []event, timeout, step, cooldown, polling time.Dura
 		lastActive time.Duration
 		pending    int // sends since the last read
 		fetches    int
+		openSince  = map[string]time.Duration{} // people with a tab open -> since when
 	)
+	track := func(e event) {
+		switch e.kind {
+		case open:
+			if _, ok := openSince[e.person]; !ok {
+				openSince[e.person] = e.at
+			}
+		case closeTab:
+			delete(openSince, e.person)
+		}
+	}
+	for _, e := range tr[:next] {
+		track(e)
+	}
 	for now := time.Duration(0); now < 24*time.Hour; now += step {
 		for ; next < len(tr) && tr[next].at <= now; next++ {
 			e := tr[next]
 			if e.kind == send {
 				pending++
 				if !on {
-					r.atZero = append(r.atZero, fmt.Sprintf("%s %s", fmtClock(e.at), e.person))
+					since, ok := openSince[e.person]
+					how := "from a tab open since " + fmtClock(since)
+					if !ok {
+						how = "without an open tab"
+					}
+					r.atZero = append(r.atZero, fmt.Sprintf("%s %s, %s", fmtClock(e.at), e.person, how))
 				}
 			}
+			track(e)
 			apply(fake, e)
 		}
 		n, ok := read()
