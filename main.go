@@ -48,6 +48,7 @@ func main() {
 		tokenFile      = app.Flag("openwebui.token-file", "File holding the Open WebUI API key (sk-...) or JWT; re-read on every fetch. Alternatively set the env var TOKEN.").String()
 		countMode      = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; exact without self-stamping, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
 		timeout        = app.Flag("openwebui.timeout", "Deadline for one fetch from Open WebUI, all its requests included; keep it below KEDA's 3s HTTP timeout.").Default("2500ms").Duration()
+		idleTimeout    = app.Flag("activity.idle-timeout", "Idle-tab policy (needs --openwebui.count-mode=admin): KEDA gets only the active users who arrived or wrote a chat message within this time, so a forgotten open tab stops keeping Ollama up; 0 (default) is off: Open WebUI's own definition. At least 1s; e.g. 15m.").Default("0s").Duration()
 		updateInterval = app.Flag("openwebui.status-update-interval", "The value of Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, if set there (0 when unset).").Default("0s").Duration()
 		caFile         = app.Flag("openwebui.tls.ca-file", "PEM file of the CA that signs Open WebUI's certificate (default: the system's CAs).").String()
 		insecureTLS    = app.Flag("openwebui.tls.insecure-skip-verify", "Do not verify Open WebUI's TLS certificate. Insecure: anybody in between can read the token.").Bool()
@@ -108,6 +109,11 @@ func main() {
 		level.Warn(logger).Log("msg", "--cache.ttl is longer than Open WebUI's 180s activity window: a count may describe people who left, and an arrival may wait for the whole TTL", "ttl", ttl)
 	}
 
+	policy, err := idlePolicy(*idleTimeout, openwebui.Mode(*countMode))
+	if err != nil {
+		fail("%v", err)
+	}
+
 	level.Info(logger).Log("msg", "starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
 	client := openwebui.NewClient(openwebui.Config{
 		BaseURL:              upstream,
@@ -117,7 +123,11 @@ func main() {
 		UserAgent:            exporterName + "/" + version.Version,
 		HTTPClient:           httpClient,
 		Logger:               logger,
+		IdlePolicy:           policy,
 	})
+	if policy != nil {
+		level.Info(logger).Log("msg", "idle-tab policy on: KEDA gets the users who arrived or wrote within the idle timeout (openwebui_engaged_users)", "idle_timeout", policy.Timeout())
+	}
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: *maxStale, Timeout: *timeout, Logger: logger})
 	grpcServer, err := listenKEDA(kedaOpts, cache, logger)
 	if err != nil {
@@ -164,6 +174,22 @@ func main() {
 		level.Warn(logger).Log("msg", "in-flight requests did not finish in time", "err", err)
 		server.Close()
 	}
+}
+
+// idlePolicy validates --activity.idle-timeout; nil when it is off.
+func idlePolicy(timeout time.Duration, mode openwebui.Mode) (*openwebui.IdlePolicy, error) {
+	if timeout == 0 {
+		return nil, nil
+	}
+	if timeout < openwebui.MinIdleTimeout || timeout > 24*time.Hour {
+		return nil, fmt.Errorf("--activity.idle-timeout must be 0 (off) or between %s and 24h, got %s", openwebui.MinIdleTimeout, timeout)
+	}
+	if mode != openwebui.ModeAdmin {
+		// /api/usage shows no writes: its model_ids come from a socket event
+		// emitted only while a send request is in flight for over a second.
+		return nil, fmt.Errorf("--activity.idle-timeout needs --openwebui.count-mode=admin (and an admin account's token): only Open WebUI's admin endpoints (analytics, chat list) show who wrote a message; --openwebui.count-mode=%s cannot tell an idle tab from a person typing", mode)
+	}
+	return openwebui.NewIdlePolicy(timeout)
 }
 
 // newHandler serves every HTTP endpoint from the one shared cache.

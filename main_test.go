@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 )
 
 func TestParseTTL(t *testing.T) {
@@ -131,5 +133,36 @@ func TestTokenSource(t *testing.T) {
 				t.Errorf("error = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestIdleTimeoutFlag(t *testing.T) {
+	cases := []struct {
+		timeout time.Duration
+		mode    openwebui.Mode
+		on      bool
+		wantErr string
+	}{
+		{0, openwebui.ModeUsage, false, ""}, // the default: off, changes nothing
+		{0, openwebui.ModeAdmin, false, ""},
+		{15 * time.Minute, openwebui.ModeAdmin, true, ""},
+		{time.Second, openwebui.ModeAdmin, true, ""},
+		{15 * time.Minute, openwebui.ModeUsage, false, "--activity.idle-timeout needs --openwebui.count-mode=admin"},
+		{500 * time.Millisecond, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 1s and 24h, got 500ms"},
+		{-time.Minute, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 1s and 24h"},
+		{25 * time.Hour, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 1s and 24h"},
+	}
+	for _, tc := range cases {
+		p, err := idlePolicy(tc.timeout, tc.mode)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s %s: got %v, want an error containing %q", tc.timeout, tc.mode, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%s %s: %v", tc.timeout, tc.mode, err)
+		case (p != nil) != tc.on || (p != nil && p.Timeout() != tc.timeout):
+			t.Errorf("%s %s: policy %v, want on=%v", tc.timeout, tc.mode, p, tc.on)
+		}
 	}
 }

@@ -26,6 +26,7 @@ type Collector struct {
 
 	up             *prometheus.Desc
 	activeUsers    *prometheus.Desc
+	engagedUsers   *prometheus.Desc
 	users          *prometheus.Desc
 	scrapeDuration *prometheus.Desc
 	versionInfo    *prometheus.Desc
@@ -41,6 +42,8 @@ func New(source Source) *Collector {
 			"1 if the latest fetch from Open WebUI succeeded, else 0."+cached, nil, nil),
 		activeUsers: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "active_users"),
 			"Users active in Open WebUI within the last 180 s, not counting the exporter's own account. Absent while the count is unknown; may be up to --cache.max-stale old while Open WebUI fails (see openwebui_last_success_timestamp_seconds)."+cached, nil, nil),
+		engagedUsers: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "engaged_users"),
+			"Active users who arrived or wrote a chat message within --activity.idle-timeout, not counting the exporter's own account; what KEDA scales by. Only with the idle-tab policy on; absent while the count is unknown."+cached, nil, nil),
 		users: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "users"),
 			"Registered Open WebUI users (admin counting mode only)."+cached, nil, nil),
 		scrapeDuration: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "scrape_duration_seconds"),
@@ -56,6 +59,7 @@ func New(source Source) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.activeUsers
+	ch <- c.engagedUsers
 	ch <- c.users
 	ch <- c.scrapeDuration
 	ch <- c.versionInfo
@@ -81,6 +85,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.activeUsers, prometheus.GaugeValue, float64(s.ActiveUsers))
+	if s.IdlePolicy {
+		ch <- prometheus.MustNewConstMetric(c.engagedUsers, prometheus.GaugeValue, float64(s.EngagedUsers))
+	}
 	if s.TotalUsers >= 0 {
 		ch <- prometheus.MustNewConstMetric(c.users, prometheus.GaugeValue, float64(s.TotalUsers))
 	}

@@ -40,6 +40,7 @@ type options struct {
 	humans    int // registered human accounts (all inactive at first)
 	maxStale  time.Duration
 	transport func(http.Handler) http.Handler
+	idle      time.Duration // --activity.idle-timeout; 0 = off
 }
 
 func newSetup(t *testing.T, o options) *setup {
@@ -67,9 +68,17 @@ func newSetup(t *testing.T, o options) *setup {
 		s.humans = append(s.humans, fake.AddUser(fmt.Sprintf("human-%d", i+1), "user"))
 	}
 	base, _ := url.Parse(srv.URL)
+	var policy *openwebui.IdlePolicy
+	if o.idle > 0 {
+		var err error
+		if policy, err = openwebui.NewIdlePolicy(o.idle); err != nil {
+			t.Fatal(err)
+		}
+	}
 	client := openwebui.NewClient(openwebui.Config{
 		BaseURL: base, Mode: o.mode, Now: c.Now,
-		Token: func() (string, error) { return token, nil },
+		Token:      func() (string, error) { return token, nil },
+		IdlePolicy: policy,
 	})
 	s.cache = snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: o.maxStale, Timeout: 5 * time.Second, Now: c.Now})
 	s.metrics = collector.New(s.cache)

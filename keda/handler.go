@@ -40,7 +40,8 @@ func ActiveUsersHandler(source Source, logger log.Logger) http.Handler {
 			writeJSON(w, r, http.StatusServiceUnavailable, errorBody("active user count unknown: "+s.Err.Error()))
 			return
 		}
-		writeJSON(w, r, http.StatusOK, []byte(`{"active_users":`+strconv.Itoa(s.ActiveUsers)+`}`))
+		// With the idle-tab policy on, KEDA gets the engaged users.
+		writeJSON(w, r, http.StatusOK, []byte(`{"active_users":`+strconv.Itoa(s.Scaling())+`}`))
 	})
 }
 

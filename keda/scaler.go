@@ -146,7 +146,7 @@ func (s *Scaler) count(ctx context.Context) (int, error) {
 		level.Debug(s.logger).Log("msg", "answering KEDA with Unavailable", "err", snap.Err)
 		return 0, status.Error(codes.Unavailable, "active user count unknown: "+snap.Err.Error())
 	}
-	return snap.ActiveUsers, nil
+	return snap.Scaling(), nil // the engaged users when the idle-tab policy is on
 }
 
 // StreamIsActive sends the trigger's state right after the stream opens
@@ -180,7 +180,7 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream exte
 				known = false
 				continue
 			}
-			active := md.active(snap.ActiveUsers)
+			active := md.active(snap.Scaling())
 			if known && active == last {
 				continue
 			}

@@ -56,6 +56,9 @@ type Config struct {
 	Now                  func() time.Time // nil: time.Now
 	UserAgent            string
 	Logger               log.Logger // nil: no logging
+	// IdlePolicy, when set (admin mode only), also counts who is engaged:
+	// see activity.go and --activity.idle-timeout.
+	IdlePolicy *IdlePolicy
 }
 
 // Count is one answer to "how many people use Open WebUI right now".
@@ -63,6 +66,19 @@ type Count struct {
 	ActiveUsers int    // active users other than the token's own account
 	TotalUsers  int    // registered users; -1 unless counted in admin mode
 	Version     string // Open WebUI version, "" if unknown
+	// IdlePolicy is true when the idle-tab policy is on; EngagedUsers is
+	// then the count of active users who arrived or wrote within its timeout.
+	IdlePolicy   bool
+	EngagedUsers int
+}
+
+// Scaling is the number KEDA scales Ollama by: the engaged users when the
+// idle-tab policy is on, else Open WebUI's own active users.
+func (n Count) Scaling() int {
+	if n.IdlePolicy {
+		return n.EngagedUsers
+	}
+	return n.ActiveUsers
 }
 
 // Client counts Open WebUI's active users, excluding its own account.
@@ -78,6 +94,11 @@ type Client struct {
 	token     string    // the token self was learned with
 	announced string    // version and role last logged, to log changes only
 	learnedAt time.Time // when self and version were learned
+
+	// For the idle policy (activity.go): what countAdmin saw last.
+	seenActive     map[string]struct{} // active users other than self
+	seenAt         time.Time           // the server's clock when they were read
+	analyticsOffAt time.Time           // when the analytics router was found missing
 }
 
 // NewClient returns a Client. It makes no request until Count.
@@ -117,6 +138,11 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	var n Count
 	if c.cfg.Mode == ModeAdmin {
 		n, err = c.countAdmin(ctx, token)
+		if err == nil && c.cfg.IdlePolicy != nil {
+			n, err = c.engage(ctx, token, n, c.seenActive, c.seenAt)
+		}
+	} else if c.cfg.IdlePolicy != nil {
+		err = errors.New("the idle-tab policy (--activity.idle-timeout) needs --openwebui.count-mode=admin")
 	} else {
 		n, err = c.countUsage(ctx, token)
 	}
@@ -223,6 +249,7 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 	}
 	var (
 		since    int64 // oldest last_active_at that still counts
+		serverAt time.Time
 		seen     = map[string]struct{}{}
 		active   = map[string]struct{}{}
 		total    int
@@ -249,6 +276,7 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 				level.Debug(c.cfg.Logger).Log("msg", "no Date header from Open WebUI, using the local clock for the activity window")
 			}
 			since = now.Unix() - int64(ActivityWindow/time.Second)
+			serverAt = now
 			total = p.Total
 			// Bounded paging: never more pages than the total allows (+1 for
 			// users added meanwhile), whatever the server answers.
@@ -283,6 +311,7 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 					countActive(u)
 				}
 			}
+			c.seenActive, c.seenAt = active, serverAt
 			return Count{ActiveUsers: len(active), TotalUsers: total, Version: c.version}, nil
 		}
 	}
@@ -397,6 +426,16 @@ func (c *Client) getWithHeader(ctx context.Context, route string, query url.Valu
 	if strings.Contains(route, "{id}") {
 		path = strings.ReplaceAll(route, "{id}", url.PathEscape(c.self.ID))
 	}
+	return c.getPathWithHeader(ctx, route, path, query, token)
+}
+
+// getPath is get for a path that holds another user's id; errors name route.
+func (c *Client) getPath(ctx context.Context, route, path string, query url.Values, token string) ([]byte, error) {
+	body, _, err := c.getPathWithHeader(ctx, route, path, query, token)
+	return body, err
+}
+
+func (c *Client) getPathWithHeader(ctx context.Context, route, path string, query url.Values, token string) ([]byte, http.Header, error) {
 	u := *c.cfg.BaseURL
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	u.RawPath = ""

@@ -7,6 +7,11 @@
 //
 //	go run ./bench/wakelatency                  # 25 runs, --keda.push-interval=1s, cache TTL 60s
 //	go run ./bench/wakelatency -n 50 -push-interval 500ms
+//	go run ./bench/wakelatency -message          # a message typed into an idle tab, idle-tab policy on
+//
+// With -message the exporter counts in admin mode with the idle-tab policy
+// (15 min); one person has a tab open that went idle (the fake's clock jumps
+// 15 min), and t0 is the moment they send a chat message.
 //
 // Each t0 falls at a random point of the push loop's cycle, as real arrivals
 // do. It prints the median and p99 (nearest rank), and beside them the
@@ -24,6 +29,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,21 +48,32 @@ func main() {
 	ttl := flag.Duration("cache-ttl", time.Minute, "--cache.ttl of the exporter (the push loop does not wait for it)")
 	oldTTL := flag.Duration("old-cache-ttl", time.Minute, "cache TTL of the metrics-api comparison (computed)")
 	oldPolling := flag.Duration("old-polling-interval", 120*time.Second, "KEDA pollingInterval of the metrics-api comparison (computed)")
+	message := flag.Bool("message", false, "measure a message from an idle tab (admin mode, --activity.idle-timeout=15m) instead of an arrival")
 	flag.Parse()
 	if *runs < 20 {
 		fmt.Fprintln(os.Stderr, "-n must be at least 20")
 		os.Exit(2)
 	}
-	if err := run(*runs, *interval, *ttl, *oldTTL, *oldPolling); err != nil {
+	if err := run(*runs, *interval, *ttl, *oldTTL, *oldPolling, *message); err != nil {
 		fmt.Fprintln(os.Stderr, "wakelatency:", err)
 		os.Exit(1)
 	}
 }
 
-func run(runs int, interval, ttl, oldTTL, oldPolling time.Duration) error {
-	// Open WebUI: the fake, over loopback HTTP.
-	fake := fakeopenwebui.New(fakeopenwebui.Config{})
-	token := fake.IssueAPIKey(fake.AddUser("exporter", "user"))
+func run(runs int, interval, ttl, oldTTL, oldPolling time.Duration, message bool) error {
+	// Open WebUI: the fake, over loopback HTTP. Its clock runs in real time,
+	// and jumps ahead when a tab is to go idle (-message).
+	var offset atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Now: now, TabHeartbeats: message})
+	role, mode := "user", openwebui.ModeUsage
+	var policy *openwebui.IdlePolicy
+	const idle = 15 * time.Minute
+	if message {
+		role, mode = "admin", openwebui.ModeAdmin
+		policy, _ = openwebui.NewIdlePolicy(idle)
+	}
+	token := fake.IssueAPIKey(fake.AddUser("exporter", role))
 	fake.SetActiveHumans(0)
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,7 +85,8 @@ func run(runs int, interval, ttl, oldTTL, oldPolling time.Duration) error {
 
 	// The exporter, wired as main.go wires it.
 	base, _ := url.Parse("http://" + httpLn.Addr().String())
-	client := openwebui.NewClient(openwebui.Config{BaseURL: base, Token: func() (string, error) { return token, nil }})
+	client := openwebui.NewClient(openwebui.Config{BaseURL: base, Token: func() (string, error) { return token, nil },
+		Mode: mode, IdlePolicy: policy, Now: now})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: 2 * time.Minute, Timeout: 2500 * time.Millisecond})
 	server, err := keda.ListenGRPC("127.0.0.1:0", keda.NewScaler(cache, interval, nil), nil)
 	if err != nil {
@@ -104,19 +122,44 @@ func run(runs int, interval, ttl, oldTTL, oldPolling time.Duration) error {
 	if err := recv(false); err != nil { // the state right after the stream opens
 		return fmt.Errorf("first message: %w", err)
 	}
-
-	fmt.Printf("wake latency, external-push: push interval %s, cache TTL %s, %d runs, in-process fake Open WebUI over loopback\n", interval, ttl, runs)
+	goIdle := func() error { // (-message) the tab is open and idle past the timeout
+		offset.Add(int64(idle))
+		return recv(false)
+	}
+	if message {
+		fake.SetActiveHumans(1) // opens the tab: an arrival
+		if err := recv(true); err != nil {
+			return fmt.Errorf("arrival: %w", err)
+		}
+		if err := goIdle(); err != nil {
+			return fmt.Errorf("going idle: %w", err)
+		}
+		fake.SetOllamaDown(true)
+		fmt.Printf("wake latency of a message from an idle tab (admin mode, --activity.idle-timeout=%s), external-push: push interval %s, cache TTL %s, %d runs, in-process fake Open WebUI over loopback\n", idle, interval, ttl, runs)
+	} else {
+		fmt.Printf("wake latency, external-push: push interval %s, cache TTL %s, %d runs, in-process fake Open WebUI over loopback\n", interval, ttl, runs)
+	}
 	var samples []time.Duration
 	for i := range runs {
 		time.Sleep(rand.N(interval)) // arrive at a random point of the cycle
 		t0 := time.Now()
-		fake.SetActiveHumans(1)
+		if message {
+			fake.Send("human-1")
+		} else {
+			fake.SetActiveHumans(1)
+		}
 		if err := recv(true); err != nil {
 			return fmt.Errorf("run %d: %w", i+1, err)
 		}
 		d := time.Since(t0)
 		samples = append(samples, d)
 		fmt.Printf("  run %2d: %s\n", i+1, d.Round(time.Millisecond))
+		if message {
+			if err := goIdle(); err != nil {
+				return fmt.Errorf("run %d, going idle: %w", i+1, err)
+			}
+			continue
+		}
 		fake.SetActiveHumans(0)
 		if err := recv(false); err != nil {
 			return fmt.Errorf("run %d, leaving: %w", i+1, err)

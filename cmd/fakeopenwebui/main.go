@@ -26,14 +26,19 @@ func main() {
 	token := flag.String("token", "sk-0123456789abcdef0123456789abcdef", "credential of the 'exporter' account (sk-... = API key, else JWT)")
 	admin := flag.Bool("admin", false, "give the 'exporter' account the admin role")
 	publicCount := flag.Bool("public-count", true, "ENABLE_PUBLIC_ACTIVE_USERS_COUNT (0.6.42+)")
+	analytics := flag.Bool("admin-analytics", true, "ENABLE_ADMIN_ANALYTICS (0.8.0+): GET /api/v1/analytics/users")
+	chatAccess := flag.Bool("admin-chat-access", true, "ENABLE_ADMIN_CHAT_ACCESS: GET /api/v1/chats/list/user/{user_id}")
 	flag.Parse()
-	if err := run(*listen, *version, *humans, *token, *admin, *publicCount); err != nil {
+	cfg := fakeopenwebui.Config{Version: *version, PublicActiveUsersCountDisabled: !*publicCount,
+		DisableAdminAnalytics: !*analytics, DisableAdminChatAccess: !*chatAccess}
+	if err := run(*listen, cfg, *humans, *token, *admin); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(listen, version string, humans int, token string, admin, publicCount bool) error {
-	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: version, PublicActiveUsersCountDisabled: !publicCount})
+func run(listen string, cfg fakeopenwebui.Config, humans int, token string, admin bool) error {
+	version := cfg.Version
+	fake := fakeopenwebui.New(cfg)
 	role := "user"
 	if admin {
 		role = "admin"
@@ -51,8 +56,8 @@ func run(listen, version string, humans int, token string, admin, publicCount bo
 	}
 	base := "http://" + ln.Addr().String()
 	log.Printf("fake Open WebUI %s listening on %s; account 'exporter' (%s, %s %s); %d active humans; "+
-		"try: curl -H 'Authorization: Bearer %s' %s/api/usage; control: curl -X POST '%s/_fake/humans?active=0'",
-		version, base, role, kind, token, humans, token, base, base)
+		"try: curl -H 'Authorization: Bearer %s' %s/api/usage; control: curl -X POST '%s/_fake/humans?active=0'; a chat message: curl -X POST '%s/_fake/send?name=alice'",
+		version, base, role, kind, token, humans, token, base, base, base)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

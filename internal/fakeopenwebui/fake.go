@@ -56,6 +56,17 @@ type Config struct {
 	StatusUpdateInterval time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// TabHeartbeats makes every open tab send its socket heartbeat every
+	// 30 s of the clock, as Open WebUI's frontend does (src/routes/+layout.svelte):
+	// last_active_at follows the clock for as long as the tab is open.
+	// Off, only Touch and Heartbeat stamp a tab's user.
+	TabHeartbeats bool
+	// DisableAdminAnalytics is ENABLE_ADMIN_ANALYTICS=false: the analytics
+	// router is not mounted, so its paths get the SPA.
+	DisableAdminAnalytics bool
+	// DisableAdminChatAccess is ENABLE_ADMIN_CHAT_ACCESS=false: the admin chat
+	// list of another user answers 401.
+	DisableAdminChatAccess bool
 }
 
 type user struct {
@@ -77,6 +88,10 @@ type Server struct {
 	revoked    map[string]bool
 	service    map[string]bool      // users holding a credential (not humans)
 	tabs       map[string]bool      // users with an open browser tab (USER_POOL on <=0.6.40)
+	tabSince   map[string]time.Time // when the open tab's heartbeats started (TabHeartbeats)
+	chats      []*chat              // the chat table
+	messages   []chatMessage        // the chat_message table (0.8.0+)
+	ollamaDown bool
 	lastWrite  map[string]time.Time // throttle state of the request stamp
 	requests   map[string]int
 	override   http.HandlerFunc
@@ -95,7 +110,7 @@ func New(cfg Config) *Server {
 	return &Server{
 		cfg: cfg, ver: parseVersion(cfg.Version),
 		byID: map[string]*user{}, keys: map[string]string{}, jwts: map[string]string{},
-		revoked: map[string]bool{}, service: map[string]bool{}, tabs: map[string]bool{},
+		revoked: map[string]bool{}, service: map[string]bool{}, tabs: map[string]bool{}, tabSince: map[string]time.Time{},
 		lastWrite: map[string]time.Time{}, requests: map[string]int{},
 	}
 }
@@ -192,6 +207,7 @@ func (s *Server) DeleteUser(userID string) {
 	defer s.mu.Unlock()
 	delete(s.byID, userID)
 	delete(s.tabs, userID)
+	delete(s.tabSince, userID)
 	for i, u := range s.users {
 		if u.id == userID {
 			s.users = append(s.users[:i], s.users[i+1:]...)
@@ -225,6 +241,9 @@ func (s *Server) touch(userID string) {
 	if u == nil {
 		return
 	}
+	if !s.tabs[userID] {
+		s.tabSince[userID] = s.cfg.Now()
+	}
 	s.tabs[userID] = true
 	if s.at("0.6.41") {
 		u.lastActive = s.cfg.Now().Unix()
@@ -241,6 +260,7 @@ func (s *Server) Leave(userID string) {
 
 func (s *Server) leave(userID string) {
 	delete(s.tabs, userID)
+	delete(s.tabSince, userID)
 	if u := s.byID[userID]; u != nil && s.at("0.6.41") {
 		u.lastActive = s.cfg.Now().Add(-10 * time.Minute).Unix()
 	}
@@ -291,6 +311,7 @@ func (s *Server) SetLastActive(userID string, t time.Time) {
 func (s *Server) LastActive(userID string) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.beat()
 	if u := s.byID[userID]; u != nil {
 		return time.Unix(u.lastActive, 0)
 	}
@@ -347,6 +368,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.requests[path]++
+	s.beat()
 	override, fault, delay := s.override, s.fault, s.faultDelay
 	s.mu.Unlock()
 	// Uvicorn sends a Date header; the exporter's admin mode takes "now" from it.
@@ -428,6 +450,14 @@ func (s *Server) route(path string) handler {
 		if s.at("0.6.15") && !s.at("0.6.41") {
 			return s.handleActiveList
 		}
+	case "/api/v1/analytics/users":
+		if s.at("0.8.0") && !s.cfg.DisableAdminAnalytics {
+			return s.handleAnalyticsUsers
+		}
+		return nil
+	}
+	if id, ok := strings.CutPrefix(path, "/api/v1/chats/list/user/"); ok && id != "" && !strings.Contains(id, "/") {
+		return func(c call) reply { return s.handleUserChatList(c, id) }
 	}
 	rest, ok := strings.CutPrefix(path, "/api/v1/users/")
 	if !ok || rest == "" {
@@ -779,6 +809,12 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		ok(map[string]string{"id": u.id})
+	case "/_fake/send":
+		if name == "" {
+			bad("need name")
+			return
+		}
+		ok(map[string]string{"id": s.Send(name)})
 	case "/_fake/humans":
 		k, err := strconv.Atoi(q.Get("active"))
 		if err != nil || k < 0 {
