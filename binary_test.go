@@ -129,8 +129,14 @@ func TestBadConfigurationStopsStartup(t *testing.T) {
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--cache.max-stale=10m"}, "--cache.max-stale must be between 0 and 3m"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.timeout=0s"}, "--openwebui.timeout must be positive"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.count-mode=guess"}, "enum value must be one of usage,admin"},
-		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/healthz"}, "--web.telemetry-path must not be one of the exporter's other paths"},
-		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=metrics"}, "--web.telemetry-path must start with /"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/healthz"}, "--web.telemetry-path: must not be one of the exporter's other paths"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=metrics"}, "--web.telemetry-path: must start with /"},
+		// http.ServeMux panics on these.
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/a b"}, "--web.telemetry-path: must be a plain URL path"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/{"}, "--web.telemetry-path: must be a plain URL path"},
+		// A password with an unencoded '/': no piece of it in the error.
+		{[]string{"API_URL=http://admin:Zq7/Wx9@127.0.0.1:1", "TOKEN=sk-x"}, nil, "--openwebui.url (env API_URL): want an http:// or https:// URL; it does not parse (percent-encode"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=\uFEFFsk-x\u200b"}, nil, "env TOKEN: the token contains a non-printable or non-ASCII character (U+200B)"},
 	}
 	for _, tc := range cases {
 		cmd := exec.Command(bin, tc.args...)
@@ -138,6 +144,9 @@ func TestBadConfigurationStopsStartup(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("env %v args %v: exit %v, output %q; want a failure saying %q", tc.env, tc.args, err, out, tc.want)
+		}
+		if strings.Contains(string(out), "panic") || strings.Contains(string(out), "Zq7") {
+			t.Errorf("env %v args %v: a panic or a piece of a password in the output %q", tc.env, tc.args, out)
 		}
 	}
 }

@@ -241,7 +241,7 @@ func TestUnknownCountIsNeverZero(t *testing.T) {
 		{name: "count as a string", opts: options{transport: withBody("/api/usage", "application/json", `{"user_count":"3"}`, 200)},
 			wantErr: `user_count: is "3", want an integer`},
 		{name: "user_ids not strings", opts: options{transport: withBody("/api/usage", "application/json", `{"user_ids":[1,2]}`, 200)},
-			wantErr: "user_ids: want an array of strings"},
+			wantErr: "user_ids: [0] is not a string"},
 		{name: "redirect", opts: options{transport: func(http.Handler) http.Handler {
 			return http.RedirectHandler("http://127.0.0.2:1/elsewhere", http.StatusFound)
 		}}, wantErr: "redirect to http://127.0.0.2:1/elsewhere, not followed"},
@@ -268,8 +268,10 @@ func TestAuthErrorsSayWhatToFix(t *testing.T) {
 		prepare func(*setup) // breaks the credential
 		wantErr string
 	}{
-		{"revoked JWT", true, nil, "the JWT was revoked"},
-		{"expired JWT", true, nil, "the JWT is malformed or expired"},
+		// Open WebUI newer than 0.11.0 also answers "Invalid token" for a
+		// JWT whose session_stamp is stale, or without MFA once it is on.
+		{"revoked JWT", true, nil, "it was revoked (signed out, or an OIDC back-channel logout), or, on Open WebUI newer than 0.11.0, its session_stamp no longer matches (the password was changed, or the account signed out elsewhere) or MFA was enabled"},
+		{"expired JWT", true, nil, "the JWT is not accepted: it is malformed, signed with another WEBUI_SECRET_KEY, or expired"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
