@@ -357,14 +357,6 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 					countActive(u)
 				}
 			}
-			if c.stampsSelfFirst(token) {
-				if _, ok := seen[c.self.ID]; !ok {
-					// This very request stamped the key's account: if the
-					// active users read do not include it, the list is not
-					// sorted, or not the whole list.
-					return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account, which this request marked active, is not among the active users listed; %s", listAdvice)
-				}
-			}
 			return Count{ActiveUsers: len(active), TotalUsers: total, Version: c.version}, nil
 		}
 	}
@@ -414,42 +406,59 @@ func (c *Client) stampsSelfFirst(token string) bool {
 }
 
 // serverNow is "now" on Open WebUI's clock, which last_active_at is compared
-// with. The Date header of the answer is used when it agrees with a second
-// clock: the own account's stamp, which this very request wrote (API keys
-// on 0.6.41+), or else the local clock. A Date that disagrees by more than
-// maxClockSkew comes from a proxy or host with a wrong clock: an hour ahead
-// it would count 0 users, an hour behind it would count people idle for an
-// hour. Then the own stamp is used, or, without one, it is an error.
+// with. Its Date header is used when a second clock agrees with it: with an
+// API key on 0.6.41+ the own account's stamp, written by this very request;
+// otherwise the local clock. A Date that disagrees by more than maxClockSkew
+// comes from a proxy or host with a wrong clock: an hour ahead it would count
+// 0 users, an hour behind it would count people idle for an hour. Then the
+// own stamp is used if the local clock confirms it; any other disagreement
+// is an error.
 func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (time.Time, error) {
+	local := c.cfg.Now()
 	date, dateErr := http.ParseTime(header.Get("Date"))
+	hasDate := dateErr == nil
+	near := func(a, b time.Time, tolerance time.Duration) bool { return absDuration(a.Sub(b)) <= tolerance }
 	if c.stampsSelfFirst(token) {
+		var stamp time.Time
 		for _, u := range page1.Users {
-			if u.ID != c.self.ID {
-				continue
+			if u.ID == c.self.ID {
+				stamp = time.Unix(u.LastActiveAt, 0)
 			}
-			stamp := time.Unix(u.LastActiveAt, 0)
-			// With a status update interval T, the stamp may be up to T old.
-			if dateErr == nil && absDuration(date.Sub(stamp)) <= maxClockSkew+c.cfg.StatusUpdateInterval {
-				c.clockWarned = false
-				return date, nil
-			}
-			if dateErr == nil && !c.clockWarned {
+		}
+		if stamp.IsZero() {
+			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account, which this request marked active, is not on the first page of users by last_active_at; %s", listAdvice)
+		}
+		// With a status update interval T, the stamp may be up to T old.
+		tolerance := maxClockSkew + c.cfg.StatusUpdateInterval
+		switch {
+		case hasDate && near(date, stamp, tolerance):
+			c.clockWarned = false
+			return date, nil
+		case near(stamp, local, tolerance):
+			if hasDate && !c.clockWarned {
 				level.Warn(c.cfg.Logger).Log("msg", "the Date header of Open WebUI's answers disagrees with Open WebUI's own clock (a proxy or host with a wrong clock?); placing the activity window by the exporter's own last_active_at instead", "date_minus_stamp", date.Sub(stamp).Round(time.Second))
 				c.clockWarned = true
 			}
 			return stamp, nil
+		default:
+			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request set, is %s off the local clock and %s off the Date header, so the list is stale (a caching proxy?) or the clocks disagree; check the proxy and the clocks (NTP) of Open WebUI, the proxy and this host", stamp.Sub(local).Round(time.Second), describeSkew(hasDate, stamp, date))
 		}
-		return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account, which this request marked active, is not on the first page of users by last_active_at; %s", listAdvice)
 	}
-	local := c.cfg.Now()
-	if dateErr != nil {
+	if !hasDate {
 		level.Debug(c.cfg.Logger).Log("msg", "no Date header from Open WebUI, using the local clock for the activity window")
 		return local, nil
 	}
-	if skew := date.Sub(local); absDuration(skew) > maxClockSkew {
-		return time.Time{}, fmt.Errorf("GET /api/v1/users/: the Date header of Open WebUI's answer is %s off the local clock, so the 180s activity window cannot be placed; fix the clock (NTP) of Open WebUI, of a proxy in front of it, or of this host, or use an API key, whose own stamp then serves as Open WebUI's clock", skew.Round(time.Second))
+	if !near(date, local, maxClockSkew) {
+		return time.Time{}, fmt.Errorf("GET /api/v1/users/: the Date header of Open WebUI's answer is %s off the local clock, so the 180s activity window cannot be placed; fix the clock (NTP) of Open WebUI, of a proxy in front of it, or of this host, or use an API key, whose own stamp then serves as Open WebUI's clock", date.Sub(local).Round(time.Second))
 	}
 	return date, nil
+}
+
+func describeSkew(hasDate bool, stamp, date time.Time) string {
+	if !hasDate {
+		return "(no Date header)"
+	}
+	return stamp.Sub(date).Round(time.Second).String()
 }
 
 func absDuration(d time.Duration) time.Duration {
