@@ -411,3 +411,34 @@ func TestStaleCountDuringAnOutage(t *testing.T) {
 		}
 	}
 }
+
+// waitingSource answers only when the reader's context ends.
+type waitingSource struct{}
+
+func (waitingSource) Get(ctx context.Context) snapshot.Snapshot {
+	<-ctx.Done()
+	return snapshot.Snapshot{Err: ctx.Err(), FetchErr: ctx.Err(), FetchedAt: time.Unix(1, 0)}
+}
+func (waitingSource) TTL() time.Duration     { return ttl }
+func (waitingSource) Timeout() time.Duration { return 10 * time.Millisecond }
+
+// promhttp gives Collect no context: Collect must not read the count on one
+// that never ends, or a stuck fetch holds every scrape.
+func TestCollectWaitsAtMostTheFetchTimeout(t *testing.T) {
+	done := make(chan error, 1)
+	go func() {
+		done <- testutil.CollectAndCompare(collector.New(waitingSource{}), strings.NewReader(`
+# HELP openwebui_up 1 if the latest fetch from Open WebUI succeeded, else 0. Cached for up to 1m.
+# TYPE openwebui_up gauge
+openwebui_up 0
+`), "openwebui_up", "openwebui_active_users")
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Collect still waits on a context that never ends")
+	}
+}
