@@ -52,3 +52,36 @@ func TestParseDetailListIsNotHTMLEscaped(t *testing.T) {
 		t.Errorf("ParseDetail = %q, want %q", got, want)
 	}
 }
+
+// FuzzScrub: whatever surrounds the token, and however it is cut, no 8
+// characters of it in a row survive the scrubber.
+func FuzzScrub(f *testing.F) {
+	f.Add("sk-0123456789abcdef0123456789abcdef", "bad token ", " here", 0, 35)
+	f.Add("eyJh<b&c>d.ZXhwb3J0ZXI.c2lnbmF0dXJl", `{"x":"`, `"}`, 3, 20)
+	f.Add("aaaaaaaaaaaa", "aaaa", "aaaaaaa", 0, 12)
+	f.Fuzz(func(t *testing.T, token, before, after string, from, to int) {
+		if _, err := checkToken(token); err != nil || len(token) < minSecretPiece || len(before)+len(after) > 1000 {
+			return
+		}
+		from, to = clamp(from, len(token)), clamp(to, len(token))
+		if from > to {
+			from, to = to, from
+		}
+		out := newScrubber(token).text(before + token[from:to] + after)
+		for i := 0; i+minSecretPiece <= len(token); i++ {
+			if strings.Contains(out, token[i:i+minSecretPiece]) {
+				t.Fatalf("%q of the token survives in %q", token[i:i+minSecretPiece], out)
+			}
+		}
+	})
+}
+
+func clamp(n, hi int) int {
+	if n < 0 {
+		n = -n
+	}
+	if hi == 0 {
+		return 0
+	}
+	return n % (hi + 1)
+}
