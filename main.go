@@ -135,7 +135,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go reloadOnSIGHUP(ctx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
+	reloadOnSIGHUP(ctx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
 	served := make(chan error, 2)
 	go func() {
 		served <- web.ListenAndServe(server, webConfig, slog.New(sloggokit.NewGoKitHandler(filtered, slog.LevelDebug)))

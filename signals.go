@@ -23,9 +23,16 @@ import (
 //     that a broken edit is logged now rather than on the next request. What
 //     it reads once at start-up (whether TLS is on, HTTP/2, rate_limit)
 //     needs a restart.
+//
+// The handler is installed before it returns, so that no SIGHUP after it
+// ends the process; the reloads run in a goroutine until ctx ends.
 func reloadOnSIGHUP(ctx context.Context, token func() (string, error), tokenFromFile bool, webConfigFile string, logger log.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	go reload(ctx, hup, token, tokenFromFile, webConfigFile, logger)
+}
+
+func reload(ctx context.Context, hup chan os.Signal, token func() (string, error), tokenFromFile bool, webConfigFile string, logger log.Logger) {
 	defer signal.Stop(hup)
 	for {
 		select {
