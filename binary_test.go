@@ -129,8 +129,14 @@ func TestBadConfigurationStopsStartup(t *testing.T) {
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--cache.max-stale=10m"}, "--cache.max-stale must be between 0 and 3m"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.timeout=0s"}, "--openwebui.timeout must be positive"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.count-mode=guess"}, "enum value must be one of usage,admin"},
-		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/healthz"}, "--web.telemetry-path must not be one of the exporter's other paths"},
-		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=metrics"}, "--web.telemetry-path must start with /"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/healthz"}, "--web.telemetry-path: must not be one of the exporter's other paths"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=metrics"}, "--web.telemetry-path: must start with /"},
+		// http.ServeMux panics on these.
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/a b"}, "--web.telemetry-path: must be a plain URL path"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/{"}, "--web.telemetry-path: must be a plain URL path"},
+		// A password with an unencoded '/': no piece of it in the error.
+		{[]string{"API_URL=http://admin:Zq7/Wx9@127.0.0.1:1", "TOKEN=sk-x"}, nil, "--openwebui.url (env API_URL): want an http:// or https:// URL; it does not parse (percent-encode"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=\uFEFFsk-x\u200b"}, nil, "env TOKEN: the token contains a non-printable or non-ASCII character (U+200B)"},
 	}
 	for _, tc := range cases {
 		cmd := exec.Command(bin, tc.args...)
@@ -138,6 +144,9 @@ func TestBadConfigurationStopsStartup(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("env %v args %v: exit %v, output %q; want a failure saying %q", tc.env, tc.args, err, out, tc.want)
+		}
+		if strings.Contains(string(out), "panic") || strings.Contains(string(out), "Zq7") {
+			t.Errorf("env %v args %v: a panic or a piece of a password in the output %q", tc.env, tc.args, out)
 		}
 	}
 }
@@ -319,8 +328,77 @@ func TestTokenNeverPrinted(t *testing.T) {
 		t.Fatalf("no debug output to search:\n%s", p.output)
 	}
 	for _, token := range []string{oldToken, newToken} {
-		if strings.Contains(all, token) || strings.Contains(all, strings.TrimPrefix(token, "sk-")) {
-			t.Errorf("token %s… appears in the output or the answers", token[:6])
+		if piece := leakedPiece(token, all); piece != "" {
+			t.Errorf("%q of token %s… appears in the output or the answers", piece, token[:6])
 		}
+	}
+}
+
+// TestTokenFileLifecycleAndSIGHUP runs the binary through what happens to a
+// mounted Secret: it is missing at start-up (mounted a moment late), then
+// written by a Windows editor (BOM, CRLF), then broken by an invisible
+// character, then fixed; SIGHUP re-reads it and the web config, logs what it
+// found, and the exporter keeps serving throughout.
+func TestTokenFileLifecycleAndSIGHUP(t *testing.T) {
+	_, upstreamURL, _, token := fakeUpstream(t, nil)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	webConfig := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(webConfig, []byte("http_server_config:\n  http2: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startExporter(t, []string{"API_URL=" + upstreamURL}, "--openwebui.token-file="+tokenFile,
+		"--web.config.file="+webConfig, "--cache.ttl=0", "--cache.max-stale=0")
+	client := &http.Client{Timeout: 5 * time.Second}
+	base := "http://" + p.addr
+	expect := func(step, path string, wantCode int, wantBody string) {
+		t.Helper()
+		code, body := fetch(t, client, base+path)
+		if code != wantCode || !strings.Contains(body, wantBody) {
+			t.Errorf("%s: %s answered %d %q, want %d containing %q\n%s", step, path, code, body, wantCode, wantBody, p.output)
+		}
+	}
+	hup := func(step, wantLog string) {
+		t.Helper()
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p.output.String(), wantLog); time.Sleep(20 * time.Millisecond) {
+			select {
+			case err := <-p.exited:
+				p.exited <- err
+				t.Fatalf("%s: the exporter exited on SIGHUP (%v):\n%s", step, err, p.output)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no log line containing %q after SIGHUP:\n%s", step, wantLog, p.output)
+			}
+		}
+	}
+
+	expect("file missing at start-up", "/readyz", http.StatusServiceUnavailable, "cannot read the Open WebUI token: --openwebui.token-file: open "+tokenFile+": no such file or directory")
+	expect("file missing at start-up", "/active_users", http.StatusServiceUnavailable, "reading the Open WebUI token")
+	expect("file missing at start-up", "/healthz", http.StatusOK, "ok")
+	if !strings.Contains(p.output.String(), "cannot read the Open WebUI token yet; starting anyway, /readyz answers 503 until it is readable") {
+		t.Errorf("no start-up warning about the missing file:\n%s", p.output)
+	}
+
+	os.WriteFile(tokenFile, []byte("\uFEFF"+token+"\r\n"), 0o600)
+	expect("written with a BOM and CRLF", "/readyz", http.StatusOK, "ok")
+	expect("written with a BOM and CRLF", "/active_users", http.StatusOK, `{"active_users":1}`)
+
+	os.WriteFile(tokenFile, []byte(token+"\u200b\n"), 0o600)
+	expect("a zero-width space", "/readyz", http.StatusServiceUnavailable, "the token contains a non-printable or non-ASCII character (U+200B)")
+	hup("SIGHUP with a broken token file", `token_file="not readable"`)
+
+	os.WriteFile(tokenFile, []byte(token), 0o600)
+	os.WriteFile(webConfig, []byte("tls_server_config: [\n"), 0o600)
+	hup("SIGHUP with a broken web config", `web_config=invalid`)
+	os.WriteFile(webConfig, []byte("http_server_config:\n  http2: false\n"), 0o600)
+	hup("SIGHUP with both fixed", `token_file=ok web_config="ok (TLS on/off, HTTP/2 and rate_limit need a restart)"`)
+	expect("after SIGHUP", "/active_users", http.StatusOK, `{"active_users":1}`)
+	expect("after SIGHUP", "/readyz", http.StatusOK, "ok")
+	if strings.Contains(p.output.String(), token[3:11]) {
+		t.Errorf("the token appears in the output:\n%s", p.output)
 	}
 }

@@ -31,6 +31,7 @@ type exporter struct {
 	handler http.Handler
 	logs    *harness.SyncBuffer
 	token   string
+	cache   *snapshot.Cache
 }
 
 type exporterOptions struct {
@@ -40,6 +41,7 @@ type exporterOptions struct {
 	timeout    time.Duration
 	maxStale   time.Duration
 	ttl        time.Duration
+	mode       openwebui.Mode
 }
 
 func newExporter(t *testing.T, o exporterOptions) *exporter {
@@ -57,13 +59,13 @@ func newExporter(t *testing.T, o exporterOptions) *exporter {
 	if o.timeout == 0 {
 		o.timeout = 2 * time.Second
 	}
-	client := openwebui.NewClient(openwebui.Config{BaseURL: base, Token: token, HTTPClient: o.httpClient, Logger: logger})
+	client := openwebui.NewClient(openwebui.Config{BaseURL: base, Token: token, HTTPClient: o.httpClient, Logger: logger, Mode: o.mode})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: o.ttl, MaxStale: o.maxStale, Timeout: o.timeout, Logger: logger})
 	h, err := newHandler(cache, token, "/metrics", logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &exporter{handler: h, logs: logs, token: o.token}
+	return &exporter{handler: h, logs: logs, token: o.token, cache: cache}
 }
 
 func (e *exporter) get(path string) (int, string) {
@@ -72,12 +74,17 @@ func (e *exporter) get(path string) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
-// upstream is a fake Open WebUI with one exporter account, optionally with
-// a fault in front of /api/usage.
+// canaryKey is the exporter's API key in the fault tests: distinctive, so
+// that any 8 characters of it in a row in any output are a leak.
+const canaryKey = "sk-c4n4ry0d15t1nc7c0ffee5eed0b5e5"
+
+// upstream is a fake Open WebUI with one exporter account (key canaryKey),
+// optionally with a fault in front of /api/usage.
 func upstream(t *testing.T, cfg fakeopenwebui.Config, fault http.HandlerFunc) (*httptest.Server, string) {
 	t.Helper()
 	fake := fakeopenwebui.New(cfg)
-	token := fake.IssueAPIKey(fake.AddUser("exporter", "user"))
+	token := canaryKey
+	fake.RegisterToken(fake.AddUser("exporter", "user"), token)
 	fake.Touch(fake.AddUser("alice", "user"))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if fault != nil && r.URL.Path == "/api/usage" {
@@ -215,12 +222,23 @@ func TestFaultMatrix(t *testing.T) {
 				t.Errorf("repeats are not logged at debug level:\n%s", logs)
 			}
 			for _, out := range append(outputs, logs) {
-				if strings.Contains(out, o.token) {
-					t.Fatalf("the token appears in the output:\n%s", out)
+				if piece := leakedPiece(o.token, out); piece != "" {
+					t.Fatalf("%q of the token appears in the output:\n%s", piece, out)
 				}
 			}
 		})
 	}
+}
+
+// leakedPiece returns the first piece of 8 characters in a row of token
+// that appears in out, or "".
+func leakedPiece(token, out string) string {
+	for i := 0; i+8 <= len(token); i++ {
+		if strings.Contains(out, token[i:i+8]) {
+			return token[i : i+8]
+		}
+	}
+	return ""
 }
 
 // tlsUpstream is a fake Open WebUI over TLS with a certificate of its own CA.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -45,7 +44,7 @@ func main() {
 		webConfig      = kingpinflag.AddFlags(app, defaultListenAddress())
 		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
 		baseURL        = app.Flag("openwebui.url", "Open WebUI's base URL, e.g. http://open-webui:8080.").Envar("API_URL").String()
-		tokenFile      = app.Flag("openwebui.token-file", "File holding the Open WebUI API key (sk-...) or JWT; re-read on every fetch. Alternatively set the env var TOKEN.").String()
+		tokenFile      = app.Flag("openwebui.token-file", "File holding the Open WebUI API key (sk-..., the supported credential) or a JWT (a fallback); re-read on every fetch and on SIGHUP. Until it is readable, /readyz answers 503. Alternatively set the env var TOKEN.").String()
 		countMode      = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; exact without self-stamping, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
 		timeout        = app.Flag("openwebui.timeout", "Deadline for one fetch from Open WebUI, all its requests included; keep it below KEDA's 3s HTTP timeout.").Default("2500ms").Duration()
 		idleTimeout    = app.Flag("activity.idle-timeout", "Idle-tab policy (needs --openwebui.count-mode=admin): KEDA gets only the active users who arrived or wrote a chat message within this time, so a forgotten open tab stops keeping Ollama up; 0 (default) is off: Open WebUI's own definition. At least 1s; e.g. 15m.").Default("0s").Duration()
@@ -74,9 +73,13 @@ func main() {
 	if err != nil {
 		fail("--openwebui.url (env API_URL): %v", err)
 	}
-	token, err := tokenSource(*tokenFile)
+	token, err := tokenSource(*tokenFile, logger)
 	if err != nil {
 		fail("%v", err)
+	}
+	if _, err := token(); err != nil {
+		// A Secret may be mounted a moment after the container starts.
+		level.Warn(logger).Log("msg", "cannot read the Open WebUI token yet; starting anyway, /readyz answers 503 until it is readable", "err", err)
 	}
 	ttl, err := parseTTL(*cacheTTL)
 	if err != nil {
@@ -98,12 +101,8 @@ func main() {
 	if *updateInterval < 0 || *updateInterval > openwebui.ActivityWindow-time.Minute {
 		fail("--openwebui.status-update-interval must be between 0 and 2m (the exporter must re-stamp its own account within Open WebUI's 180s window), got %s", *updateInterval)
 	}
-	switch *telemetryPath {
-	case "/", "/active_users", "/healthz", "/readyz":
-		fail("--web.telemetry-path must not be one of the exporter's other paths (/, /active_users, /healthz, /readyz), got %q", *telemetryPath)
-	}
-	if !strings.HasPrefix(*telemetryPath, "/") {
-		fail("--web.telemetry-path must start with /, got %q", *telemetryPath)
+	if err := checkTelemetryPath(*telemetryPath); err != nil {
+		fail("--web.telemetry-path: %v", err)
 	}
 	if ttl > openwebui.ActivityWindow {
 		level.Warn(logger).Log("msg", "--cache.ttl is longer than Open WebUI's 180s activity window: a count may describe people who left, and an arrival may wait for the whole TTL", "ttl", ttl)
@@ -146,6 +145,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	reloadOnSIGHUP(ctx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
 	served := make(chan error, 2)
 	go func() {
 		served <- web.ListenAndServe(server, webConfig, slog.New(sloggokit.NewGoKitHandler(filtered, slog.LevelDebug)))
@@ -209,6 +209,8 @@ func newHandler(cache *snapshot.Cache, token func() (string, error), telemetryPa
 	// openwebui_up 0, not as a restarted or unreachable exporter.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// token waits for the file at most openwebui.TokenReadTimeout, and
+		// not at all while an earlier read is overdue.
 		if _, err := token(); err != nil {
 			http.Error(w, "cannot read the Open WebUI token: "+err.Error(), http.StatusServiceUnavailable)
 			return
@@ -293,19 +295,22 @@ func parseBaseURL(raw string) (*url.URL, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("is required: Open WebUI's base URL, e.g. http://open-webui:8080")
 	}
+	// url.Parse's errors quote the part they stumble on, and a password
+	// with an unencoded '/', '?' or '#' ends up in the host, path, query or
+	// fragment: neither is shown when the URL looks like that.
+	const encodeHint = "percent-encode '/', '?', '#', '@' and '%' in a user name or password (e.g. / as %2F)"
 	u, err := url.Parse(raw)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // without the raw URL, which may hold a password
-		}
-		return nil, fmt.Errorf("want an http:// or https:// URL: %w", err)
+		return nil, fmt.Errorf("want an http:// or https:// URL; it does not parse (%s)", encodeHint)
+	}
+	if u.User == nil && strings.Contains(raw, "@") {
+		return nil, fmt.Errorf("want an http:// or https:// URL; it has an '@' after the host (%s)", encodeHint)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("want an http:// or https:// URL with a host, got %q", u.Redacted())
 	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("want a base URL without query or fragment, got %q", u.Redacted())
+	if u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
+		return nil, fmt.Errorf("want a base URL without query or fragment (%s)", encodeHint)
 	}
 	if strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/api") {
 		return nil, fmt.Errorf("want Open WebUI's base URL without /api, got %q", u.Redacted())
@@ -313,17 +318,22 @@ func parseBaseURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func tokenSource(file string) (func() (string, error), error) {
+// tokenSource is where the Open WebUI token comes from. A file is not read
+// here: see openwebui.TokenFile for why a missing one is not fatal.
+func tokenSource(file string, logger log.Logger) (func() (string, error), error) {
 	env, inEnv := os.LookupEnv("TOKEN")
 	switch {
 	case file != "" && inEnv:
 		return nil, fmt.Errorf("both env TOKEN and --openwebui.token-file are set; use one")
 	case file != "":
-		t, err := openwebui.FileToken(file)
-		if err != nil {
-			return nil, fmt.Errorf("--openwebui.token-file: %w", err)
-		}
-		return t, nil
+		f := openwebui.NewTokenFile(file, 0, logger)
+		return func() (string, error) {
+			t, err := f.Token()
+			if err != nil {
+				return "", fmt.Errorf("--openwebui.token-file: %w", err)
+			}
+			return t, nil
+		}, nil
 	case inEnv:
 		t, err := openwebui.StaticToken(env)
 		if err != nil {

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
+
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
 
 func TestParseTTL(t *testing.T) {
@@ -54,6 +58,90 @@ func TestParseBaseURL(t *testing.T) {
 	}
 }
 
+// TestParseBaseURLNeverShowsThePassword: a password with an unencoded '/',
+// '?', '#' or '%' lands in the host, path, query or fragment, or makes the
+// URL unparsable; url.Parse's errors quote such parts. No error may show
+// any 3 characters of the password.
+func TestParseBaseURLNeverShowsThePassword(t *testing.T) {
+	const password = "Zq7/Wx#Kp9?Vb%Yt2"
+	cases := []string{
+		"http://admin:" + password + "@open-webui:8080",
+		"http://admin:Zq7/Wx@open-webui:8080",
+		"http://admin:Zq7#Wx@open-webui:8080",
+		"http://admin:Zq7?Wx@open-webui:8080",
+		"http://admin:Zq7%Wx@open-webui:8080",
+		"http://admin:Zq7Wx:Kp9@open-webui:8080/api",
+		"http://admin:12/Zq7Wx@open-webui:8080", // parses: host "admin:12", path "/Zq7Wx@open-webui:8080"
+		"ftp://admin:Zq7Wx@open-webui",
+	}
+	for _, raw := range cases {
+		_, err := parseBaseURL(raw)
+		if err == nil {
+			t.Errorf("parseBaseURL(%q): want an error", raw)
+			continue
+		}
+		for _, piece := range []string{"Zq7", "Wx", "Kp9", "Vb", "Yt2"} {
+			if strings.Contains(err.Error(), piece) {
+				t.Errorf("parseBaseURL(%q): error %q shows %q of the password", raw, err, piece)
+			}
+		}
+		if !strings.Contains(err.Error(), "percent-encode") && !strings.Contains(err.Error(), "without /api") && !strings.Contains(err.Error(), "with a host") {
+			t.Errorf("parseBaseURL(%q): error %q does not say what to fix", raw, err)
+		}
+	}
+}
+
+// TestTelemetryPath: http.ServeMux panics on some patterns; the flag is
+// checked first, and the error names it.
+func TestTelemetryPath(t *testing.T) {
+	for _, ok := range []string{"/metrics", "/custom/metrics", "/metrics/", "/m-1_2.3~x"} {
+		if err := checkTelemetryPath(ok); err != nil {
+			t.Errorf("checkTelemetryPath(%q): %v", ok, err)
+		}
+	}
+	cases := []struct{ path, want string }{
+		{"/a b", "must be a plain URL path"},
+		{"/{", "must be a plain URL path"},
+		{"/{x}", "must be a plain URL path"},
+		{"/metrics/{$}", "must be a plain URL path"},
+		{"GET /metrics", "must start with /"},
+		{"metrics", "must start with /"},
+		{"", "must start with /"},
+		{"/a\tb", "must be a plain URL path"},
+		{"/métriques", "must be a plain URL path"},
+		{"/a?b", "must be a plain URL path"},
+		{"/a#b", "must be a plain URL path"},
+		{"/a%20b", "must be a plain URL path"},
+		{"/a//b", "must not contain //"},
+		{"/a/../b", "must not contain . or .."},
+		{"/healthz", "must not be one of the exporter's other paths"},
+		{"/", "must not be one of the exporter's other paths"},
+	}
+	for _, tc := range cases {
+		err := checkTelemetryPath(tc.path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkTelemetryPath(%q) = %v, want %q", tc.path, err, tc.want)
+		}
+	}
+	// The paths do panic the mux, and accepted ones do not.
+	for _, bad := range []string{"/a b", "/{"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("http.ServeMux accepted %q: the check is stricter than needed", bad)
+				}
+			}()
+			http.NewServeMux().Handle(bad, http.NotFoundHandler())
+		}()
+	}
+	cache := snapshot.New(snapshot.Config{})
+	for _, ok := range []string{"/metrics", "/custom/metrics", "/metrics/", "/m-1_2.3~x"} {
+		if _, err := newHandler(cache, nil, ok, log.NewNopLogger()); err != nil {
+			t.Errorf("newHandler(%q): %v", ok, err)
+		}
+	}
+}
+
 func TestListenAddressFromPORT(t *testing.T) {
 	cases := []struct {
 		port    string
@@ -90,7 +178,7 @@ func TestTokenSource(t *testing.T) {
 	t.Run("file", func(t *testing.T) {
 		t.Setenv("TOKEN", "")
 		os.Unsetenv("TOKEN")
-		src, err := tokenSource(file)
+		src, err := tokenSource(file, log.NewNopLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,9 +193,29 @@ func TestTokenSource(t *testing.T) {
 			t.Errorf("after rotation: token = %q", tok)
 		}
 	})
+	// A Secret can be mounted a moment after the container starts: a missing
+	// file is not fatal; the token is read once it is there.
+	t.Run("file appears later", func(t *testing.T) {
+		t.Setenv("TOKEN", "")
+		os.Unsetenv("TOKEN")
+		late := filepath.Join(t.TempDir(), "token")
+		src, err := tokenSource(late, log.NewNopLogger())
+		if err != nil {
+			t.Fatalf("a missing token file stops start-up: %v", err)
+		}
+		if _, err := src(); err == nil || !strings.Contains(err.Error(), "--openwebui.token-file: open "+late+": no such file") {
+			t.Errorf("before the file exists: err = %v, want one naming the flag and the file", err)
+		}
+		if err := os.WriteFile(late, []byte("sk-0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if tok, err := src(); err != nil || tok != "sk-0123456789abcdef0123456789abcdef" {
+			t.Errorf("once the file exists: %q, %v", tok, err)
+		}
+	})
 	t.Run("env", func(t *testing.T) {
 		t.Setenv("TOKEN", "eyJhbGciOiJIUzI1NiJ9.e30.sig")
-		if _, err := tokenSource(""); err != nil {
+		if _, err := tokenSource("", log.NewNopLogger()); err != nil {
 			t.Error(err)
 		}
 	})
@@ -118,7 +226,6 @@ func TestTokenSource(t *testing.T) {
 		{"none", "", "", "no Open WebUI token: set env TOKEN or --openwebui.token-file", false},
 		{"both", "sk-x", file, "both env TOKEN and --openwebui.token-file are set", true},
 		{"empty env", "", "", "env TOKEN: the token is empty", true},
-		{"missing file", "", filepath.Join(dir, "nope"), "--openwebui.token-file: open", false},
 	}
 	for _, tc := range errCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,7 +235,7 @@ func TestTokenSource(t *testing.T) {
 				t.Setenv("TOKEN", "")
 				os.Unsetenv("TOKEN")
 			}
-			_, err := tokenSource(tc.file)
+			_, err := tokenSource(tc.file, log.NewNopLogger())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error = %v, want it to contain %q", err, tc.want)
 			}

@@ -16,6 +16,7 @@ type warmSource struct{ s snapshot.Snapshot }
 
 func (w warmSource) Get(context.Context) snapshot.Snapshot { return w.s }
 func (w warmSource) TTL() time.Duration                    { return time.Minute }
+func (w warmSource) Timeout() time.Duration                { return time.Second }
 
 // BenchmarkCollect is one scrape of the collector from a warm cache,
 // gathered and encoded by a registry as promhttp would.

@@ -17,6 +17,9 @@ const namespace = "openwebui"
 type Source interface {
 	Get(context.Context) snapshot.Snapshot
 	TTL() time.Duration
+	// Timeout bounds one fetch; Collect waits no longer than it (plus a
+	// second) for the count.
+	Timeout() time.Duration
 }
 
 // Collector is a prometheus.Collector that builds const metrics from the
@@ -69,7 +72,11 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. The count is left out, never sent
 // as 0, when it is unknown: 0 would tell KEDA to scale Ollama to zero.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.source.Get(context.Background())
+	// promhttp gives Collect no context: bound the wait here, so that a
+	// scrape never waits on a context that never ends.
+	ctx, cancel := context.WithTimeout(context.Background(), c.source.Timeout()+time.Second)
+	defer cancel()
+	s := c.source.Get(ctx)
 	up := 0.0
 	if s.FetchErr == nil && !s.FetchedAt.IsZero() {
 		up = 1

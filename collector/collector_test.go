@@ -250,7 +250,7 @@ func TestUnknownCountIsNeverZero(t *testing.T) {
 		{name: "count as a string", opts: options{transport: withBody("/api/usage", "application/json", `{"user_count":"3"}`, 200)},
 			wantErr: `user_count: is "3", want an integer`},
 		{name: "user_ids not strings", opts: options{transport: withBody("/api/usage", "application/json", `{"user_ids":[1,2]}`, 200)},
-			wantErr: "user_ids: want an array of strings"},
+			wantErr: "user_ids: [0] is not a string"},
 		{name: "redirect", opts: options{transport: func(http.Handler) http.Handler {
 			return http.RedirectHandler("http://127.0.0.2:1/elsewhere", http.StatusFound)
 		}}, wantErr: "redirect to http://127.0.0.2:1/elsewhere, not followed"},
@@ -277,8 +277,10 @@ func TestAuthErrorsSayWhatToFix(t *testing.T) {
 		prepare func(*setup) // breaks the credential
 		wantErr string
 	}{
-		{"revoked JWT", true, nil, "the JWT was revoked"},
-		{"expired JWT", true, nil, "the JWT is malformed or expired"},
+		// Open WebUI newer than 0.11.0 also answers "Invalid token" for a
+		// JWT whose session_stamp is stale, or without MFA once it is on.
+		{"revoked JWT", true, nil, "it was revoked (signed out, or an OIDC back-channel logout), or, on Open WebUI newer than 0.11.0, its session_stamp no longer matches (the password was changed, or the account signed out elsewhere) or MFA was enabled"},
+		{"expired JWT", true, nil, "the JWT is not accepted: it is malformed, signed with another WEBUI_SECRET_KEY, or expired"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -416,5 +418,36 @@ func TestStaleCountDuringAnOutage(t *testing.T) {
 			"openwebui_up", "openwebui_active_users", "openwebui_last_success_timestamp_seconds"); err != nil {
 			t.Errorf("after +%s: %v", step.advance, err)
 		}
+	}
+}
+
+// waitingSource answers only when the reader's context ends.
+type waitingSource struct{}
+
+func (waitingSource) Get(ctx context.Context) snapshot.Snapshot {
+	<-ctx.Done()
+	return snapshot.Snapshot{Err: ctx.Err(), FetchErr: ctx.Err(), FetchedAt: time.Unix(1, 0)}
+}
+func (waitingSource) TTL() time.Duration     { return ttl }
+func (waitingSource) Timeout() time.Duration { return 10 * time.Millisecond }
+
+// promhttp gives Collect no context: Collect must not read the count on one
+// that never ends, or a stuck fetch holds every scrape.
+func TestCollectWaitsAtMostTheFetchTimeout(t *testing.T) {
+	done := make(chan error, 1)
+	go func() {
+		done <- testutil.CollectAndCompare(collector.New(waitingSource{}), strings.NewReader(`
+# HELP openwebui_up 1 if the latest fetch from Open WebUI succeeded, else 0. Cached for up to 1m.
+# TYPE openwebui_up gauge
+openwebui_up 0
+`), "openwebui_up", "openwebui_active_users")
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Collect still waits on a context that never ends")
 	}
 }

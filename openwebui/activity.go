@@ -183,12 +183,12 @@ func (c *Client) analyticsWriters(ctx context.Context, token string, since int64
 }
 
 // lastChatUpdate returns the newest updated_at (epoch seconds, server clock)
-// of the user's chats, 0 if none: GET /api/v1/chats/list/user/{user_id},
+// of the user's chats, 0 if none: GET /api/v1/chats/list/user/{id},
 // newest first. Sending a message updates the chat before the model is called.
 func (c *Client) lastChatUpdate(ctx context.Context, token, userID string) (int64, error) {
-	const route = "/api/v1/chats/list/user/{user_id}"
+	const route = "/api/v1/chats/list/user/{id}"
 	q := url.Values{"page": {"1"}, "order_by": {"updated_at"}, "direction": {"desc"}}
-	body, err := c.getPath(ctx, route, "/api/v1/chats/list/user/"+url.PathEscape(userID), q, token)
+	body, _, err := c.do(ctx, route, userID, q, token)
 	if err != nil {
 		var api *APIError
 		if errors.As(err, &api) && api.StatusCode == http.StatusUnauthorized {

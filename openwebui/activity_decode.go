@@ -41,7 +41,7 @@ func ParseAnalyticsUsers(body []byte) ([]AnalyticsUser, error) {
 	return out, nil
 }
 
-// ParseChatListNewest decodes a GET /api/v1/chats/list/user/{user_id} body,
+// ParseChatListNewest decodes a GET /api/v1/chats/list/user/{id} body,
 // [{"id","title","updated_at","created_at",...}], and returns the newest
 // updated_at (epoch seconds), 0 for a user without chats. It takes the
 // maximum rather than trusting the order.

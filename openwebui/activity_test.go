@@ -195,7 +195,7 @@ func TestIdlePolicyWriteSignalFailures(t *testing.T) {
 	}{
 		{"analytics 500", fakeopenwebui.Config{Version: "0.11.0"}, "/api/v1/analytics/users", `{"detail":"Internal Server Error"}`, 500, "GET /api/v1/analytics/users: HTTP 500"},
 		{"analytics shape", fakeopenwebui.Config{Version: "0.11.0"}, "/api/v1/analytics/users", `{"users":[{"user_id":"x","count":"3"}]}`, 200, `users[0].count: is "3", want an integer`},
-		{"chat list 500", fakeopenwebui.Config{Version: "0.8.12"}, "/api/v1/chats/list/user/", `{"detail":"Internal Server Error"}`, 500, "GET /api/v1/chats/list/user/{user_id}: HTTP 500"},
+		{"chat list 500", fakeopenwebui.Config{Version: "0.8.12"}, "/api/v1/chats/list/user/", `{"detail":"Internal Server Error"}`, 500, "GET /api/v1/chats/list/user/{id}: HTTP 500"},
 		{"chat list in milliseconds", fakeopenwebui.Config{Version: "0.8.12"}, "/api/v1/chats/list/user/", `[{"id":"c","title":"t","updated_at":1785000000000,"created_at":1}]`, 200, "not in epoch seconds"},
 		{"admin chat access off", fakeopenwebui.Config{Version: "0.8.12", DisableAdminChatAccess: true}, "", "", 0, "ENABLE_ADMIN_CHAT_ACCESS=true"},
 		{"analytics and chat access off", fakeopenwebui.Config{Version: "0.11.0", DisableAdminAnalytics: true, DisableAdminChatAccess: true}, "", "", 0, "ENABLE_ADMIN_ANALYTICS=true"},

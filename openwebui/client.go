@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -99,6 +100,16 @@ type Client struct {
 	seenActive     map[string]struct{} // active users other than self
 	seenAt         time.Time           // the server's clock when they were read
 	analyticsOffAt time.Time           // when the analytics router was found missing
+
+	// scrubbedToken is the token scrub was built for.
+	scrubbedToken string
+	clockWarned   bool     // the Date-header disagreement was logged
+	scrub         scrubber // removes token from server-derived text; rebuilt with token
+	// used maps every account the exporter has authenticated as to its last
+	// accepted request: Open WebUI counts such an account as active for
+	// ActivityWindow after it, so it is left out of the count that long,
+	// also after the token was rotated to another account.
+	used map[string]time.Time
 }
 
 // NewClient returns a Client. It makes no request until Count.
@@ -120,10 +131,13 @@ func NewClient(cfg Config) *Client {
 	// Location points, and it almost always means a wrong base URL.
 	copied := *hc
 	copied.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Client{cfg: cfg, http: &copied}
+	return &Client{cfg: cfg, http: &copied, used: map[string]time.Time{}}
 }
 
 // Count fetches the number of active users other than the exporter's own account.
+//
+// Everything that leaves it, the error text and the version label, has gone
+// through the scrubber: no piece of the token, whatever the server echoes.
 func (c *Client) Count(ctx context.Context) (Count, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -134,6 +148,9 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	if token != c.token || c.cfg.Now().Sub(c.learnedAt) >= relearnEvery {
 		// A rotated token may belong to another account.
 		c.self, c.token = nil, token
+	}
+	if token != c.scrubbedToken {
+		c.scrub, c.scrubbedToken = newScrubber(token), token
 	}
 	var n Count
 	if c.cfg.Mode == ModeAdmin {
@@ -146,13 +163,51 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	} else {
 		n, err = c.countUsage(ctx, token)
 	}
+	c.rememberSelf()
 	if err != nil {
 		if forgetsIdentity(err) {
 			c.self = nil
 		}
-		return Count{}, err
+		return Count{}, c.scrub.err(err)
 	}
+	n.Version = c.scrub.text(n.Version)
 	return n, nil
+}
+
+// rememberSelf records when the own account last made an accepted request,
+// and forgets accounts whose stamp has surely left Open WebUI's window.
+func (c *Client) rememberSelf() {
+	if c.self != nil && !c.lastStamp.IsZero() {
+		c.used[c.self.ID] = c.lastStamp
+	}
+	for id, at := range c.used {
+		if c.cfg.Now().Sub(at) > ActivityWindow+primeMargin {
+			delete(c.used, id)
+		}
+	}
+}
+
+// isOwn reports whether id is an account the exporter authenticated as
+// within the activity window: the current one, or one it rotated away from.
+func (c *Client) isOwn(id string) bool {
+	if c.self != nil && id == c.self.ID {
+		return true
+	}
+	_, ok := c.used[id]
+	return ok
+}
+
+// formerSelves lists the accounts other than the current one that the
+// exporter used within the activity window.
+func (c *Client) formerSelves() []string {
+	var ids []string
+	for id := range c.used {
+		if c.self == nil || id != c.self.ID {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // relearnEvery bounds how long the version and own account are trusted, so
@@ -210,10 +265,27 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 	if usage.HasUserCount {
 		// We are counted (see above), so one of them is us; a count of 0
 		// can only mean that nobody at all is active.
-		n.ActiveUsers = max(usage.UserCount-1, 0)
+		own := 1
+		// An account the exporter used before a token rotation is still
+		// counted until its stamp leaves the window. The count has no ids:
+		// ask Open WebUI whether that account is active right now, and
+		// leave it out only then (never on trust: that could reach 0).
+		for _, id := range c.formerSelves() {
+			active, err := c.userActive(ctx, token, id)
+			if err != nil {
+				return Count{}, err
+			}
+			if active {
+				own++
+			}
+		}
+		n.ActiveUsers = max(usage.UserCount-own, 0)
 		return n, nil
 	}
 	others := make(map[string]struct{}, len(usage.UserIDs))
+	// 0.6.15-0.6.40 list socket sessions: the exporter's HTTP requests never
+	// put an account there, so an account it rotated away from is listed
+	// only if a person has it open. Its own id is dropped all the same.
 	for _, id := range usage.UserIDs {
 		if id != c.self.ID {
 			others[id] = struct{}{}
@@ -257,7 +329,7 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		prevLast = int64(math.MaxInt64)
 	)
 	countActive := func(u UserActivity) {
-		if u.LastActiveAt >= since && u.ID != c.self.ID {
+		if u.LastActiveAt >= since && !c.isOwn(u.ID) {
 			active[u.ID] = struct{}{}
 		}
 	}
@@ -266,14 +338,19 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		if err != nil {
 			return Count{}, err
 		}
+		// Early stopping at the first inactive user is only right on a list
+		// that is what it claims: check the whole page before believing any
+		// entry of it.
+		if err := validatePage(p, page, prevLast, len(seen)); err != nil {
+			return Count{}, err
+		}
+		if n := len(p.Users); n > 0 {
+			prevLast = p.Users[n-1].LastActiveAt
+		}
 		if page == 1 {
-			// Open WebUI compares last_active_at with its own clock: use the
-			// server's Date header, so skew between the hosts cannot matter.
-			now := c.cfg.Now()
-			if d, err := http.ParseTime(header.Get("Date")); err == nil {
-				now = d
-			} else {
-				level.Debug(c.cfg.Logger).Log("msg", "no Date header from Open WebUI, using the local clock for the activity window")
+			now, err := c.serverNow(header, p, token)
+			if err != nil {
+				return Count{}, err
 			}
 			since = now.Unix() - int64(ActivityWindow/time.Second)
 			serverAt = now
@@ -284,11 +361,6 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		}
 		done := len(p.Users) == 0
 		for _, u := range p.Users {
-			if u.LastActiveAt > prevLast {
-				// Early stopping below is only right on a sorted list.
-				return Count{}, fmt.Errorf("GET /api/v1/users/: not ordered by last_active_at (this Open WebUI ignores order_by); use --openwebui.count-mode=usage")
-			}
-			prevLast = u.LastActiveAt
 			if _, dup := seen[u.ID]; dup {
 				continue // pushed down a page by a user who became active meanwhile
 			}
@@ -307,6 +379,9 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 				if err != nil {
 					return Count{}, err
 				}
+				if err := validatePage(p, 1, math.MaxInt64, 0); err != nil {
+					return Count{}, err
+				}
 				for _, u := range p.Users {
 					countActive(u)
 				}
@@ -316,6 +391,111 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		}
 	}
 	return Count{}, fmt.Errorf("GET /api/v1/users/: still active users after %d pages of %d users in total; the list is not ordered by last_active_at", maxPage, total)
+}
+
+// listAdvice ends every error about a user list that cannot be trusted.
+const listAdvice = "not counting from it (a proxy that drops the query string makes Open WebUI ignore order_by and page); fix the proxy, or use --openwebui.count-mode=usage"
+
+// validatePage checks one page of the user list for what early stopping
+// relies on: every entry has a last_active_at (PostgreSQL sorts NULLs first
+// in a descending order), the entries are sorted newest first, also after
+// the previous page (newestAllowed), and the page is not empty while the
+// total says that users are still unread (read so far).
+func validatePage(p UserPage, page int, newestAllowed int64, read int) error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("GET /api/v1/users/ page %d: %s; %s", page, fmt.Sprintf(format, args...), listAdvice)
+	}
+	if len(p.Users) == 0 && read < p.Total {
+		return fail("no users, although the total is %d and %d were read", p.Total, read)
+	}
+	if page == 1 && len(p.Users) > p.Total {
+		return fail("%d users, but a total of %d", len(p.Users), p.Total)
+	}
+	prev := newestAllowed
+	for i, u := range p.Users {
+		if !u.Stamped {
+			return fail("users[%d] has no last_active_at, so the list cannot be ordered by it", i)
+		}
+		if u.LastActiveAt > prev {
+			return fail("not ordered by last_active_at, newest first (users[%d] is newer than the user before it)", i)
+		}
+		prev = u.LastActiveAt
+	}
+	return nil
+}
+
+// maxClockSkew is how far the Date header of Open WebUI's answer may be from
+// the local clock (or from the exporter's own fresh stamp) and still place
+// the activity window. Beyond it, a proxy or host has a wrong clock.
+const maxClockSkew = 30 * time.Second
+
+// stampsSelfFirst reports whether the token's own account is stamped active
+// before Open WebUI answers: an API key on 0.6.41+.
+func (c *Client) stampsSelfFirst(token string) bool {
+	return !isJWT(token) && stampsByTime(c.version)
+}
+
+// serverNow is "now" on Open WebUI's clock, which last_active_at is compared
+// with. Its Date header is used when a second clock agrees with it: with an
+// API key on 0.6.41+ the own account's stamp, written by this very request;
+// otherwise the local clock. A Date that disagrees by more than maxClockSkew
+// comes from a proxy or host with a wrong clock: an hour ahead it would count
+// 0 users, an hour behind it would count people idle for an hour. Then the
+// own stamp is used if the local clock confirms it; any other disagreement
+// is an error.
+func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (time.Time, error) {
+	local := c.cfg.Now()
+	date, dateErr := http.ParseTime(header.Get("Date"))
+	hasDate := dateErr == nil
+	near := func(a, b time.Time, tolerance time.Duration) bool { return absDuration(a.Sub(b)) <= tolerance }
+	if c.stampsSelfFirst(token) {
+		var stamp time.Time
+		for _, u := range page1.Users {
+			if u.ID == c.self.ID {
+				stamp = time.Unix(u.LastActiveAt, 0)
+			}
+		}
+		if stamp.IsZero() {
+			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account, which this request marked active, is not on the first page of users by last_active_at; %s", listAdvice)
+		}
+		// With a status update interval T, the stamp may be up to T old.
+		tolerance := maxClockSkew + c.cfg.StatusUpdateInterval
+		switch {
+		case hasDate && near(date, stamp, tolerance):
+			c.clockWarned = false
+			return date, nil
+		case near(stamp, local, tolerance):
+			if hasDate && !c.clockWarned {
+				level.Warn(c.cfg.Logger).Log("msg", "the Date header of Open WebUI's answers disagrees with Open WebUI's own clock (a proxy or host with a wrong clock?); placing the activity window by the exporter's own last_active_at instead", "date_minus_stamp", date.Sub(stamp).Round(time.Second))
+				c.clockWarned = true
+			}
+			return stamp, nil
+		default:
+			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request set, is %s off the local clock and %s off the Date header, so the list is stale (a caching proxy?) or the clocks disagree; check the proxy and the clocks (NTP) of Open WebUI, the proxy and this host", stamp.Sub(local).Round(time.Second), describeSkew(hasDate, stamp, date))
+		}
+	}
+	if !hasDate {
+		level.Debug(c.cfg.Logger).Log("msg", "no Date header from Open WebUI, using the local clock for the activity window")
+		return local, nil
+	}
+	if !near(date, local, maxClockSkew) {
+		return time.Time{}, fmt.Errorf("GET /api/v1/users/: the Date header of Open WebUI's answer is %s off the local clock, so the 180s activity window cannot be placed; fix the clock (NTP) of Open WebUI, of a proxy in front of it, or of this host, or use an API key, whose own stamp then serves as Open WebUI's clock", date.Sub(local).Round(time.Second))
+	}
+	return date, nil
+}
+
+func describeSkew(hasDate bool, stamp, date time.Time) string {
+	if !hasDate {
+		return "(no Date header)"
+	}
+	return stamp.Sub(date).Round(time.Second).String()
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 // learnSelf reads the Open WebUI version and the token's own account. The
@@ -344,7 +524,7 @@ func (c *Client) learnSelf(ctx context.Context, token string) error {
 		return errors.New("the token's account is pending: an admin must activate it (Admin Panel > Users) before it can read usage")
 	}
 	if seen := version + "/" + self.Role; seen != c.announced {
-		level.Info(c.cfg.Logger).Log("msg", "connected to Open WebUI", "version", version, "role", self.Role, "mode", c.cfg.Mode)
+		level.Info(c.cfg.Logger).Log("msg", "connected to Open WebUI", "version", c.scrub.text(version), "role", c.scrub.text(self.Role), "mode", c.cfg.Mode)
 		c.announced = seen
 	}
 	c.self, c.version, c.learnedAt = &self, version, c.cfg.Now()
@@ -357,20 +537,11 @@ func (c *Client) learnSelf(ctx context.Context, token string) error {
 func (c *Client) confirmActive(ctx context.Context, token string) error {
 	const tries = 10
 	for i := 0; ; i++ {
-		body, err := c.get(ctx, "/api/v1/users/{id}/active", nil, token)
+		active, err := c.userActive(ctx, token, c.self.ID)
 		if err != nil {
 			return err
 		}
-		var a struct {
-			Active *bool `json:"active"`
-		}
-		if err := decodeInto(body, &a); err != nil {
-			return fmt.Errorf("GET /api/v1/users/{id}/active: %w", err)
-		}
-		if a.Active == nil {
-			return errors.New(`GET /api/v1/users/{id}/active: no "active" in the response`)
-		}
-		if *a.Active {
+		if active {
 			return nil
 		}
 		if i == tries-1 {
@@ -384,6 +555,24 @@ func (c *Client) confirmActive(ctx context.Context, token string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// userActive asks Open WebUI whether the account id is active now.
+func (c *Client) userActive(ctx context.Context, token, id string) (bool, error) {
+	body, _, err := c.do(ctx, "/api/v1/users/{id}/active", id, nil, token)
+	if err != nil {
+		return false, err
+	}
+	var a struct {
+		Active *bool `json:"active"`
+	}
+	if err := decodeInto(body, &a); err != nil {
+		return false, fmt.Errorf("GET /api/v1/users/{id}/active: %w", err)
+	}
+	if a.Active == nil {
+		return false, errors.New(`GET /api/v1/users/{id}/active: no "active" in the response`)
+	}
+	return *a.Active, nil
 }
 
 // primeAfter is how old our last request may get before the own account has
@@ -422,20 +611,16 @@ func (c *Client) get(ctx context.Context, route string, query url.Values, token 
 // route, not the path: no user id in a log line or a 503 body. They never
 // contain the token either, even if the server echoes it.
 func (c *Client) getWithHeader(ctx context.Context, route string, query url.Values, token string) ([]byte, http.Header, error) {
-	path := route
-	if strings.Contains(route, "{id}") {
-		path = strings.ReplaceAll(route, "{id}", url.PathEscape(c.self.ID))
+	id := ""
+	if c.self != nil {
+		id = c.self.ID
 	}
-	return c.getPathWithHeader(ctx, route, path, query, token)
+	return c.do(ctx, route, id, query, token)
 }
 
-// getPath is get for a path that holds another user's id; errors name route.
-func (c *Client) getPath(ctx context.Context, route, path string, query url.Values, token string) ([]byte, error) {
-	body, _, err := c.getPathWithHeader(ctx, route, path, query, token)
-	return body, err
-}
-
-func (c *Client) getPathWithHeader(ctx context.Context, route, path string, query url.Values, token string) ([]byte, http.Header, error) {
+// do performs one GET of route with "{id}" standing for the account id.
+func (c *Client) do(ctx context.Context, route, id string, query url.Values, token string) ([]byte, http.Header, error) {
+	path := strings.ReplaceAll(route, "{id}", url.PathEscape(id))
 	u := *c.cfg.BaseURL
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	u.RawPath = ""
@@ -466,10 +651,13 @@ func (c *Client) getPathWithHeader(ctx context.Context, route, path string, quer
 	}
 	if resp.StatusCode != http.StatusOK {
 		if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
-			return nil, nil, fmt.Errorf("GET %s: HTTP %d redirect to %s, not followed: set --openwebui.url to the address Open WebUI answers on", route, resp.StatusCode, redact(redactURL(loc), token))
+			return nil, nil, fmt.Errorf("GET %s: HTTP %d redirect to %s, not followed: set --openwebui.url to the address Open WebUI answers on", route, resp.StatusCode, redactURL(loc))
 		}
 		detail := ParseDetail(body)
-		return nil, nil, &APIError{Path: route, StatusCode: resp.StatusCode, Detail: truncate(redact(detail, token), 300), Hint: hintFor(route, resp.StatusCode, detail)}
+		// The detail is scrubbed here already (and again with the whole
+		// error on its way out), so that truncation cannot cut the token
+		// into pieces before the scrubber sees it whole.
+		return nil, nil, &APIError{Path: route, StatusCode: resp.StatusCode, Detail: truncate(c.scrub.text(detail), 300), Hint: hintFor(route, resp.StatusCode, detail, isJWT(token))}
 	}
 	if token != "" {
 		c.lastStamp = sent
@@ -506,11 +694,6 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
-// redact removes the token from text that came from the server (an error
-// detail, a Location header), in case the server echoes it back.
-func redact(s, token string) string {
-	if token == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, token, "<redacted>")
-}
+// isJWT tells a session JWT from an API key the way Open WebUI does: by the
+// "sk-" prefix.
+func isJWT(token string) bool { return token != "" && !strings.HasPrefix(token, "sk-") }

@@ -40,16 +40,38 @@ func ParseUsage(body []byte) (Usage, error) {
 		return Usage{HasUserCount: true, UserCount: n}, nil
 	}
 	if raw, ok := fields["user_ids"]; ok {
-		var ids []string
-		if isNull(raw) {
-			return Usage{}, errors.New("user_ids: is null, want an array of strings")
-		}
-		if err := json.Unmarshal(raw, &ids); err != nil {
-			return Usage{}, fmt.Errorf("user_ids: want an array of strings: %w", err)
+		ids, err := decodeIDs(raw)
+		if err != nil {
+			return Usage{}, fmt.Errorf("user_ids: %w", err)
 		}
 		return Usage{UserIDs: ids}, nil
 	}
 	return Usage{}, errors.New("neither user_count (Open WebUI 0.6.41+) nor user_ids (0.6.15-0.6.40) in the response")
+}
+
+// decodeIDs decodes an array of user ids. Every element must be a non-empty
+// string: json.Unmarshal into []string would turn null into "", which then
+// counts as one more user.
+func decodeIDs(raw json.RawMessage) ([]string, error) {
+	if isNull(raw) {
+		return nil, errors.New("is null, want an array of strings")
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return nil, errors.New("want an array of strings")
+	}
+	ids := make([]string, 0, len(elems))
+	for i, e := range elems {
+		var id string
+		if isNull(e) || json.Unmarshal(e, &id) != nil {
+			return nil, fmt.Errorf("[%d] is not a string, want user ids", i)
+		}
+		if id == "" {
+			return nil, fmt.Errorf("[%d] is empty, want a user id", i)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // Session is the part of GET /api/v1/auths/ the exporter needs: who owns the token.
@@ -94,6 +116,9 @@ func ParseVersion(body []byte) (string, error) {
 type UserActivity struct {
 	ID           string
 	LastActiveAt int64 // epoch seconds; 0 when Open WebUI has none
+	// Stamped is false when last_active_at is null or missing: such an entry
+	// says nothing about activity, and breaks an ordering by it.
+	Stamped bool
 }
 
 // UserPage is a decoded GET /api/v1/users/ body (0.6.6+ shape).
@@ -124,15 +149,15 @@ func ParseUserPage(body []byte) (UserPage, error) {
 		if err := json.Unmarshal(u["id"], &id); err != nil || id == "" {
 			return UserPage{}, fmt.Errorf("users[%d].id: want a non-empty string", i)
 		}
-		var last int64
+		entry := UserActivity{ID: id}
 		if raw, ok := u["last_active_at"]; ok && !isNull(raw) {
 			n, err := decodeInt(raw)
 			if err != nil {
 				return UserPage{}, fmt.Errorf("users[%d].last_active_at: %w", i, err)
 			}
-			last = n
+			entry.LastActiveAt, entry.Stamped = n, true
 		}
-		page.Users = append(page.Users, UserActivity{ID: id, LastActiveAt: last})
+		page.Users = append(page.Users, entry)
 	}
 	return page, nil
 }
@@ -151,9 +176,17 @@ func ParseDetail(body []byte) string {
 	case nil:
 		return ""
 	default:
-		// FastAPI validation errors carry a list; keep it short and readable.
-		b, _ := json.Marshal(d)
-		return string(b)
+		// FastAPI validation errors carry a list; keep it short and
+		// readable, and without HTML escaping: json.Marshal would write a
+		// token's '<', '>' or '&' as \u003c..., which the scrubber could
+		// then no longer recognise.
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if enc.Encode(d) != nil {
+			return ""
+		}
+		return strings.TrimSuffix(buf.String(), "\n")
 	}
 }
 

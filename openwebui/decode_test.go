@@ -30,7 +30,11 @@ func TestParseUsage(t *testing.T) {
 		{`{"user_count":99999999999}`, Usage{}, "implausibly large"},
 		{`{"user_ids":null}`, Usage{}, "user_ids: is null"},
 		{`{"user_ids":"a"}`, Usage{}, "want an array of strings"},
-		{`{"user_ids":[null]}`, Usage{UserIDs: []string{""}}, ""},
+		{`{"user_ids":[null]}`, Usage{}, "user_ids: [0] is not a string"},
+		{`{"user_ids":["a",null]}`, Usage{}, "user_ids: [1] is not a string"},
+		{`{"user_ids":["a",""]}`, Usage{}, "user_ids: [1] is empty"},
+		{`{"user_ids":["a",7]}`, Usage{}, "user_ids: [1] is not a string"},
+		{`{"user_ids":["a",["b"]]}`, Usage{}, "user_ids: [1] is not a string"},
 		{`{"user_count":1}{"user_count":2}`, Usage{}, "trailing data"},
 		{`{"user_count":0}}`, Usage{}, "trailing data"}, // found by FuzzParseUsage
 		{`<!doctype html>`, Usage{}, "invalid JSON"},
@@ -133,12 +137,50 @@ func TestTokens(t *testing.T) {
 	if got, _ := src(); got != "sk-0123456789abcdef0123456789abcdef" {
 		t.Errorf("token = %q, want it trimmed", got)
 	}
-	for _, bad := range []string{"", "  \n", "Bearer sk-1", "sk-1 sk-2", "sk-1\x00"} {
-		if _, err := StaticToken(bad); err == nil {
-			t.Errorf("StaticToken(%q): want an error", bad)
-		}
+}
+
+// TestTokenText: a token is printable ASCII. A leading byte-order mark
+// (Windows editors write one) is dropped; anything else invisible is an
+// error that says so, without quoting the token.
+func TestTokenText(t *testing.T) {
+	const key = "sk-0123456789abcdef0123456789abcdef"
+	cases := []struct {
+		name, in, want, wantErr string
+	}{
+		{"plain", key, key, ""},
+		{"trailing newline", key + "\n", key, ""},
+		{"UTF-8 BOM", "\uFEFF" + key + "\r\n", key, ""},
+		{"BOM after white space", " \uFEFF" + key, key, ""},
+		{"empty", "", "", "the token is empty"},
+		{"only white space", "  \n", "", "the token is empty"},
+		{"only a BOM", "\uFEFF\n", "", "the token is empty"},
+		{"Bearer prefix", "Bearer " + key, "", `starts with "Bearer "`},
+		{"two tokens", "sk-1 sk-2", "", "white space at byte 4"},
+		{"NUL", "sk-1\x00", "", "non-printable or non-ASCII character (U+0000) at byte 4"},
+		{"zero-width space", "sk-12\u200b34", "", "non-printable or non-ASCII character (U+200B) at byte 5"},
+		{"BOM inside", "sk-12\uFEFF34", "", "(U+FEFF) at byte 5"},
+		{"non-breaking space", "sk-12\u00a034", "", "(U+00A0) at byte 5"},
+		{"not UTF-8", "sk-12\xff34", "", "(byte 0xFF, not UTF-8) at byte 5"},
+		{"DEL", "sk-12\x7f", "", "(U+007F) at byte 5"},
 	}
-	if _, err := FileToken(t.TempDir() + "/missing"); err == nil {
-		t.Error("FileToken(missing file): want an error")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src, err := StaticToken(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("StaticToken(%q): err = %v, want %q", tc.in, err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "sk-1") {
+					t.Errorf("the error quotes the token: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := src(); got != tc.want {
+				t.Errorf("token = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

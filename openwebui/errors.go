@@ -42,9 +42,21 @@ const (
 	detailUsageGate        = "Access denied. Only administrators can view usage statistics."
 )
 
+// jwtIsAFallback ends every hint about a rejected JWT: Open WebUI newer than
+// 0.11.0 also checks a session_stamp and, optionally, MFA on session JWTs,
+// while API keys skip both checks.
+const jwtIsAFallback = "; a JWT is only a fallback: use an API key (sk-...), the supported credential"
+
 // hintFor maps an Open WebUI error answer to the change that fixes it.
-func hintFor(path string, status int, detail string) string {
+// jwt says whether the rejected credential was a session JWT.
+func hintFor(path string, status int, detail string, jwt bool) string {
 	switch {
+	case status == 401 && jwt && detail == detailRevoked:
+		return "the JWT was rejected as no longer valid: it was revoked (signed out, or an OIDC back-channel logout), or, on Open WebUI newer than 0.11.0, its session_stamp no longer matches (the password was changed, or the account signed out elsewhere) or MFA was enabled and the JWT is not MFA-verified" + jwtIsAFallback
+	case status == 401 && jwt && detail == detailBadJWT:
+		return "the JWT is not accepted: it is malformed, signed with another WEBUI_SECRET_KEY, or expired (JWT_EXPIRES_IN, 4 weeks by default)" + jwtIsAFallback
+	case status == 401 && jwt && detail == detailExpired:
+		return "the JWT's account no longer exists (deleted)" + jwtIsAFallback
 	case status == 401 && detail == detailNotAuthenticated:
 		return "no credential reached Open WebUI; set TOKEN or --openwebui.token-file (a proxy in between may strip the Authorization header)"
 	case status == 401 && detail == detailBadJWT:
@@ -63,6 +75,8 @@ func hintFor(path string, status int, detail string) string {
 		return "this needs an admin account's token (--openwebui.count-mode=admin), or a pending account must be activated"
 	case status == 401 && detail == detailNoPermission:
 		return "the token's account is pending: an admin must activate it (Admin Panel > Users) before it can read usage"
+	case (status == 401 || status == 403) && jwt:
+		return "the token is not accepted; check TOKEN or --openwebui.token-file" + jwtIsAFallback
 	case status == 401 || status == 403:
 		return "the token is not accepted; check TOKEN or --openwebui.token-file"
 	case status == 404 || status == 405:

@@ -25,6 +25,11 @@ func FuzzParseUsage(f *testing.F) {
 		if !u.HasUserCount && u.UserIDs == nil {
 			t.Fatalf("accepted %q without user_count or user_ids", body)
 		}
+		for _, id := range u.UserIDs {
+			if id == "" {
+				t.Fatalf("accepted an empty or null user id from %q", body)
+			}
+		}
 	})
 }
 

@@ -101,6 +101,15 @@ func New(cfg Config) *Cache {
 // TTL is the configured time-to-live of a successful count.
 func (c *Cache) TTL() time.Duration { return c.cfg.TTL }
 
+// Timeout is the configured deadline of one fetch. No read waits longer than
+// it (plus overrunGrace) for a fetch, whatever the context it is given.
+func (c *Cache) Timeout() time.Duration { return c.cfg.Timeout }
+
+// overrunGrace is how long past its timeout a fetch is waited for before
+// readers give up on it: a fetch that ignores its context (a call that
+// blocks in the kernel) must not hold readers, or a scrape, for ever.
+const overrunGrace = 500 * time.Millisecond
+
 // Get returns the current snapshot. If the count has expired it starts a
 // refresh; with a good count within the stale bound, Get waits at most
 // freshWait from the refresh's start and then answers with that count, and
@@ -131,6 +140,8 @@ func (c *Cache) read(ctx context.Context, maxAge time.Duration, answerStale bool
 		return s
 	}
 	done := c.inflight
+	overrun := time.NewTimer(c.cfg.Timeout + overrunGrace - time.Since(c.inflightSince))
+	defer overrun.Stop()
 	// With a good count within the bound, wait only for what is left of
 	// freshWait since the refresh started, then answer with that count.
 	var staleAfter <-chan time.Time
@@ -145,16 +156,25 @@ func (c *Cache) read(ctx context.Context, maxAge time.Duration, answerStale bool
 	case <-done:
 	case <-staleAfter:
 	case <-ctx.Done():
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.goodWithinBound(c.cfg.Now()) {
-			return c.view(c.cfg.Now())
-		}
-		return Snapshot{Err: fmt.Errorf("waiting for Open WebUI: %w", ctx.Err()), FetchErr: ctx.Err()}
+		return c.gaveUp(fmt.Errorf("waiting for Open WebUI: %w", ctx.Err()), ctx.Err())
+	case <-overrun.C:
+		err := fmt.Errorf("the fetch from Open WebUI has not returned %s after its --openwebui.timeout=%s", overrunGrace, c.cfg.Timeout)
+		return c.gaveUp(err, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.view(c.cfg.Now())
+}
+
+// gaveUp is what a reader that stops waiting for the fetch sees: the good
+// count within the stale bound, or the error.
+func (c *Cache) gaveUp(err, fetchErr error) Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goodWithinBound(c.cfg.Now()) {
+		return c.view(c.cfg.Now())
+	}
+	return Snapshot{Err: err, FetchErr: fetchErr}
 }
 
 // ttlFor is how long a result is served before a reader refreshes it.

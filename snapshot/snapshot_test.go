@@ -276,3 +276,30 @@ func TestCacheExpiredReaderGetsTheFreshCount(t *testing.T) {
 		clock.Advance(time.Minute)
 	}
 }
+
+// A fetch that ignores its context (a call blocked in the kernel, such as a
+// read of a hung token file) must not hold a reader without a deadline of
+// its own, such as a /metrics scrape, for ever: it is given up on after the
+// fetch timeout plus a grace period.
+func TestCacheReaderNeverWaitsPastTheFetchTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	cache := New(Config{TTL: time.Minute, Timeout: 50 * time.Millisecond,
+		Fetch: func(context.Context) (openwebui.Count, error) {
+			<-release // ignores ctx
+			return openwebui.Count{ActiveUsers: 1}, nil
+		}})
+	got := make(chan Snapshot, 1)
+	go func() { got <- cache.Get(context.Background()) }()
+	select {
+	case s := <-got:
+		if s.Err == nil || !strings.Contains(s.Err.Error(), "has not returned 500ms after its --openwebui.timeout=50ms") {
+			t.Fatalf("got (%d, %v), want the overrun error", s.ActiveUsers, s.Err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a reader with context.Background() still waits for a fetch that never returns")
+	}
+	if cache.Timeout() != 50*time.Millisecond {
+		t.Errorf("Timeout() = %s", cache.Timeout())
+	}
+}
