@@ -51,7 +51,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.openwebui.url | default (printf "http://open-webui.%s.svc:80" .Release.Namespace) }}
 {{- end }}
 
-{{/* The token Secret's name and key: the user's, or the one the chart creates. */}}
+{{/* The token Secret's name and key: the user's (existingSecret, by default <fullname>-token), or the one the chart creates from openwebui.token (<fullname>-token). */}}
 {{- define "openwebui-exporter.tokenSecretName" -}}
 {{- .Values.openwebui.existingSecret | default (printf "%s-token" (include "openwebui-exporter.fullname" .)) }}
 {{- end }}
@@ -120,9 +120,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $o := .Values.openwebui }}
 {{- if and $o.existingSecret $o.token }}
 {{- fail "openwebui: set either existingSecret or token, not both" }}
-{{- end }}
-{{- if not (or $o.existingSecret $o.token) }}
-{{- fail "openwebui: set existingSecret (a Secret holding the Open WebUI API key, see the chart README) or token" }}
 {{- end }}
 {{- if and $o.token (not (hasPrefix "sk-" $o.token)) (not (regexMatch "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$" $o.token)) }}
 {{- fail "openwebui.token: want an Open WebUI API key (sk-...) or a JWT" }}
