@@ -32,6 +32,8 @@ bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/openwebui_exporter" .
 
+echo "--- values files:" $(cd charts/openwebui-exporter/ci && ls *-values.yaml)
+echo "--- kustomize variants:" $(grep -v "^#" examples/kustomize-variants.txt)
 echo "--- chart and kustomize variants: render, decode strictly, cross-check (test/manifests)"
 (cd test/manifests && go vet ./... &&
 	HELM="$HELM" KUSTOMIZE="$KUSTOMIZE" EXPORTER="$bin/openwebui_exporter" go test -count=1 -v ./... 2>&1 |

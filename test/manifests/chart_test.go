@@ -12,8 +12,10 @@ const (
 	release  = "openwebui-exporter"
 	// Open WebUI's namespace: the ScaledObject must sit next to Ollama.
 	namespace = "open-webui"
-	// Helm built by "go build" (no release ldflags) assumes Kubernetes 1.20,
-	// below the chart's kubeVersion: name a current one.
+	// Helm built by "go build" (no release ldflags) assumes Kubernetes 1.20
+	// for .Capabilities and lint's deprecated-API check: name a current one.
+	// (So the chart sets no kubeVersion: "go tool helm template" would
+	// refuse it without this flag.)
 	kubeVersion = "1.34.0"
 )
 
@@ -62,7 +64,8 @@ var chartCases = []struct {
 	{name: "existing Secret", values: "existing-secret-values.yaml", want: expect{
 		trigger: "metrics-api", minReplicas: 1, external: set("open-webui-api-keys")}},
 	{name: "token value", values: "token-value-values.yaml", want: expect{
-		trigger: "metrics-api", minReplicas: 3, external: set("corporate-ca"), extraKinds: []string{"Secret", "PodDisruptionBudget"}}},
+		trigger: "metrics-api", minReplicas: 3, external: set("corporate-ca"),
+		extraKinds: []string{"Secret", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ConfigMap"}}},
 }
 
 func set(names ...string) map[string]bool {
