@@ -79,6 +79,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.keda.enabled (eq .Values.keda.trigger "metrics-api") .Values.web.tls.enabled }}true{{ end }}
 {{- end }}
 
+{{/* "true" when KEDA presents a client certificate: push with TLS, or metrics-api over HTTPS. */}}
+{{- define "openwebui-exporter.kedaClientCert" -}}
+{{- if or (include "openwebui-exporter.grpcTLS" .) (include "openwebui-exporter.metricsApiTLS" .) }}true{{ end }}
+{{- end }}
+
 {{- define "openwebui-exporter.serverTLSSecret" -}}
 {{- if .Values.tls.certManager.enabled }}{{ include "openwebui-exporter.fullname" . }}-server-tls{{ else }}{{ .Values.tls.existingSecret }}{{ end }}
 {{- end }}
@@ -139,8 +144,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 {{- if and (include "openwebui-exporter.tls" .) (not .Values.tls.certManager.enabled) }}
-{{- if not (and .Values.tls.existingSecret .Values.tls.kedaClientExistingSecret) }}
-{{- fail "tls: without tls.certManager.enabled, set tls.existingSecret and tls.kedaClientExistingSecret" }}
+{{- if not .Values.tls.existingSecret }}
+{{- fail "tls: without tls.certManager.enabled, set tls.existingSecret (the exporter's certificate: tls.crt, tls.key, ca.crt)" }}
+{{- end }}
+{{- if and (include "openwebui-exporter.kedaClientCert" .) (not .Values.tls.kedaClientExistingSecret) }}
+{{- fail "tls: without tls.certManager.enabled, set tls.kedaClientExistingSecret (KEDA's client certificate: tls.crt, tls.key, ca.crt)" }}
 {{- end }}
 {{- end }}
 {{- if and .Values.keda.enabled (eq .Values.keda.trigger "prometheus") (not .Values.keda.prometheus.serverAddress) }}
