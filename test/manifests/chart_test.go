@@ -61,6 +61,8 @@ var chartCases = []struct {
 	{name: "HTTPS, metrics-api", values: "web-tls-metrics-api-values.yaml", want: expect{
 		trigger: "metrics-api", webTLS: true, minReplicas: 1, external: set("openwebui-exporter-token"),
 		extraKinds: []string{"Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
+	{name: "HTTPS without KEDA: no client certificate", set: []string{"web.tls.enabled=true"}, want: expect{
+		webTLS: true, minReplicas: 1, external: set("openwebui-exporter-token"), extraKinds: []string{"Certificate"}}},
 	{name: "existing Secret", values: "existing-secret-values.yaml", want: expect{
 		trigger: "metrics-api", minReplicas: 1, external: set("open-webui-api-keys")}},
 	{name: "token value", values: "token-value-values.yaml", want: expect{
@@ -149,6 +151,7 @@ func TestChartRefuses(t *testing.T) {
 		{"basic auth without a password for KEDA's metrics-api trigger", []string{"keda.enabled=true", "web.basicAuth.enabled=true", "web.basicAuth.prometheus.password=p"}, "web.basicAuth.keda.password"},
 		{"one user for both", []string{"keda.enabled=true", "web.basicAuth.enabled=true", "web.basicAuth.prometheus.password=p", "web.basicAuth.keda.password=k", "web.basicAuth.keda.username=prometheus"}, "different usernames"},
 		{"push TLS without cert-manager or Secrets", []string{"openwebui.existingSecret=s", "keda.enabled=true", "keda.trigger=push", "tls.certManager.enabled=false"}, "tls.existingSecret"},
+		{"push TLS from Secrets, without KEDA's client certificate", []string{"keda.enabled=true", "keda.trigger=push", "tls.certManager.enabled=false", "tls.existingSecret=server-tls"}, "tls.kedaClientExistingSecret"},
 		{"bad idle timeout", []string{"openwebui.existingSecret=s", "activity.idleTimeout=soon"}, "idleTimeout"},
 		{"extra arg without dashes", []string{"openwebui.existingSecret=s", "extraArgs[0]=cache.ttl=1s"}, "extraArgs"},
 	} {

@@ -402,6 +402,7 @@ func checkSetup(t *testing.T, s setup, want expect) {
 		if len(sos) != 0 {
 			t.Errorf("want no ScaledObject, found %d", len(sos))
 		}
+		checkNothingDangles(t, s)
 		return
 	}
 	if len(sos) != 1 {
@@ -501,6 +502,7 @@ func checkSetup(t *testing.T, s setup, want expect) {
 			t.Errorf("%s: want threshold and activationThreshold \"0\"", sow)
 		}
 	}
+	checkNothingDangles(t, s)
 	for _, d := range s.all("PodDisruptionBudget") {
 		pdb := d.Obj.(*policyv1.PodDisruptionBudget)
 		if sel, err := metav1LabelSelector(pdb.Spec.Selector); err != nil || !sel.Matches(labels.Set(dep.Spec.Template.Labels)) {
@@ -636,4 +638,50 @@ func metav1LabelSelector(s *metav1.LabelSelector) (labels.Selector, error) {
 		return nil, errors.New("empty selector")
 	}
 	return metav1.LabelSelectorAsSelector(s)
+}
+
+// checkNothingDangles: every Secret rendered, and every Secret a Certificate
+// fills, is used by something (a pod volume, a TriggerAuthentication, the
+// ServiceMonitor, a CA Issuer): a Secret nobody reads is a mistake in the
+// wiring, or credentials handed out for nothing.
+func checkNothingDangles(t *testing.T, s setup) {
+	t.Helper()
+	used := map[string]bool{}
+	for _, d := range s.all("Deployment") {
+		for _, v := range d.Obj.(*appsv1.Deployment).Spec.Template.Spec.Volumes {
+			if v.Secret != nil {
+				used[v.Secret.SecretName] = true
+			}
+		}
+	}
+	for _, d := range s.all("TriggerAuthentication") {
+		for _, ref := range d.Obj.(*kedav1alpha1.TriggerAuthentication).Spec.SecretTargetRef {
+			used[ref.Name] = true
+		}
+	}
+	for _, d := range s.all("ServiceMonitor") {
+		for _, e := range d.Obj.(*monitoringv1.ServiceMonitor).Spec.Endpoints {
+			if e.BasicAuth != nil {
+				used[e.BasicAuth.Username.Name], used[e.BasicAuth.Password.Name] = true, true
+			}
+			if e.TLSConfig != nil && e.TLSConfig.CA.Secret != nil {
+				used[e.TLSConfig.CA.Secret.Name] = true
+			}
+		}
+	}
+	for _, d := range s.all("Issuer") {
+		if ca := d.Obj.(*cmv1.Issuer).Spec.CA; ca != nil {
+			used[ca.SecretName] = true
+		}
+	}
+	for _, d := range s.all("Secret") {
+		if !used[d.Obj.GetName()] {
+			t.Errorf("%s: nothing reads this Secret", d)
+		}
+	}
+	for _, d := range s.all("Certificate") {
+		if name := d.Obj.(*cmv1.Certificate).Spec.SecretName; !used[name] {
+			t.Errorf("%s: nothing reads its Secret %s", d, name)
+		}
+	}
 }
