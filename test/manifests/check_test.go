@@ -182,6 +182,11 @@ func checkSetup(t *testing.T, s setup, want expect) {
 	}
 	c := pod.Containers[0]
 	f := flags(t, where, c.Args)
+	if version, err := os.ReadFile(repoRoot + "/VERSION"); err != nil {
+		t.Error(err)
+	} else if want := "ghcr.io/openwebui-exporter/openwebui_exporter:" + strings.TrimSpace(string(version)); c.Image != want {
+		t.Errorf("%s: image %s, want %s (VERSION)", where, c.Image, want)
+	}
 	if dep.Spec.Replicas == nil || *dep.Spec.Replicas < want.minReplicas {
 		t.Errorf("%s: replicas %v, want at least %d", where, dep.Spec.Replicas, want.minReplicas)
 	}
