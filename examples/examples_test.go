@@ -199,7 +199,6 @@ func TestEveryKubernetesObjectIsNamed(t *testing.T) {
 // TestKustomizations checks that every file a kustomization names exists and
 // that every manifest beside it is listed, or is the documented alternative.
 func TestKustomizations(t *testing.T) {
-	alternatives := map[string]bool{"kubernetes/scaledobject-prometheus.yaml": true}
 	docs := loadYAML(t)
 	seen := 0
 	for _, d := range docs {
@@ -222,13 +221,13 @@ func TestKustomizations(t *testing.T) {
 		}
 		for _, other := range docs {
 			if path.Dir(other.file) == dir && other.file != d.file && str(other.obj, "apiVersion") != "" &&
-				!listed[other.file] && !alternatives[other.file] {
+				!listed[other.file] {
 				t.Errorf("%s is not listed in %s", other.file, d.file)
 			}
 		}
 	}
 	if seen < 2 {
-		t.Errorf("want the kustomization and the basic-auth component, found %d", seen)
+		t.Errorf("want the kustomizations and the components, found %d", seen)
 	}
 }
 
@@ -275,9 +274,9 @@ func portOf(t *testing.T, where, hostport string) string {
 	return port
 }
 
-// mountedFile checks that file lies in a volume mounted from a Secret and
-// that the Secret has the key, and returns the key's value.
-func mountedFile(t *testing.T, docs []doc, dir string, pod, container obj, file string) string {
+// mountedSecret checks that file lies in a volume mounted from a Secret and
+// returns the Secret's name.
+func mountedSecret(t *testing.T, pod, container obj, file string) string {
 	t.Helper()
 	for _, m := range list(container, "volumeMounts") {
 		mountPath := str(m, "mountPath")
@@ -295,12 +294,19 @@ func mountedFile(t *testing.T, docs []doc, dir string, pod, container obj, file 
 			if secret == "" {
 				t.Fatalf("volume %s for %s is not a Secret", str(v, "name"), file)
 			}
-			return secretValue(t, docs, dir, secret, path.Base(file))
+			return secret
 		}
 		t.Fatalf("volumeMount %s has no volume", str(m, "name"))
 	}
 	t.Fatalf("no volumeMount holds %s", file)
 	return ""
+}
+
+// mountedFile checks that file lies in a volume mounted from a Secret of the
+// examples that has the key, and returns the key's value.
+func mountedFile(t *testing.T, docs []doc, dir string, pod, container obj, file string) string {
+	t.Helper()
+	return secretValue(t, docs, dir, mountedSecret(t, pod, container, file), path.Base(file))
 }
 
 type deploymentFacts struct {
@@ -348,8 +354,9 @@ func checkExporterDeployment(t *testing.T, docs []doc, dir string, d doc, strict
 	tokenFile := f.flags["openwebui.token-file"]
 	if tokenFile == "" {
 		t.Errorf("%s: want --openwebui.token-file (the token from a mounted Secret)", d)
-	} else if tok := mountedFile(t, docs, dir, pod, c, tokenFile); !strings.HasPrefix(tok, "sk-") {
-		t.Errorf("%s: the token file's Secret holds %q, want an API key (sk-...)", d, tok)
+	} else if secret := mountedSecret(t, pod, c, tokenFile); len(find(docs, dir, "Secret", secret)) != 0 {
+		// Applying the examples would overwrite the user's token.
+		t.Errorf("%s: the token Secret %s is part of the examples; the user creates it", d, secret)
 	}
 	if _, ok := env["TOKEN"]; ok {
 		t.Errorf("%s: both env TOKEN and --openwebui.token-file: the exporter refuses to start", d)
@@ -492,6 +499,21 @@ func checkScaledObject(t *testing.T, d doc, service, namespace string) {
 			if str(md, "threshold") == "" || str(md, "activationThreshold") != "0" {
 				t.Errorf("%s: want threshold and activationThreshold \"0\" (strings)", where)
 			}
+		case "external-push":
+			host, port, err := net.SplitHostPort(str(md, "scalerAddress"))
+			if err != nil || port == "" {
+				t.Errorf("%s: scalerAddress %q: want host:port", where, str(md, "scalerAddress"))
+			}
+			parts := strings.Split(host, ".")
+			if parts[0] != service {
+				t.Errorf("%s: scalerAddress host %s, want the exporter's Service %s", where, host, service)
+			}
+			if namespace != "" && len(parts) > 1 && parts[1] != namespace {
+				t.Errorf("%s: scalerAddress %s is in namespace %s, the kustomization deploys to %s", where, host, parts[1], namespace)
+			}
+			if str(md, "activationValue") != "0" || str(md, "targetValue") == "" {
+				t.Errorf("%s: want targetValue and activationValue \"0\"", where)
+			}
 		default:
 			t.Errorf("%s: unexpected trigger type", where)
 		}
@@ -501,8 +523,10 @@ func checkScaledObject(t *testing.T, d doc, service, namespace string) {
 func TestKubernetes(t *testing.T) {
 	docs := loadYAML(t)
 	const dir = "kubernetes"
-	kust := findOne(t, docs, dir, "Kustomization", "")
-	namespace := str(kust.obj, "namespace")
+	namespace := str(kustomization(t, docs, dir+"/base").obj, "namespace")
+	if namespace == "" {
+		t.Errorf("examples/%s/base: no namespace", dir)
+	}
 	dep := findOne(t, docs, dir, "Deployment", "openwebui-exporter")
 	f := checkExporterDeployment(t, docs, dir, dep, true)
 	checkProbe(t, dep, f, "livenessProbe", "/healthz")
@@ -570,13 +594,13 @@ func TestKubernetes(t *testing.T) {
 	for _, so := range find(docs, dir, "ScaledObject", "") {
 		checkScaledObject(t, so, svc.name(), namespace)
 	}
-	if n := len(find(docs, dir, "ScaledObject", "")); n != 2 {
-		t.Errorf("want the metrics-api and the prometheus ScaledObject in examples/%s, found %d", dir, n)
+	if n := len(find(docs, dir, "ScaledObject", "")); n != 3 {
+		t.Errorf("want the metrics-api, prometheus and push ScaledObjects in examples/%s, found %d", dir, n)
 	}
 }
 
-// applyJSONPatch applies the add and replace operations of an RFC 6902 patch
-// (all the basic-auth component uses) to a copy of o.
+// applyJSONPatch applies the add, replace and test operations of an RFC 6902
+// patch (all the basic-auth components use) to a copy of o.
 func applyJSONPatch(t *testing.T, o obj, patch string) obj {
 	t.Helper()
 	var raw any
@@ -598,6 +622,12 @@ func applyJSONPatch(t *testing.T, o obj, patch string) obj {
 		last, value := parts[len(parts)-1], at(op, "value")
 		switch parent := parent.(type) {
 		case obj:
+			if kind == "test" {
+				if fmt.Sprint(parent[last]) != fmt.Sprint(value) {
+					t.Fatalf("patch test %s: found %v, want %v", p, parent[last], value)
+				}
+				continue
+			}
 			if _, exists := parent[last]; kind == "replace" && !exists {
 				t.Fatalf("patch %s %s: nothing to replace", kind, p)
 			} else if kind != "add" && kind != "replace" {
@@ -643,31 +673,61 @@ func deepCopy(v any) any {
 	return v
 }
 
-// TestKubernetesBasicAuth applies the basic-auth component's patches and
-// checks the result: the web config is mounted, and the credentials KEDA and
-// Prometheus send match its bcrypt hashes.
+// kustomization returns the Kustomization in exactly dir.
+func kustomization(t *testing.T, docs []doc, dir string) doc {
+	t.Helper()
+	for _, d := range docs {
+		if d.file == dir+"/kustomization.yaml" && d.kind() == "Kustomization" {
+			return d
+		}
+	}
+	t.Fatalf("no Kustomization in examples/%s", dir)
+	return doc{}
+}
+
+// TestKubernetesBasicAuth applies the patches of the basic-auth components
+// to the base and the metrics-api ScaledObject, as variants/basic-auth does,
+// and checks the result: the web config is mounted, and the credentials KEDA
+// and Prometheus send match its bcrypt hashes. (test/manifests checks the
+// real kustomize build of every variant.)
 func TestKubernetesBasicAuth(t *testing.T) {
 	docs := loadYAML(t)
 	const dir = "kubernetes"
-	comp := findOne(t, docs, dir+"/basic-auth", "Component", "")
-	// The patches apply to what the kustomization deploys.
-	kust := findOne(t, docs, dir, "Kustomization", "")
-	var deployed []doc
-	for _, d := range docs {
-		for _, r := range list(kust.obj, "resources") {
-			if d.file == path.Join(dir, r.(string)) {
-				deployed = append(deployed, d)
+	variant := kustomization(t, docs, dir+"/variants/basic-auth")
+	var deployed []doc // the resources the components patch
+	var components []doc
+	for _, r := range list(variant.obj, "resources") {
+		base := path.Join(dir+"/variants/basic-auth", r.(string))
+		for _, res := range list(kustomization(t, docs, base).obj, "resources") {
+			for _, d := range docs {
+				if d.file == path.Join(base, res.(string)) {
+					deployed = append(deployed, d)
+				}
+			}
+		}
+	}
+	for _, c := range list(variant.obj, "components") {
+		cdir := path.Join(dir+"/variants/basic-auth", c.(string))
+		comp := findOne(t, docs, cdir, "Component", "")
+		components = append(components, comp)
+		for _, res := range list(comp.obj, "resources") {
+			for _, d := range docs {
+				if d.file == path.Join(cdir, res.(string)) {
+					deployed = append(deployed, d)
+				}
 			}
 		}
 	}
 	patched := map[string]doc{}
-	for _, p := range list(comp.obj, "patches") {
-		kind, name := str(p, "target", "kind"), str(p, "target", "name")
-		base := findOne(t, deployed, dir, kind, name)
-		if prev, ok := patched[kind]; ok {
-			base = prev
+	for _, comp := range components {
+		for _, p := range list(comp.obj, "patches") {
+			kind, name := str(p, "target", "kind"), str(p, "target", "name")
+			base := findOne(t, deployed, dir, kind, name)
+			if prev, ok := patched[kind]; ok {
+				base = prev
+			}
+			patched[kind] = doc{comp.file + " patching " + base.file, applyJSONPatch(t, base.obj, str(p, "patch"))}
 		}
-		patched[kind] = doc{comp.file + " patching " + base.file, applyJSONPatch(t, base.obj, str(p, "patch"))}
 	}
 	dep, so, sm := patched["Deployment"], patched["ScaledObject"], patched["ServiceMonitor"]
 	if dep.obj == nil || so.obj == nil || sm.obj == nil {
@@ -711,7 +771,7 @@ func TestKubernetesBasicAuth(t *testing.T) {
 	if str(tr, "metadata", "authMode") != "basic" {
 		t.Errorf("%s: want authMode: basic", so)
 	}
-	ta := findOne(t, docs, dir+"/basic-auth", "TriggerAuthentication", str(tr, "authenticationRef", "name"))
+	ta := findOne(t, docs, dir+"/components/basic-auth-metrics-api", "TriggerAuthentication", str(tr, "authenticationRef", "name"))
 	params := map[string]string{}
 	for _, ref := range list(ta.obj, "spec", "secretTargetRef") {
 		params[str(ref, "parameter")] = secretValue(t, docs, dir, str(ref, "name"), str(ref, "key"))

@@ -1,0 +1,202 @@
+package manifests
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const (
+	chartDir = "charts/openwebui-exporter" // relative to the repository root
+	release  = "openwebui-exporter"
+	// Open WebUI's namespace: the ScaledObject must sit next to Ollama.
+	namespace = "open-webui"
+	// Helm built by "go build" (no release ldflags) assumes Kubernetes 1.20
+	// for .Capabilities and lint's deprecated-API check: name a current one.
+	// (So the chart sets no kubeVersion: "go tool helm template" would
+	// refuse it without this flag.)
+	kubeVersion = "1.34.0"
+)
+
+// chartCases are the chart's test renderings: every values file under
+// charts/openwebui-exporter/ci (another suite dry-runs these files against a
+// real API server) and the --set lines the chart's README promises.
+var chartCases = []struct {
+	name   string
+	values string   // file under ci/, or ""
+	set    []string // --set arguments
+	want   expect
+}{
+	{name: "defaults", values: "defaults-values.yaml", want: expect{
+		minReplicas: 1, external: set("openwebui-exporter-token")}},
+	// The issue's acceptance lines, verbatim: the token Secret is then
+	// <fullname>-token, created by the user.
+	{name: "set keda.enabled", set: []string{"keda.enabled=true"}, want: expect{
+		trigger: "metrics-api", minReplicas: 1, external: set("openwebui-exporter-token")}},
+	{name: "set keda.trigger=push", set: []string{"keda.enabled=true", "keda.trigger=push"}, want: expect{
+		trigger: "external-push", grpcTLS: true, minReplicas: 2, external: set("openwebui-exporter-token"),
+		extraKinds: []string{"PodDisruptionBudget", "Certificate", "Issuer", "TriggerAuthentication"}}},
+	{name: "keda metrics-api", values: "keda-metrics-api-values.yaml", want: expect{
+		trigger: "metrics-api", minReplicas: 1, external: set("openwebui-exporter-token"),
+		extraKinds: []string{"ServiceMonitor", "PrometheusRule", "ConfigMap"}}},
+	{name: "keda push", values: "keda-push-values.yaml", want: expect{
+		trigger: "external-push", grpcTLS: true, minReplicas: 2, external: set("openwebui-exporter-token"),
+		extraKinds: []string{"PodDisruptionBudget", "Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
+	{name: "keda push, existing TLS Secrets, cron", values: "keda-push-existing-tls-values.yaml", want: expect{
+		trigger: "external-push", grpcTLS: true, minReplicas: 2,
+		external:   set("openwebui-exporter-token", "openwebui-exporter-server-tls", "openwebui-exporter-keda-client-tls"),
+		extraKinds: []string{"PodDisruptionBudget", "TriggerAuthentication"}}},
+	{name: "keda prometheus", values: "keda-prometheus-values.yaml", want: expect{
+		trigger: "prometheus", minReplicas: 2, external: set("openwebui-exporter-token"), extraKinds: []string{"ServiceMonitor"}}},
+	{name: "basic auth", values: "basic-auth-values.yaml", want: expect{
+		trigger: "metrics-api", basicAuth: true, minReplicas: 1, external: set("openwebui-exporter-token"),
+		extraKinds: []string{"TriggerAuthentication", "ServiceMonitor"}}},
+	{name: "basic auth, prometheus trigger", values: "basic-auth-prometheus-values.yaml", want: expect{
+		trigger: "prometheus", basicAuth: true, minReplicas: 1,
+		external: set("openwebui-exporter-token", "TriggerAuthentication/prometheus-credentials"), extraKinds: []string{"ServiceMonitor"}}},
+	{name: "basic auth, HTTPS, push over TLS", values: "basic-auth-push-tls-values.yaml", want: expect{
+		trigger: "external-push", basicAuth: true, webTLS: true, grpcTLS: true, minReplicas: 2, external: set("openwebui-exporter-token"),
+		extraKinds: []string{"PodDisruptionBudget", "Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
+	{name: "HTTPS, metrics-api", values: "web-tls-metrics-api-values.yaml", want: expect{
+		trigger: "metrics-api", webTLS: true, minReplicas: 1, external: set("openwebui-exporter-token"),
+		extraKinds: []string{"Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
+	{name: "HTTPS without KEDA: no client certificate", set: []string{"web.tls.enabled=true"}, want: expect{
+		webTLS: true, minReplicas: 1, external: set("openwebui-exporter-token"), extraKinds: []string{"Certificate"}}},
+	{name: "existing Secret", values: "existing-secret-values.yaml", want: expect{
+		trigger: "metrics-api", minReplicas: 1, external: set("open-webui-api-keys")}},
+	{name: "token value", values: "token-value-values.yaml", want: expect{
+		trigger: "metrics-api", minReplicas: 3, external: set("corporate-ca"),
+		extraKinds: []string{"Secret", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "ConfigMap"}}},
+}
+
+func set(names ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+func helmArgs(values string, setArgs []string) []string {
+	var args []string
+	if values != "" {
+		args = append(args, "-f", filepath.Join(chartDir, "ci", values))
+	}
+	for _, s := range setArgs {
+		args = append(args, "--set", s)
+	}
+	return args
+}
+
+// TestChartCasesCoverCIValues: every values file under ci/ is a case here,
+// so none is rendered without its checks.
+func TestChartCasesCoverCIValues(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(repoRoot, chartDir, "ci", "*-values.yaml"))
+	if err != nil || len(files) < 7 {
+		t.Fatalf("want at least 7 values files in %s/ci, found %d (%v)", chartDir, len(files), err)
+	}
+	for _, f := range files {
+		found := false
+		for _, c := range chartCases {
+			found = found || c.values == filepath.Base(f)
+		}
+		if !found {
+			t.Errorf("%s has no case in chartCases", filepath.Base(f))
+		}
+	}
+}
+
+func TestChart(t *testing.T) {
+	for _, c := range chartCases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			args := helmArgs(c.values, c.set)
+			if _, err := run(bins.helm, append([]string{"lint", "--strict", chartDir, "--namespace", namespace, "--kube-version", kubeVersion}, args...)...); err != nil {
+				t.Fatal(err)
+			}
+			out, err := run(bins.helm, append([]string{"template", release, chartDir, "--namespace", namespace, "--kube-version", kubeVersion}, args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := DecodeStrict(out)
+			if err != nil {
+				t.Fatalf("decoding the rendering strictly: %v\n%s", err, out)
+			}
+			want := c.want
+			want.namespace = namespace
+			checkSetup(t, setup{objs}, want)
+			if t.Failed() {
+				t.Logf("rendering:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestChartRefuses: values that would install something broken are errors
+// at install time, with a message that says what to change.
+func TestChartRefuses(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		set     []string
+		wantErr string
+	}{
+		{"token and existingSecret", []string{"openwebui.existingSecret=s", "openwebui.token=sk-abcdefabcdefabcdefabcdef"}, "not both"},
+		{"placeholder token", []string{"openwebui.token=sk-0123456789abcdef0123456789abcdef"}, "placeholder"},
+		{"not a token", []string{"openwebui.token=hunter2"}, "want an Open WebUI API key"},
+		{"misspelt key", []string{"openwebui.existingSecret=s", "keda.trigerr=push"}, "trigerr"},
+		{"unknown trigger", []string{"openwebui.existingSecret=s", "keda.trigger=pull"}, "keda.trigger"},
+		{"unknown count mode", []string{"openwebui.existingSecret=s", "openwebui.countMode=guess"}, "countMode"},
+		{"basic auth without a password for Prometheus", []string{"web.basicAuth.enabled=true"}, "web.basicAuth.prometheus.password"},
+		{"basic auth without a password for KEDA's metrics-api trigger", []string{"keda.enabled=true", "web.basicAuth.enabled=true", "web.basicAuth.prometheus.password=p"}, "web.basicAuth.keda.password"},
+		{"one user for both", []string{"keda.enabled=true", "web.basicAuth.enabled=true", "web.basicAuth.prometheus.password=p", "web.basicAuth.keda.password=k", "web.basicAuth.keda.username=prometheus"}, "different usernames"},
+		{"push TLS without cert-manager or Secrets", []string{"openwebui.existingSecret=s", "keda.enabled=true", "keda.trigger=push", "tls.certManager.enabled=false"}, "tls.existingSecret"},
+		{"push TLS from Secrets, without KEDA's client certificate", []string{"keda.enabled=true", "keda.trigger=push", "tls.certManager.enabled=false", "tls.existingSecret=server-tls"}, "tls.kedaClientExistingSecret"},
+		{"bad idle timeout", []string{"openwebui.existingSecret=s", "activity.idleTimeout=soon"}, "idleTimeout"},
+		{"extra arg without dashes", []string{"openwebui.existingSecret=s", "extraArgs[0]=cache.ttl=1s"}, "extraArgs"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := run(bins.helm, append([]string{"template", release, chartDir, "--namespace", namespace, "--kube-version", kubeVersion}, helmArgs("", c.set)...)...)
+			if err == nil {
+				t.Fatalf("rendered, want an error mentioning %q", c.wantErr)
+			}
+			if !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("error does not mention %q:\n%v", c.wantErr, err)
+			}
+		})
+	}
+}
+
+// TestChartDashboardIsTheExample: the chart carries a copy of the example
+// dashboard (Helm reads no file outside the chart); it must not drift.
+func TestChartDashboardIsTheExample(t *testing.T) {
+	chartCopy, err := os.ReadFile(filepath.Join(repoRoot, chartDir, "dashboards", "openwebui-exporter.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join(repoRoot, "examples", "grafana", "openwebui-exporter.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(chartCopy) != string(example) {
+		t.Errorf("%s/dashboards/openwebui-exporter.json differs from examples/grafana/openwebui-exporter.json: cp the example over it", chartDir)
+	}
+}
+
+// TestChartAppVersionIsTheExporters: the default image tag is the chart's
+// appVersion, which must be the exporter's VERSION.
+func TestChartAppVersionIsTheExporters(t *testing.T) {
+	version, err := os.ReadFile(filepath.Join(repoRoot, "VERSION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart, err := os.ReadFile(filepath.Join(repoRoot, chartDir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `appVersion: "` + strings.TrimSpace(string(version)) + `"`
+	if !strings.Contains(string(chart), "\n"+want+"\n") {
+		t.Errorf("Chart.yaml: want %s (VERSION)", want)
+	}
+}
