@@ -63,6 +63,8 @@ var chartCases = []struct {
 		extraKinds: []string{"Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
 	{name: "HTTPS without KEDA: no client certificate", set: []string{"web.tls.enabled=true"}, want: expect{
 		webTLS: true, minReplicas: 1, external: set("openwebui-exporter-token"), extraKinds: []string{"Certificate"}}},
+	{name: "idle tabs", values: "idle-tabs-values.yaml", want: expect{
+		trigger: "metrics-api", minReplicas: 1, external: set("openwebui-exporter-token")}},
 	{name: "existing Secret", values: "existing-secret-values.yaml", want: expect{
 		trigger: "metrics-api", minReplicas: 1, external: set("open-webui-api-keys")}},
 	{name: "token value", values: "token-value-values.yaml", want: expect{
@@ -143,6 +145,7 @@ func TestChartRefuses(t *testing.T) {
 	}{
 		{"token and existingSecret", []string{"openwebui.existingSecret=s", "openwebui.token=sk-abcdefabcdefabcdefabcdef"}, "not both"},
 		{"placeholder token", []string{"openwebui.token=sk-0123456789abcdef0123456789abcdef"}, "placeholder"},
+		{"idle timeout in usage mode", []string{"activity.idleTimeout=15m"}, "needs openwebui.countMode=admin"},
 		{"not a token", []string{"openwebui.token=hunter2"}, "want an Open WebUI API key"},
 		{"misspelt key", []string{"openwebui.existingSecret=s", "keda.trigerr=push"}, "trigerr"},
 		{"unknown trigger", []string{"openwebui.existingSecret=s", "keda.trigger=pull"}, "keda.trigger"},

@@ -132,6 +132,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and $o.token (regexMatch "(?i)^sk-(0123456789abcdef|x+|\\.\\.\\.|changeme|your|placeholder)" $o.token) }}
 {{- fail "openwebui.token: this is a placeholder, not a real API key" }}
 {{- end }}
+{{- if and .Values.activity.idleTimeout (ne $o.countMode "admin") }}
+{{- fail "activity.idleTimeout needs openwebui.countMode=admin (and an admin account's API key): only Open WebUI's admin endpoints show who wrote a message" }}
+{{- end }}
 {{- if .Values.web.basicAuth.enabled }}
 {{- range $who := include "openwebui-exporter.basicAuthClients" . | fromJsonArray }}
 {{- $c := index $.Values.web.basicAuth $who }}
