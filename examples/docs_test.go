@@ -1,0 +1,74 @@
+package examples_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestDocsShowCheckedManifests: every YAML block in the README and in docs/
+// comes from a file under examples/ (which the other tests check). The
+// block's first line names the file ("# examples/scaling/pdb.yaml"); the
+// other lines must appear in that file as they are, one after the other.
+func TestDocsShowCheckedManifests(t *testing.T) {
+	pages, err := filepath.Glob("../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages = append(pages, "../README.md")
+	blocks := 0
+	for _, page := range pages {
+		raw, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range yamlBlocks(string(raw)) {
+			blocks++
+			first, body, _ := strings.Cut(b.text, "\n")
+			source := strings.TrimPrefix(first, "# ")
+			if !strings.HasPrefix(first, "# examples/") || strings.ContainsAny(source, " \t") {
+				t.Errorf("%s:%d: a YAML block must start with \"# examples/<file>\", the checked file it shows; got %q", page, b.line, first)
+				continue
+			}
+			file, err := os.ReadFile(filepath.Join("..", source))
+			if err != nil {
+				t.Errorf("%s:%d: %v", page, b.line, err)
+				continue
+			}
+			if !containsLines(string(file), body) {
+				t.Errorf("%s:%d: the block is not a part of %s as it stands; copy it again:\n%s", page, b.line, source, body)
+			}
+		}
+	}
+	if blocks == 0 {
+		t.Error("no YAML blocks found: the test checks nothing")
+	}
+}
+
+type block struct {
+	line int
+	text string
+}
+
+var fence = regexp.MustCompile("(?m)^( *)```yaml\n((?s).*?)^ *```$")
+
+// yamlBlocks returns the ```yaml blocks of a Markdown page, unindented.
+func yamlBlocks(page string) []block {
+	var out []block
+	for _, m := range fence.FindAllStringSubmatchIndex(page, -1) {
+		indent := page[m[2]:m[3]]
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSuffix(page[m[4]:m[5]], "\n"), "\n") {
+			lines = append(lines, strings.TrimPrefix(l, indent))
+		}
+		out = append(out, block{line: strings.Count(page[:m[0]], "\n") + 1, text: strings.Join(lines, "\n")})
+	}
+	return out
+}
+
+// containsLines reports whether the lines of part occur in file, in a row.
+func containsLines(file, part string) bool {
+	return strings.Contains("\n"+file+"\n", "\n"+part+"\n")
+}
