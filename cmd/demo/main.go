@@ -149,10 +149,11 @@ Demo running: a fake Open WebUI on http://%[1]s with %[3]d people active,
 and the exporter on http://%[2]s (cache TTL %[4]s). Ctrl-C stops both.
 
 Try, in another terminal:
-  curl -sS %[2]s/active_users                                 # {"active_users":%[3]d}
+  curl -sS %[2]s/active_users
   curl -sS %[2]s/metrics | grep ^openwebui_
-  curl -sS -X POST '%[1]s/_fake/humans?active=5'   # 5 people; the count follows within %[4]s
-  curl -sS -X POST '%[1]s/_fake/humans?active=0'   # everybody leaves: {"active_users":0}
+  curl -sS -X POST '%[1]s/_fake/humans?active=5'   # 5 people arrive
+  curl -sS -X POST '%[1]s/_fake/humans?active=0'   # everybody leaves
+/active_users follows within the cache TTL (%[4]s).
 
 `, fakeAddr, exporterAddr, cfg.humans, cfg.cacheTTL)
 }
