@@ -23,9 +23,10 @@ import (
 )
 
 // TestEveryLogLineHasTheSameKeys runs the binary in both log formats through
-// lines of all three writers: the exporter itself (start-up, an upstream
-// failure, shutdown), the exporter-toolkit ("Listening on", "TLS is enabled")
-// and net/http's error log (a TLS handshake error). Every line must start
+// lines of all four writers: the exporter itself (start-up, an upstream
+// failure, shutdown), the exporter-toolkit ("Listening on", "TLS is enabled"),
+// net/http's error log (a TLS handshake error) and gRPC's logger (a
+// connection that is not HTTP/2). Every line must start
 // with the same keys, in logfmt in the same order.
 func TestEveryLogLineHasTheSameKeys(t *testing.T) {
 	for _, format := range []string{"logfmt", "json"} {
@@ -41,9 +42,10 @@ func TestEveryLogLineHasTheSameKeys(t *testing.T) {
 				})
 			})
 			webConfig, roots := tlsWebConfig(t)
+			kedaAddr := harness.FreeAddr()
 			p := startExporter(t, []string{"API_URL=" + upstreamURL, "TOKEN=" + token},
 				"--log.format="+format, "--log.level=debug", "--web.config.file="+webConfig,
-				"--cache.ttl=0", "--cache.max-stale=0", "--keda.listen-address="+harness.FreeAddr())
+				"--cache.ttl=0", "--cache.max-stale=0", "--keda.listen-address="+kedaAddr)
 
 			client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 5 * time.Second}
 			fetch(t, client, "https://"+p.addr+"/active_users")
@@ -51,7 +53,8 @@ func TestEveryLogLineHasTheSameKeys(t *testing.T) {
 			if code, _ := fetch(t, client, "https://"+p.addr+"/active_users"); code != http.StatusServiceUnavailable {
 				t.Errorf("/active_users while Open WebUI fails: %d, want 503", code)
 			}
-			notTLS(t, p.addr) // net/http logs a TLS handshake error
+			notTLS(t, p.addr)   // net/http logs a TLS handshake error
+			notTLS(t, kedaAddr) // gRPC logs a failed transport (at debug level)
 			time.Sleep(200 * time.Millisecond)
 			p.cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -62,7 +65,7 @@ func TestEveryLogLineHasTheSameKeys(t *testing.T) {
 			}
 
 			out := p.output.String()
-			for _, want := range []string{"starting openwebui_exporter", "Listening on", "TLS handshake error", "HTTP 500", "shutting down"} {
+			for _, want := range []string{"starting openwebui_exporter", "Listening on", "TLS handshake error", "HTTP 500", "failed to create ServerTransport", "shutting down"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("no log line with %q; the test would not cover its writer:\n%s", want, out)
 				}

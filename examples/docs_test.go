@@ -72,3 +72,27 @@ func yamlBlocks(page string) []block {
 func containsLines(file, part string) bool {
 	return strings.Contains("\n"+file+"\n", "\n"+part+"\n")
 }
+
+// TestREADMEIsShortAndInOrder keeps the README a user's five-minute read,
+// in the order issue 13 set: internals belong in docs/.
+func TestREADMEIsShortAndInOrder(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+	if len(lines) > 320 {
+		t.Errorf("README.md has %d lines, want about 300 at most: move details to docs/", len(lines))
+	}
+	want := []string{"Quick start", "Which token", "Deploy", "Choosing a KEDA trigger", "Idle tabs",
+		"Configuration", "Troubleshooting", "Reference", "Links"}
+	var got []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "## ") {
+			got = append(got, strings.TrimPrefix(l, "## "))
+		}
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("README.md sections %q, want %q", got, want)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	sloggokit "github.com/tjhop/slog-gokit"
+	"google.golang.org/grpc/grpclog"
 )
 
 // LogKeys are the keys every log line starts with, in this order, whoever
@@ -16,7 +17,8 @@ import (
 var LogKeys = []string{"level", "ts", "caller", "msg"}
 
 // NewLogger builds the logger of the exporter and the slog logger handed to
-// the exporter-toolkit and net/http. One level filter governs both, and both
+// the exporter-toolkit and net/http, and routes gRPC's log to the same place
+// (call it before gRPC is used). One level filter governs both, and both
 // write the same keys: "ts" (UTC, RFC 3339 with nanoseconds) and "caller"
 // (file:line), where the slog bridge alone would write "time" (local zone)
 // and "caller" in another order.
@@ -46,6 +48,8 @@ func NewLogger(w io.Writer, format, lvl string) (log.Logger, *slog.Logger, error
 	filtered := level.NewFilter(l, allow)
 	logger := log.With(filtered, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
 	bridge := slog.New(sloggokit.NewGoKitHandler(sameKeys{filtered}, slog.LevelDebug))
+	// gRPC has one global logger; it must be set before gRPC is used.
+	grpclog.SetLoggerV2(grpcLogger{filtered})
 	return logger, bridge, nil
 }
 
