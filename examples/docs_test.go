@@ -96,3 +96,45 @@ func TestREADMEIsShortAndInOrder(t *testing.T) {
 		t.Errorf("README.md sections %q, want %q", got, want)
 	}
 }
+
+// fromOtherBranches are flags the README documents before this branch has
+// them (issue 11's idle-tab policy); drop a name once main has the flag.
+var fromOtherBranches = map[string]bool{"activity.idle-timeout": true}
+
+// TestREADMEConfigurationTable: the README's flag table lists every flag of
+// --help-long, and nothing else.
+func TestREADMEConfigurationTable(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(raw)
+	start, end := strings.Index(section, "\n## Configuration\n"), strings.Index(section, "\n## Troubleshooting\n")
+	if start < 0 || end < start {
+		t.Fatal("no Configuration section before Troubleshooting in README.md")
+	}
+	section = section[start:end]
+	documented := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "| `--") {
+			continue
+		}
+		first := strings.SplitN(line, "|", 3)[1]
+		for _, m := range regexp.MustCompile("`--([a-z0-9.-]+)`").FindAllStringSubmatch(first, -1) {
+			documented[m[1]] = true
+		}
+	}
+	for name := range facts.flags {
+		if strings.HasPrefix(name, "no-") || name == "help" || name == "help-long" || name == "help-man" || name == "version" {
+			continue
+		}
+		if !documented[name] {
+			t.Errorf("flag --%s is not in the README's Configuration table", name)
+		}
+	}
+	for name := range documented {
+		if !facts.flags[name] && !fromOtherBranches[name] {
+			t.Errorf("the README's Configuration table lists --%s, which the exporter does not have", name)
+		}
+	}
+}
