@@ -1,6 +1,7 @@
 # Build, test and release targets. promu comes from tools.mod; promtool and
 # prometheus from your system (Debian: apt-get install prometheus).
 #
+#   make demo      the fake Open WebUI and the exporter in one process (Ctrl-C stops both)
 #   make build     promu build (version information) into .build/$GOOS-$GOARCH
 #   make test      go vet + go test -race (the README's test command)
 #   make lint      gofmt + go vet (e2e included) + promtool checks of the examples
@@ -19,7 +20,7 @@ REPO_URL     ?= https://github.com/openwebui-exporter/openwebui_exporter.git
 DOCKER_ARCH  ?= $(shell $(GO) env GOARCH)
 DOCKER_IMAGE ?= openwebui-exporter:dev
 
-.PHONY: all build test lint e2e tarball docker clean
+.PHONY: all demo build test lint e2e tarball docker clean
 
 all: lint test build
 
@@ -28,9 +29,17 @@ all: lint test build
 $(PROMU): tools.mod tools.sum
 	$(GO) build -modfile=tools.mod -o $@ github.com/prometheus/promu
 
+# -v names each package as it compiles: the first build takes a minute or
+# two, and shows its progress instead of silence.
+demo:
+	@echo "building ./cmd/demo (the first build compiles for a minute or two; package names show progress)..."
+	$(GO) build -v -o .bin/demo ./cmd/demo
+	@exec .bin/demo
+
 build: $(PROMU)
 	GOOS=$(GOOS) GOARCH=$(GOARCH) $(PROMU) build --prefix $(BUILD_PREFIX)
 
+# Needs gcc (the race detector uses cgo).
 test:
 	$(GO) vet ./... && $(GO) test -race ./...
 

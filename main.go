@@ -20,22 +20,14 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	sloggokit "github.com/tjhop/slog-gokit"
 
-	"github.com/openwebui-exporter/openwebui_exporter/collector"
-	"github.com/openwebui-exporter/openwebui_exporter/keda"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/wiring"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
-
-const exporterName = "openwebui_exporter"
 
 func main() {
 	app := kingpin.CommandLine
@@ -57,11 +49,11 @@ func main() {
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
 		kedaOpts       = addKEDAFlags(app)
 	)
-	app.Version(version.Print(exporterName))
+	app.Version(version.Print(wiring.Name))
 	app.HelpFlag.Short('h')
 	kingpin.MustParse(app.Parse(os.Args[1:]))
 
-	logger, filtered := newLogger(*logFormat, *logLevel)
+	logger, toolkitLogger := newLogger(*logFormat, *logLevel)
 	fail := func(format string, args ...any) {
 		level.Error(logger).Log("msg", fmt.Sprintf(format, args...))
 		os.Exit(1)
@@ -113,13 +105,13 @@ func main() {
 		fail("%v", err)
 	}
 
-	level.Info(logger).Log("msg", "starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
+	level.Info(logger).Log("msg", "starting "+wiring.Name, "version", version.Info(), "build_context", version.BuildContext())
 	client := openwebui.NewClient(openwebui.Config{
 		BaseURL:              upstream,
 		Token:                token,
 		Mode:                 openwebui.Mode(*countMode),
 		StatusUpdateInterval: *updateInterval,
-		UserAgent:            exporterName + "/" + version.Version,
+		UserAgent:            wiring.Name + "/" + version.Version,
 		HTTPClient:           httpClient,
 		Logger:               logger,
 		IdlePolicy:           policy,
@@ -142,13 +134,14 @@ func main() {
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(toolkitLogger.Handler(), slog.LevelError), // e.g. TLS handshake errors
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reloadOnSIGHUP(ctx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
 	served := make(chan error, 2)
 	go func() {
-		served <- web.ListenAndServe(server, webConfig, slog.New(sloggokit.NewGoKitHandler(filtered, slog.LevelDebug)))
+		served <- web.ListenAndServe(server, webConfig, toolkitLogger)
 	}()
 	if grpcServer != nil {
 		go func() {
@@ -192,47 +185,10 @@ func idlePolicy(timeout time.Duration, mode openwebui.Mode) (*openwebui.IdlePoli
 	return openwebui.NewIdlePolicy(timeout)
 }
 
-// newHandler serves every HTTP endpoint from the one shared cache.
+// newHandler serves every HTTP endpoint from the one shared cache (shared
+// with cmd/demo).
 func newHandler(cache *snapshot.Cache, token func() (string, error), telemetryPath string, logger log.Logger) (http.Handler, error) {
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(
-		collector.New(cache),
-		versioncollector.NewCollector(exporterName),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
-	mux := http.NewServeMux()
-	mux.Handle(telemetryPath, promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: stdLogger{logger}}))
-	mux.Handle("/active_users", keda.ActiveUsersHandler(cache, logger))
-	// Liveness and readiness say whether the exporter can answer, not whether
-	// Open WebUI can: an outage must reach KEDA and Prometheus as a 503 and
-	// openwebui_up 0, not as a restarted or unreachable exporter.
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		// token waits for the file at most openwebui.TokenReadTimeout, and
-		// not at all while an earlier read is overdue.
-		if _, err := token(); err != nil {
-			http.Error(w, "cannot read the Open WebUI token: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        "Open WebUI Exporter",
-		Description: "Active users of Open WebUI, for Prometheus and KEDA",
-		Version:     version.Info(),
-		Links: []web.LandingLinks{
-			{Address: telemetryPath, Text: "Metrics"},
-			{Address: "/active_users", Text: "Active users", Description: "for KEDA's metrics-api trigger"},
-			{Address: "/healthz", Text: "Liveness"},
-			{Address: "/readyz", Text: "Readiness"},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building the landing page: %w", err)
-	}
-	mux.Handle("/", landing)
-	return mux, nil
+	return wiring.NewHandler(cache, token, telemetryPath, logger)
 }
 
 const shutdownTimeout = 4 * time.Second
@@ -257,18 +213,14 @@ func upstreamHTTPClient(caFile string, insecure bool) (*http.Client, error) {
 	return &http.Client{Transport: transport}, nil
 }
 
-// newLogger builds the go-kit logger. One level filter governs every line:
-// the exporter-toolkit logs through a slog bridge to the filtered logger
-// (the bridge adds its own time and caller).
-func newLogger(format, lvl string) (logger, filtered log.Logger) {
-	var l log.Logger
-	if format == "json" {
-		l = log.NewJSONLogger(log.NewSyncWriter(os.Stderr))
-	} else {
-		l = log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))
+// newLogger builds the exporter's logger and the slog logger of the
+// exporter-toolkit and net/http: one level filter, the same keys on every line.
+func newLogger(format, lvl string) (log.Logger, *slog.Logger) {
+	logger, toolkit, err := wiring.NewLogger(os.Stderr, format, lvl)
+	if err != nil { // kingpin's enums rule this out
+		panic(err)
 	}
-	filtered = level.NewFilter(l, level.Allow(level.ParseDefault(lvl, level.InfoValue())))
-	return log.With(filtered, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), filtered
+	return logger, toolkit
 }
 
 // defaultListenAddress keeps the old scaler's env var: PORT=N means :N.
@@ -361,17 +313,4 @@ func parseTTL(raw string) (time.Duration, error) {
 		return 0, fmt.Errorf("want 0s to 24h, got %q", raw)
 	}
 	return d, nil
-}
-
-// stdLogger adapts the go-kit logger for promhttp's error log.
-type stdLogger struct{ l log.Logger }
-
-func (s stdLogger) Println(v ...any) {
-	msg := fmt.Sprint(v...)
-	if strings.HasPrefix(msg, "error encoding and sending metric family") {
-		// The client went away mid-answer: its business, not an exporter error.
-		level.Debug(s.l).Log("msg", msg)
-		return
-	}
-	level.Error(s.l).Log("msg", msg)
 }
