@@ -3,7 +3,6 @@ package examples_test
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -12,16 +11,20 @@ import (
 	"time"
 )
 
-// TestScalingExamples checks examples/scaling, the manifests of
-// docs/scaling.md: two exporters with a PodDisruptionBudget, and the
-// warm-hours ScaledObject (cron next to external-push).
+// TestScalingExamples checks the manifests of docs/scaling.md: the push
+// component's two exporters, spread over nodes, with a PodDisruptionBudget
+// (applied to the base Deployment as kustomize does), and the warm-hours
+// variant (cron next to external-push, patched onto the push ScaledObject).
+// test/manifests checks the real kustomize build of both.
 func TestScalingExamples(t *testing.T) {
 	docs := loadYAML(t)
-	const dir = "scaling"
-	exporter := findOne(t, docs, "kubernetes", "Deployment", "openwebui-exporter")
+	const push = "kubernetes/components/keda-push"
+	base := findOne(t, docs, "kubernetes/base", "Deployment", "openwebui-exporter")
+	exporter := doc{file: push + "/kustomization.yaml",
+		obj: applyJSONPatch(t, base.obj, componentPatch(t, docs, push, "Deployment", "openwebui-exporter"))}
 	podLabels := mapping(exporter.obj, "spec", "template", "metadata", "labels")
 
-	pdb := findOne(t, docs, dir, "PodDisruptionBudget", "openwebui-exporter")
+	pdb := findOne(t, docs, push, "PodDisruptionBudget", "openwebui-exporter")
 	if got := str(pdb.obj, "apiVersion"); got != "policy/v1" {
 		t.Errorf("%s: apiVersion %q, want policy/v1", pdb, got)
 	}
@@ -32,27 +35,42 @@ func TestScalingExamples(t *testing.T) {
 	if sel := mapping(pdb.obj, "spec", "selector", "matchLabels"); len(sel) == 0 || !labelsMatch(sel, podLabels) {
 		t.Errorf("%s: selector %v does not select the exporter's pods %v", pdb, sel, podLabels)
 	}
+	if replicas, _ := strconv.Atoi(scalar(exporter.obj, "spec", "replicas")); replicas <= minAvailable {
+		t.Errorf("%s: %d replicas with minAvailable %d: a drain would block, or leave KEDA without an exporter", exporter.file, replicas, minAvailable)
+	}
+	spread := list(exporter.obj, "spec", "template", "spec", "topologySpreadConstraints")
+	if len(spread) != 1 || !labelsMatch(mapping(spread[0], "labelSelector", "matchLabels"), podLabels) ||
+		str(spread[0], "topologyKey") != "kubernetes.io/hostname" {
+		t.Errorf("%s: want one topologySpreadConstraint over the exporter's pods %v by kubernetes.io/hostname, got %v", exporter.file, podLabels, spread)
+	}
 
-	var patch *doc
+	grpcPort := kedaListenPort(t)
+	const warm = "scaling/warm-hours"
+	pushSO := findOne(t, docs, push, "ScaledObject", "open-webui-ollama")
+	so := doc{file: warm + "/kustomization.yaml",
+		obj: applyJSONPatch(t, pushSO.obj, componentPatch(t, docs, warm, "ScaledObject", "open-webui-ollama"))}
+	if got, _ := strconv.Atoi(scalar(so.obj, "spec", "cooldownPeriod")); got <= 300 {
+		t.Errorf("%s: cooldownPeriod %d, want longer than KEDA's default 300 s (the coffee break)", so.file, got)
+	}
+	checkScaledObjectTriggers(t, so, grpcPort)
+}
+
+// componentPatch returns the inline RFC 6902 patch that the kustomization
+// (or component) in dir applies to kind/name.
+func componentPatch(t *testing.T, docs []doc, dir, kind, name string) string {
+	t.Helper()
 	for _, d := range docs {
-		if d.file == dir+"/exporter-ha-patch.yaml" {
-			patch = &d
+		if d.file != dir+"/kustomization.yaml" {
+			continue
+		}
+		for _, p := range list(d.obj, "patches") {
+			if str(p, "target", "kind") == kind && str(p, "target", "name") == name {
+				return str(p, "patch")
+			}
 		}
 	}
-	if patch == nil {
-		t.Fatal("no scaling/exporter-ha-patch.yaml")
-	}
-	if replicas, _ := strconv.Atoi(scalar(patch.obj, "spec", "replicas")); replicas <= minAvailable {
-		t.Errorf("%s: %d replicas with minAvailable %d: a drain would block, or leave KEDA without an exporter", patch.file, replicas, minAvailable)
-	}
-	spread := list(patch.obj, "spec", "template", "spec", "topologySpreadConstraints")
-	if len(spread) != 1 || !labelsMatch(mapping(spread[0], "labelSelector", "matchLabels"), podLabels) {
-		t.Errorf("%s: want one topologySpreadConstraint over the exporter's pods %v, got %v", patch.file, podLabels, spread)
-	}
-
-	grpcPort := kedaListenPort(t, docs)
-	so := findOne(t, docs, dir, "ScaledObject", "ollama")
-	checkScaledObjectTriggers(t, so, grpcPort)
+	t.Fatalf("examples/%s/kustomization.yaml: no patch for %s %s", dir, kind, name)
+	return ""
 }
 
 // checkScaledObjectTriggers checks a ScaledObject that may carry cron and
@@ -128,17 +146,18 @@ func checkFallback(t *testing.T, so doc) {
 	}
 }
 
-// kedaListenPort is the port of --keda.listen-address in the external-push
-// example's exporter patch.
-func kedaListenPort(t *testing.T, docs []doc) string {
+// kedaListenPort is the port of --keda.listen-address in the push
+// component's exporter patch.
+func kedaListenPort(t *testing.T) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("external-push", "exporter-patch.yaml"))
+	const file = "kubernetes/components/keda-push/kustomization.yaml"
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := regexp.MustCompile(`--keda\.listen-address=:(\d+)`).FindSubmatch(raw)
 	if m == nil {
-		t.Fatal("external-push/exporter-patch.yaml has no --keda.listen-address=:PORT")
+		t.Fatalf("%s has no --keda.listen-address=:PORT", file)
 	}
 	return string(m[1])
 }
@@ -158,7 +177,7 @@ func labelsMatch(selector, labels obj) bool {
 func TestWakeUpExamples(t *testing.T) {
 	docs := loadYAML(t)
 	const dir = "wake-up"
-	ollama := findOne(t, docs, dir, "Deployment", "ollama")
+	ollama := findOne(t, docs, dir, "Deployment", "open-webui-ollama")
 	scaledObjects := 0
 	for _, so := range docs {
 		if so.kind() != "ScaledObject" {

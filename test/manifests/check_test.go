@@ -426,7 +426,9 @@ func checkSetup(t *testing.T, s setup, want expect) {
 	}
 	tr := so.Spec.Triggers[0]
 	md := tr.Metadata
-	checkMetadataKeys(t, sow, tr)
+	for _, each := range so.Spec.Triggers {
+		checkMetadataKeys(t, sow, each)
+	}
 	authParams := s.triggerAuth(t, want, sow, tr)
 
 	switch tr.Type {

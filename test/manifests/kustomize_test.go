@@ -38,6 +38,9 @@ var kustomizeCases = map[string]expect{
 		extraKinds: []string{"ServiceMonitor"}},
 	"examples/kubernetes/variants/basic-auth-push": {trigger: "external-push", basicAuth: true, grpcTLS: true, minReplicas: 2,
 		extraKinds: []string{"Certificate", "TriggerAuthentication", "PodDisruptionBudget", "ServiceMonitor"}},
+	// docs/scaling.md: the push variant with KEDA's cron trigger for warm hours.
+	"examples/scaling/warm-hours": {trigger: "external-push", grpcTLS: true, minReplicas: 2,
+		extraKinds: []string{"Certificate", "Issuer", "TriggerAuthentication", "PodDisruptionBudget"}},
 }
 
 func readVariants(t *testing.T) []string {
