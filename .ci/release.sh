@@ -8,8 +8,9 @@
 #   5. the Dockerfile built with buildah for linux/amd64 and linux/arm64,
 #      offline: the base images are made here (Go from this machine, Debian's
 #      CA bundle), the modules come from the local module cache. Then the
-#      image's entrypoint, user and port are checked, and the amd64 image is
-#      run: --version, /healthz and build_info on /metrics.
+#      image's entrypoint, user, port and files are checked; the amd64 image
+#      runs with podman, the arm64 image's binary under qemu-user: --version,
+#      /healthz, build_info on /metrics, user 65532.
 #
 # Heavy things are cached outside the repository, under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/openwebui-exporter-ci/ (container storage,
@@ -81,7 +82,7 @@ if [ "${RELEASE_SKIP_IMAGE:-}" = 1 ]; then
 fi
 
 step "podman and buildah (Debian)"
-apt_install podman buildah runc busybox-static ca-certificates curl
+apt_install podman buildah runc busybox-static ca-certificates curl qemu-user
 buildah --version
 # Container storage lives in the cache; overlay where the kernel allows it,
 # else vfs (slower, works everywhere).
@@ -96,8 +97,11 @@ if [ -z "$storage_driver" ]; then
 	fi
 	rm -rf "$probe"
 fi
-# The run root holds only locks and mounts, and podman wants its path short.
-storage=(--root "$cache/containers/$storage_driver" --runroot "/tmp/owe-ci-run-$storage_driver" --storage-driver "$storage_driver")
+# The run root holds only locks and mounts; podman wants its path short, and
+# it must belong to this storage root alone.
+storage_root="$cache/containers/$storage_driver"
+run_root="/tmp/owe-ci-run-$(printf '%s' "$storage_root" | sha256sum | cut -c1-12)"
+storage=(--root "$storage_root" --runroot "$run_root" --storage-driver "$storage_driver")
 bah() { buildah "${storage[@]}" "$@"; }
 pod() { podman "${storage[@]}" --cgroup-manager cgroupfs --events-backend none "$@"; }
 echo "storage: $storage_driver under $cache/containers"
@@ -202,13 +206,13 @@ for arch in amd64 arm64; do
 	go version -m "$root/bin/openwebui_exporter" | grep -E '^\s+build\s+(GOARCH|CGO_ENABLED|-tags)=' | tr -s '\t ' ' '
 	go version -m "$root/bin/openwebui_exporter" | grep -qE "^\s+build\s+GOARCH=$arch\$" ||
 		{ echo "$image:ci-$arch holds a binary for another architecture"; exit 1; }
-	if [ "$arch" = amd64 ]; then cp "$root/bin/openwebui_exporter" "$tarballs/from-image"; fi
+	cp "$root/bin/openwebui_exporter" "$tarballs/from-image-$arch"
 	bah umount "$ctr" >/dev/null
 	bah rm "$ctr" >/dev/null
 done
 step_done
 
-step "run the amd64 image: --version, /healthz, build_info"
+step "run the images: amd64 with podman, arm64's binary with qemu-user"
 port=18088
 check_running_exporter() { # check_running_exporter DESCRIPTION
 	local healthz=""
@@ -218,8 +222,10 @@ check_running_exporter() { # check_running_exporter DESCRIPTION
 	done
 	[ "$healthz" = ok ] || { echo "$1: /healthz did not answer ok within 10s (got '$healthz')"; return 1; }
 	echo "$1: /healthz: $healthz"
-	curl -fsS "http://127.0.0.1:$port/metrics" | grep '^openwebui_exporter_build_info' |
-		tee /dev/stderr | grep -q "revision=\"$revision\",.*version=\"$version\"" ||
+	local info
+	info=$(curl -fsS "http://127.0.0.1:$port/metrics" | grep '^openwebui_exporter_build_info') || true
+	echo "$info"
+	grep -q "revision=\"$revision\",.*version=\"$version\"" <<<"$info" ||
 		{ echo "$1: build_info lacks revision $revision or version $version"; return 1; }
 }
 # runc, not Debian's default crun, which refuses hybrid cgroup hierarchies
@@ -255,7 +261,7 @@ else
 	echo "podman run failed, so the image's binary runs on the host instead:"
 	echo "$out"
 	TOKEN=sk-0123456789abcdef0123456789abcdef setpriv --reuid=65532 --regid=65532 --clear-groups \
-		"$tarballs/from-image" "${exporter_args[@]}" &
+		"$tarballs/from-image-amd64" "${exporter_args[@]}" &
 	pid=$!
 	status=0
 	check_running_exporter "image binary on the host" || status=$?
@@ -263,6 +269,19 @@ else
 	wait "$pid" || true
 	[ "$status" = 0 ] || exit 1
 fi
+# No arm64 machine here: the arm64 image's binary runs on the host under
+# qemu-user emulation, as user 65532.
+qemu-aarch64 "$tarballs/from-image-arm64" --version 2>&1 | sed -n 1p |
+	grep "version $version (branch: $branch, revision: $revision)" ||
+	{ echo "the arm64 image's binary under qemu-aarch64: want version $version, branch $branch, revision $revision"; exit 1; }
+TOKEN=sk-0123456789abcdef0123456789abcdef setpriv --reuid=65532 --regid=65532 --clear-groups \
+	qemu-aarch64 "$tarballs/from-image-arm64" "${exporter_args[@]}" &
+pid=$!
+status=0
+check_running_exporter "arm64 image binary under qemu-aarch64" || status=$?
+kill "$pid"
+wait "$pid" || true
+[ "$status" = 0 ] || exit 1
 step_done
 
 printf '%s\n' "--- release timings" "${timings[@]}"
