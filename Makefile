@@ -4,10 +4,10 @@
 #   make demo      the fake Open WebUI and the exporter in one process (Ctrl-C stops both)
 #   make build     promu build (version information) into .build/$GOOS-$GOARCH
 #   make test      go vet + go test -race (the README's test command)
-#   make lint      gofmt + go vet (e2e included) + promtool checks of the examples
+#   make lint      gofmt + go vet (e2e included) + golangci-lint + promtool checks of the examples
 #   make e2e       the end-to-end test against a real Prometheus, on promu's build
 #   make tarball   promu tarball into .tarballs
-#   make docker    image from promu's linux build (needs a Docker engine)
+#   make docker    the image, built from source by the Dockerfile (needs Docker)
 
 GO           ?= go
 GOOS         ?= $(shell $(GO) env GOOS)
@@ -17,8 +17,8 @@ PROMU        := .bin/promu
 # promu names tarballs after the git remote "origin" (owner/name); a clone
 # without one gets this URL for the name instead.
 REPO_URL     ?= https://github.com/openwebui-exporter/openwebui_exporter.git
-DOCKER_ARCH  ?= $(shell $(GO) env GOARCH)
-DOCKER_IMAGE ?= openwebui-exporter:dev
+# The one image name (examples, Compose, chart, workflows).
+DOCKER_IMAGE ?= ghcr.io/openwebui-exporter/openwebui_exporter:dev
 
 .PHONY: all demo build test lint e2e tarball docker clean
 
@@ -48,6 +48,7 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+	$(GO) tool -modfile=tools/golangci-lint.mod golangci-lint run ./...
 	$(GO) test -tags e2e -count=1 -run TestPromtool ./e2e/
 
 e2e: build
@@ -62,9 +63,15 @@ tarball: build
 	fi
 	@ls -l .tarballs
 
-docker: $(PROMU)
-	GOOS=linux GOARCH=$(DOCKER_ARCH) $(PROMU) build --prefix .build/linux-$(DOCKER_ARCH)
-	docker build --build-arg OS=linux --build-arg ARCH=$(DOCKER_ARCH) -t $(DOCKER_IMAGE) .
+# The Dockerfile builds from source; git fills in what the build context
+# (no .git) cannot tell. Several platforms at once:
+#   docker buildx build --platform linux/amd64,linux/arm64 .
+docker:
+	docker build \
+		--build-arg REVISION=$$(git rev-parse HEAD) \
+		--build-arg BRANCH=$$(git rev-parse --abbrev-ref HEAD) \
+		--build-arg BUILD_USER=$$(id -un)@$$(hostname) \
+		-t $(DOCKER_IMAGE) .
 
 clean:
 	rm -rf .build .tarballs .bin

@@ -164,15 +164,21 @@ func TestWebConfigTLSAndBasicAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o600)
-	os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600)
 	webConfig := filepath.Join(dir, "web.yml")
-	os.WriteFile(webConfig, []byte(`tls_server_config:
+	for name, content := range map[string][]byte{
+		"cert.pem": certPEM,
+		"key.pem":  keyPEM,
+		"web.yml": []byte(`tls_server_config:
   cert_file: cert.pem
   key_file: key.pem
 basic_auth_users:
   keda: $2a$10$ZFhgP1XbPshpy/mF.rqlkeoQ65tHk/fT.J9f085or25nacvyePv0q
-`), 0o600)
+`),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	p := startExporter(t, []string{"API_URL=" + upstreamURL, "TOKEN=" + token}, "--web.config.file="+webConfig)
 
 	pool := x509.NewCertPool()
@@ -185,22 +191,30 @@ basic_auth_users:
 		}
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		req.SetBasicAuth("keda", "wrong")
-		if resp, err := client.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("%s with a wrong password: %v %v, want 401", path, resp.StatusCode, err)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s with a wrong password: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong password: %d, want 401", path, resp.StatusCode)
 		}
 		req.SetBasicAuth("keda", "s3cret-for-tests")
-		resp, err := client.Do(req)
+		resp, err = client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || (path == "/active_users" && string(body) != `{"active_users":1}`) {
+		if resp.StatusCode != http.StatusOK || (path == "/active_users" && string(body) != `{"active_users":1}`) {
 			t.Errorf("%s with credentials: %d %s, want 200", path, resp.StatusCode, body)
 		}
 	}
-	if resp, err := http.Get("http://" + p.addr + "/active_users"); err == nil && resp.StatusCode == 200 {
-		t.Error("plain HTTP was served despite TLS")
+	if resp, err := http.Get("http://" + p.addr + "/active_users"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP was served despite TLS")
+		}
 	}
 }
 
@@ -272,7 +286,7 @@ func TestTokenNeverPrinted(t *testing.T) {
 		"healthy": nil,
 		"echo": func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(401)
+			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"detail":"`+r.Header.Get("Authorization")+`"}`)
 		},
 		"redirect": func(w http.ResponseWriter, r *http.Request) {
@@ -296,7 +310,9 @@ func TestTokenNeverPrinted(t *testing.T) {
 	})
 	newToken := fake.IssueAPIKey(selfID) // a new key of the same account
 	tokenFile := filepath.Join(t.TempDir(), "token")
-	os.WriteFile(tokenFile, []byte(oldToken+"\n"), 0o600)
+	if err := os.WriteFile(tokenFile, []byte(oldToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := startExporter(t, []string{"API_URL=" + upstreamURL}, "--openwebui.token-file="+tokenFile,
 		"--log.level=debug", "--cache.ttl=0", "--cache.max-stale=0")
 
@@ -314,7 +330,9 @@ func TestTokenNeverPrinted(t *testing.T) {
 	}
 	// Rotate the Secret in place: the next fetch uses the new token.
 	current.Store("fault", "healthy")
-	os.WriteFile(tokenFile, []byte(newToken), 0o600)
+	if err := os.WriteFile(tokenFile, []byte(newToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if code, body := fetch(t, client, "http://"+p.addr+"/active_users"); code != 200 || body != `{"active_users":1}` {
 		t.Errorf("after rotating the token file: %d %s, want 200 {\"active_users\":1}", code, body)
 	}

@@ -109,7 +109,7 @@ func reply(status int, contentType, body string) http.HandlerFunc {
 // /metrics, a 503 JSON on /active_users that says what is wrong, exactly one
 // error log line however often it is asked, and the token nowhere.
 func TestFaultMatrix(t *testing.T) {
-	redirectTarget := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	redirectTarget := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		t.Errorf("the redirect was followed to another host (Authorization %q)", r.Header.Get("Authorization"))
 	}))
 	defer redirectTarget.Close()

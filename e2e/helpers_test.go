@@ -189,7 +189,7 @@ func (p prom) query(q string) ([]promSample, error) {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(r.body, &res); err != nil {
-		return nil, fmt.Errorf("HTTP %d: %v: %s", r.status, err, r.body)
+		return nil, fmt.Errorf("HTTP %d: %w: %s", r.status, err, r.body)
 	}
 	if res.Status != "success" {
 		return nil, fmt.Errorf("query %q: %s", q, res.Error)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -264,7 +265,7 @@ scrape_configs:
 		return err1 == nil && err2 == nil && len(down) == 2 && len(count) == 0,
 			p.describe("openwebui_up") + "; " + p.describe("openwebui_active_users")
 	})
-	if v, err := p.kedaPrometheus(kedaQuery); err != errEmpty {
+	if v, err := p.kedaPrometheus(kedaQuery); !errors.Is(err, errEmpty) {
 		t.Fatalf("KEDA's prometheus trigger (%s) while Open WebUI is down: %v, %v; want an empty result, so that KEDA applies its fallback", kedaQuery, v, err)
 	}
 	t.Logf("ok: KEDA's prometheus trigger (%s) gets an empty result: an error with ignoreNullValues \"false\"", kedaQuery)

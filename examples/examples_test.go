@@ -378,7 +378,7 @@ func checkExporterDeployment(t *testing.T, docs []doc, dir string, d doc, strict
 		t.Errorf("%s: want securityContext.runAsNonRoot: true", d)
 	}
 	if uid, _ := strconv.Atoi(scalar(pod, "securityContext", "runAsUser")); uid == 0 {
-		t.Errorf("%s: want a numeric non-root securityContext.runAsUser: the image's USER is a name (nobody), which runAsNonRoot cannot verify", d)
+		t.Errorf("%s: want a numeric non-root securityContext.runAsUser (the image's is 65532), so that runAsNonRoot can verify any image", d)
 	}
 	if at(c, "securityContext", "readOnlyRootFilesystem") != true {
 		t.Errorf("%s: want readOnlyRootFilesystem: true", d)

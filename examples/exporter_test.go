@@ -62,7 +62,7 @@ func learnExporter(dir string) (*exporter, error) {
 	}
 	help, err := exec.Command(bin, "--help-long").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("--help-long: %v\n%s", err, help)
+		return nil, fmt.Errorf("--help-long: %w\n%s", err, help)
 	}
 	e := &exporter{flags: map[string]bool{}, envs: map[string]bool{}, metrics: map[string]bool{}}
 	for _, m := range helpFlagRE.FindAllStringSubmatch(string(help), -1) {
@@ -115,7 +115,7 @@ func learnExporter(dir string) (*exporter, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if lastErr != nil {
-		return nil, fmt.Errorf("exporter never answered /active_users: %v\nexporter log:\n%s", lastErr, logs.String())
+		return nil, fmt.Errorf("exporter never answered /active_users: %w\nexporter log:\n%s", lastErr, logs.String())
 	}
 	metrics, err := get(base + "/metrics")
 	if err != nil {

@@ -51,7 +51,7 @@ func errorBody(msg string) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	enc.Encode(struct {
+	_ = enc.Encode(struct { // one string: encoding cannot fail
 		Error string `json:"error"`
 	}{msg})
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))

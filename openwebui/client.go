@@ -221,7 +221,7 @@ const relearnEvery = 10 * time.Minute
 func forgetsIdentity(err error) bool {
 	var api *APIError
 	var html *htmlError
-	return (errors.As(err, &api) && (api.StatusCode == 401 || api.StatusCode == 403)) || errors.As(err, &html)
+	return (errors.As(err, &api) && (api.StatusCode == http.StatusUnauthorized || api.StatusCode == http.StatusForbidden)) || errors.As(err, &html)
 }
 
 // countUsage reads /api/usage and removes the exporter's own account from it.

@@ -5,14 +5,14 @@ import (
 	"strings"
 )
 
-// versionAtLeast reports whether Open WebUI version v is min or newer. A
+// versionAtLeast reports whether Open WebUI version v is oldest or newer. A
 // version that does not parse (a fork, a dev build) counts as newest.
-func versionAtLeast(v, min string) bool {
+func versionAtLeast(v, oldest string) bool {
 	a, ok := parseVersion(v)
 	if !ok {
 		return true
 	}
-	b, _ := parseVersion(min)
+	b, _ := parseVersion(oldest)
 	for i := range a {
 		if a[i] != b[i] {
 			return a[i] > b[i]

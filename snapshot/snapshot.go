@@ -132,7 +132,9 @@ func (c *Cache) read(ctx context.Context, maxAge time.Duration, answerStale bool
 	if !fresh && c.inflight == nil {
 		c.inflight = make(chan struct{})
 		c.inflightSince = time.Now()
-		go c.refresh(c.inflight)
+		// The refresh belongs to every reader, not to the request that
+		// noticed: it must outlive that request's context.
+		go c.refresh(c.inflight) //nolint:gosec // G118: see above
 	}
 	if fresh {
 		s := c.view(now)

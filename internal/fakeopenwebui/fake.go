@@ -125,8 +125,8 @@ func parseVersion(v string) [3]int {
 }
 
 // versionAtLeast compares "major.minor.patch" numerically.
-func versionAtLeast(v, min string) bool {
-	a, b := parseVersion(v), parseVersion(min)
+func versionAtLeast(v, oldest string) bool {
+	a, b := parseVersion(v), parseVersion(oldest)
 	for i := range a {
 		if a[i] != b[i] {
 			return a[i] > b[i]
@@ -135,7 +135,7 @@ func versionAtLeast(v, min string) bool {
 	return true
 }
 
-func (s *Server) at(min string) bool { return versionAtLeast(s.cfg.Version, min) }
+func (s *Server) at(oldest string) bool { return versionAtLeast(s.cfg.Version, oldest) }
 
 // AddUser creates a user (role "admin", "user" or "pending") who was last
 // active a day ago, and returns its id.

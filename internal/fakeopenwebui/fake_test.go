@@ -383,14 +383,15 @@ func TestControl(t *testing.T) {
 	post("/_fake/fault?kind=slow&delay=1h")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/health", nil)
-	if _, err := http.DefaultClient.Do(req); err == nil {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url+"/health", nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
 		t.Fatal("slow fault answered")
 	}
 	post("/_fake/fault?kind=none")
 	want(t, e.get("/api/usage", e.key), 200, `{"model_ids":[],"user_count":3}`)
 
-	e.SetOverride(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(502) })
+	e.SetOverride(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
 	if r := e.get("/api/usage", e.key); r.status != 502 {
 		t.Fatalf("override: %d", r.status)
 	}
