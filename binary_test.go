@@ -401,18 +401,24 @@ func TestTokenFileLifecycleAndSIGHUP(t *testing.T) {
 		t.Errorf("no start-up warning about the missing file:\n%s", p.output)
 	}
 
-	os.WriteFile(tokenFile, []byte("\uFEFF"+token+"\r\n"), 0o600)
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(tokenFile, "\uFEFF"+token+"\r\n")
 	expect("written with a BOM and CRLF", "/readyz", http.StatusOK, "ok")
 	expect("written with a BOM and CRLF", "/active_users", http.StatusOK, `{"active_users":1}`)
 
-	os.WriteFile(tokenFile, []byte(token+"\u200b\n"), 0o600)
+	write(tokenFile, token+"\u200b\n")
 	expect("a zero-width space", "/readyz", http.StatusServiceUnavailable, "the token contains a non-printable or non-ASCII character (U+200B)")
 	hup("SIGHUP with a broken token file", `token_file="not readable"`)
 
-	os.WriteFile(tokenFile, []byte(token), 0o600)
-	os.WriteFile(webConfig, []byte("tls_server_config: [\n"), 0o600)
+	write(tokenFile, token)
+	write(webConfig, "tls_server_config: [\n")
 	hup("SIGHUP with a broken web config", `web_config=invalid`)
-	os.WriteFile(webConfig, []byte("http_server_config:\n  http2: false\n"), 0o600)
+	write(webConfig, "http_server_config:\n  http2: false\n")
 	hup("SIGHUP with both fixed", `token_file=ok web_config="ok (TLS on/off, HTTP/2 and rate_limit need a restart)"`)
 	expect("after SIGHUP", "/active_users", http.StatusOK, `{"active_users":1}`)
 	expect("after SIGHUP", "/readyz", http.StatusOK, "ok")

@@ -106,7 +106,7 @@ func TestTokenCanary(t *testing.T) {
 		}, 503, true},
 		{"HTML error page", openwebui.ModeUsage, "/api/usage", func(w http.ResponseWriter, _ *http.Request, tok string) {
 			w.Header().Set("Content-Type", "text/html")
-			w.WriteHeader(502)
+			w.WriteHeader(http.StatusBadGateway)
 			io.WriteString(w, "<html>"+tok+"</html>")
 		}, 503, false},
 		{"role, admin mode", openwebui.ModeAdmin, "/api/v1/auths/", jsonReplyWith(200, `{"id":"self","role":"TOKEN"}`), 503, true},

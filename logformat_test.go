@@ -179,7 +179,13 @@ func notTLS(t *testing.T, addr string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Write(bytes.Repeat([]byte{'X'}, 64))
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	c.Read(make([]byte, 64))
+	if _, err := c.Write(bytes.Repeat([]byte{'X'}, 64)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The server answers garbage with an error page or closes the
+	// connection: either way, what matters is the log line it writes.
+	_, _ = c.Read(make([]byte, 64))
 }

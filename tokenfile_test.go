@@ -58,7 +58,7 @@ func hangingFile(t *testing.T, path, token string) {
 		if err != nil {
 			return // nobody is reading
 		}
-		f.WriteString(token)
+		_, _ = f.WriteString(token) // best effort: only frees a hung reader
 		f.Close()
 	})
 }

@@ -34,7 +34,7 @@ func TestEngagedUsersExposition(t *testing.T) {
 		{"their tabs idle past the timeout", func() { s.clock.Advance(15 * time.Minute) }, expect(2, 0)},
 		{"one of them writes", func() { s.clock.Advance(ttl); s.fake.Send("human-1") }, expect(2, 1)},
 		{"Open WebUI fails", func() {
-			s.fake.SetOverride(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "bad gateway", http.StatusBadGateway) })
+			s.fake.SetOverride(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "bad gateway", http.StatusBadGateway) })
 			s.clock.Advance(ttl)
 		}, expectUnknown},
 	}

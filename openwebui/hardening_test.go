@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +45,11 @@ func (u *rawUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/api/v1/auths/":
 		fmt.Fprintf(w, `{"id":%q,"role":%q}`, u.selfID, u.role)
 	case p == "/api/v1/users/":
-		var page int
-		fmt.Sscan(r.URL.Query().Get("page"), &page)
+		page, err := strconv.Atoi(r.URL.Query().Get("page"))
+		if err != nil {
+			http.Error(w, `{"detail":"page must be an integer"}`, http.StatusUnprocessableEntity)
+			return
+		}
 		body, ok := u.pages[page]
 		if !ok {
 			body = `{"users":[],"total":0}`

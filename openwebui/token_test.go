@@ -64,7 +64,9 @@ func TestTokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.WriteString(rotated)
+	if _, err := w.WriteString(rotated); err != nil {
+		t.Fatal(err)
+	}
 	w.Close()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		// Each call may start a new read of the FIFO, which then hangs
