@@ -1,0 +1,251 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// chartDir is the Helm chart under test (CLUSTER_CHART_DIR).
+func chartDir() string {
+	return envOr("CLUSTER_CHART_DIR", filepath.Join(repoRoot, "charts", "openwebui-exporter"))
+}
+
+// toolCommand returns the command line of a tool: $envName split on
+// spaces, or "go tool -modfile=<modfile> <name>" run in the repository.
+func toolCommand(envName, modfile, name string) ([]string, error) {
+	if v := os.Getenv(envName); v != "" {
+		return strings.Fields(v), nil
+	}
+	if _, err := os.Stat(filepath.Join(repoRoot, modfile)); err != nil {
+		return nil, fmt.Errorf("%s is not set and %s does not exist in %s", envName, modfile, repoRoot)
+	}
+	return []string{"go", "tool", "-modfile=" + filepath.Join(repoRoot, modfile), name}, nil
+}
+
+func helm(args ...string) (string, error) {
+	cmd, err := toolCommand("CLUSTER_HELM", "tools/helm.mod", "helm")
+	if err != nil {
+		return "", err
+	}
+	return run(nil, nil, cmd[0], append(cmd[1:], args...)...)
+}
+
+// kustomizeBuild renders a kustomization with the pinned kustomize, or with
+// kubectl's built-in one when tools/kustomize.mod is not there yet.
+func kustomizeBuild(dir string) (string, error) {
+	cmd, err := toolCommand("CLUSTER_KUSTOMIZE", "tools/kustomize.mod", "kustomize")
+	if err != nil {
+		return cp.kubectl(nil, "kustomize", dir)
+	}
+	return run(nil, nil, cmd[0], append(cmd[1:], "build", dir)...)
+}
+
+// chartPresent says whether the chart exists. A missing chart is reported
+// and its checks skipped; a chart that exists but does not render or is
+// refused fails.
+func chartPresent(t *testing.T) bool {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(chartDir(), "Chart.yaml")); err != nil {
+		t.Logf("NOTE: no Helm chart at %s (set CLUSTER_CHART_DIR): chart checks skipped", chartDir())
+		return false
+	}
+	return true
+}
+
+// TestShippedManifestsAcceptedByAPIServer sends every manifest we ship to
+// the real kube-apiserver with server-side dry-run and strict field
+// validation: unknown or duplicate fields, wrong types and CRD schema
+// violations (KEDA's, prometheus-operator's) are refused.
+func TestShippedManifestsAcceptedByAPIServer(t *testing.T) {
+	t.Run("helm chart", func(t *testing.T) {
+		if !chartPresent(t) {
+			t.Skip("chart not present")
+		}
+		valuesFiles, _ := filepath.Glob(filepath.Join(chartDir(), "ci", "*-values.yaml"))
+		cases := map[string][]string{"default values": nil}
+		for _, f := range valuesFiles {
+			cases[filepath.Base(f)] = []string{"--values", f}
+		}
+		for _, name := range sortedKeys(cases) {
+			t.Run(name, func(t *testing.T) {
+				ns := newNamespace(t, "chart")
+				out, err := helm(append([]string{"template", "openwebui-exporter", chartDir(), "--namespace", ns}, cases[name]...)...)
+				if err != nil {
+					t.Fatalf("helm template: %v", err)
+				}
+				assertAccepted(t, ns, out)
+			})
+		}
+	})
+	t.Run("kustomize", func(t *testing.T) {
+		variants := kustomizeVariants(t)
+		if len(variants) == 0 {
+			t.Fatal("no kustomization.yaml under examples/")
+		}
+		for _, v := range variants {
+			t.Run(v.name, func(t *testing.T) {
+				out, err := kustomizeBuild(v.dir)
+				if err != nil {
+					t.Fatalf("kustomize build %s: %v", v.dir, err)
+				}
+				// Kustomizations name their own namespace (open-webui):
+				// create it, and check in it.
+				ns := namespaceOf(out)
+				if ns == "" {
+					ns = newNamespace(t, "kustomize")
+				} else {
+					ensureNamespace(t, ns)
+				}
+				assertAccepted(t, ns, out)
+			})
+		}
+	})
+}
+
+// assertAccepted applies manifests with server-side dry-run and strict
+// validation, and checks that every object was accepted.
+func assertAccepted(t *testing.T, ns, manifests string) {
+	t.Helper()
+	kinds := objectKinds(t, manifests)
+	if len(kinds) == 0 {
+		t.Fatal("rendered no objects")
+	}
+	out, err := cp.kubectl([]byte(manifests), "apply", "--dry-run=server", "--validate=strict",
+		"--server-side", "--field-manager=cluster-suite", "--namespace", ns, "-f", "-")
+	if err != nil {
+		t.Fatalf("refused by kube-apiserver: %v", err)
+	}
+	accepted := strings.Count(out, "(server dry run)")
+	if accepted != len(kinds) {
+		t.Fatalf("%d objects rendered (%s), %d accepted:\n%s", len(kinds), strings.Join(kinds, ", "), accepted, out)
+	}
+	t.Logf("accepted (%d): %s", accepted, strings.Join(kinds, ", "))
+}
+
+// objectKinds lists "Kind/name" of every object in a YAML stream.
+func objectKinds(t *testing.T, manifests string) []string {
+	t.Helper()
+	var kinds []string
+	for _, doc := range decodeDocs(t, manifests) {
+		md, _ := doc["metadata"].(map[string]any)
+		kinds = append(kinds, fmt.Sprintf("%v/%v", doc["kind"], md["name"]))
+	}
+	return kinds
+}
+
+// decodeDocs decodes a multi-document YAML stream, skipping empty documents.
+func decodeDocs(t *testing.T, manifests string) []map[string]any {
+	t.Helper()
+	dec := yaml.NewDecoder(bytes.NewReader([]byte(manifests)))
+	var docs []map[string]any
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); err != nil {
+			if errors.Is(err, io.EOF) {
+				return docs
+			}
+			t.Fatalf("decoding rendered YAML: %v", err)
+		}
+		if len(doc) > 0 {
+			docs = append(docs, doc)
+		}
+	}
+}
+
+func namespaceOf(manifests string) string {
+	for _, line := range strings.Split(manifests, "\n") {
+		if v, ok := strings.CutPrefix(line, "  namespace: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+type variant struct{ name, dir string }
+
+// kustomizeVariants finds every kustomization under examples/. A Component
+// cannot be built alone: it is checked switched on in the kustomization of
+// its parent directory, through a generated overlay.
+func kustomizeVariants(t *testing.T) []variant {
+	t.Helper()
+	examples := filepath.Join(repoRoot, "examples")
+	var out []variant
+	err := filepath.WalkDir(examples, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "kustomization.yaml" {
+			return err
+		}
+		dir := filepath.Dir(path)
+		rel, _ := filepath.Rel(examples, dir)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		var k struct{ Kind string }
+		if err := yaml.Unmarshal(b, &k); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if k.Kind != "Component" {
+			out = append(out, variant{"examples/" + rel, dir})
+			return nil
+		}
+		overlay := t.TempDir()
+		base, _ := filepath.Rel(overlay, filepath.Dir(dir))
+		comp, _ := filepath.Rel(overlay, dir)
+		y := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n", base, comp)
+		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(y), 0o644); err != nil {
+			return err
+		}
+		out = append(out, variant{"examples/" + filepath.Dir(rel) + " with component " + filepath.Base(dir), overlay})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var (
+	nsMu  sync.Mutex
+	nsSeq int
+)
+
+// newNamespace creates a fresh namespace (there is no namespace controller,
+// so namespaces are never deleted: each test gets its own).
+func newNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	nsMu.Lock()
+	nsSeq++
+	ns := fmt.Sprintf("%s-%d-%s", prefix, nsSeq, randomHex(3))
+	nsMu.Unlock()
+	ensureNamespace(t, ns)
+	return ns
+}
+
+func ensureNamespace(t *testing.T, ns string) {
+	t.Helper()
+	if _, err := cp.kubectl(nil, "get", "namespace", ns); err == nil {
+		return
+	}
+	if _, err := cp.kubectl(nil, "create", "namespace", ns); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
