@@ -34,8 +34,8 @@ type controlPlane struct {
 	bin        binaries
 	dir        string
 	kubeconfig string
-	apiURL     string // https://127.0.0.1:PORT
-	token      string // a system:masters bearer token
+	apiURL     string  // https://127.0.0.1:PORT
+	token      string  // a system:masters bearer token
 	procs      []*proc // in start order; stopped in reverse
 }
 
