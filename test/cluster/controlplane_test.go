@@ -22,6 +22,8 @@ const (
 	kedaModule              = "github.com/kedacore/keda/v2"
 	prometheusOperatorCRDs  = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
 	prometheusOperatorCRDir = "example/prometheus-operator-crd"
+	// The chart can render cert-manager Certificates (the push trigger's TLS).
+	certManagerCRDs = "github.com/cert-manager/cert-manager@v1.21.2"
 )
 
 // binaries are the control-plane programs, from build-binaries.sh.
@@ -31,12 +33,13 @@ type binaries struct {
 
 // controlPlane is etcd + kube-apiserver + KEDA's operator on 127.0.0.1.
 type controlPlane struct {
-	bin        binaries
-	dir        string
-	kubeconfig string
-	apiURL     string  // https://127.0.0.1:PORT
-	token      string  // a system:masters bearer token
-	procs      []*proc // in start order; stopped in reverse
+	bin         binaries
+	dir         string
+	kubeconfig  string
+	apiURL      string  // https://127.0.0.1:PORT
+	token       string  // a system:masters bearer token
+	kubeVersion string  // the API server's, e.g. v1.36.3 (for helm --kube-version)
+	procs       []*proc // in start order; stopped in reverse
 }
 
 // loadBinaries takes the binaries from CLUSTER_* variables, or runs
@@ -153,9 +156,18 @@ current-context: local
 	}); err != nil {
 		return cp, fmt.Errorf("kube-apiserver not ready: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "cluster: etcd + kube-apiserver ready after %s\n", time.Since(begin).Round(time.Millisecond))
+	ver, err := cp.kubectl(nil, "get", "--raw", "/version")
+	if err != nil {
+		return cp, err
+	}
+	var v struct{ GitVersion string }
+	if err := json.Unmarshal([]byte(ver), &v); err != nil || v.GitVersion == "" {
+		return cp, fmt.Errorf("kube-apiserver /version: %q %v", ver, err)
+	}
+	cp.kubeVersion = v.GitVersion
+	fmt.Fprintf(os.Stderr, "cluster: etcd + kube-apiserver %s ready after %s\n", cp.kubeVersion, time.Since(begin).Round(time.Millisecond))
 
-	// CRDs: KEDA's and prometheus-operator's, from the module cache.
+	// CRDs: KEDA's, prometheus-operator's and cert-manager's, from the module cache.
 	kedaDir, err := moduleDir(kedaModule + "@v" + bin.kedaVersion)
 	if err != nil {
 		return cp, err
@@ -164,9 +176,16 @@ current-context: local
 	if err != nil {
 		return cp, err
 	}
+	certManagerDir, err := moduleDir(certManagerCRDs)
+	if err != nil {
+		return cp, err
+	}
 	crdFiles, _ := filepath.Glob(filepath.Join(kedaDir, "config/crd/bases/*.yaml"))
 	for _, kind := range []string{"servicemonitors", "podmonitors", "prometheusrules"} {
 		crdFiles = append(crdFiles, filepath.Join(promOpDir, prometheusOperatorCRDir, "monitoring.coreos.com_"+kind+".yaml"))
+	}
+	for _, kind := range []string{"certificates", "certificaterequests", "issuers", "clusterissuers"} {
+		crdFiles = append(crdFiles, filepath.Join(certManagerDir, "deploy/crds/cert-manager.io_"+kind+".yaml"))
 	}
 	args := []string{"apply", "--server-side", "--field-manager=cluster-suite"}
 	for _, f := range crdFiles {

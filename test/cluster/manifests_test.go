@@ -79,7 +79,7 @@ func TestShippedManifestsAcceptedByAPIServer(t *testing.T) {
 		for _, name := range sortedKeys(cases) {
 			t.Run(name, func(t *testing.T) {
 				ns := newNamespace(t, "chart")
-				out, err := helm(append([]string{"template", "openwebui-exporter", chartDir(), "--namespace", ns}, cases[name]...)...)
+				out, err := helm(append([]string{"template", "openwebui-exporter", chartDir(), "--namespace", ns, "--kube-version", cp.kubeVersion}, cases[name]...)...)
 				if err != nil {
 					t.Fatalf("helm template: %v", err)
 				}

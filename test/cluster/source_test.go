@@ -21,6 +21,9 @@ const (
 
 var allTriggers = []string{triggerPush, triggerMetricsAPI, triggerPrometheus}
 
+// chartTriggerName is the chart's keda.trigger value for a KEDA trigger type.
+var chartTriggerName = map[string]string{triggerPush: "push", triggerMetricsAPI: "metrics-api", triggerPrometheus: "prometheus"}
+
 // shipped is what we ship for one trigger: the ScaledObject, the exporter's
 // arguments and replica count, and the ServiceMonitor's scrape interval.
 type shipped struct {
@@ -37,8 +40,13 @@ type shipped struct {
 func shippedFor(t *testing.T, trigger string) shipped {
 	t.Helper()
 	if chartPresent(t) {
-		args := []string{"template", "openwebui-exporter", chartDir(), "--namespace", "chart-render",
-			"--set", "keda.enabled=true", "--set", "keda.trigger=" + trigger}
+		args := []string{"template", "openwebui-exporter", chartDir(), "--namespace", "chart-render", "--kube-version", cp.kubeVersion}
+		// The chart's own test values for this trigger (they name the
+		// token Secret the chart insists on), then the trigger itself.
+		if f := filepath.Join(chartDir(), "ci", "keda-"+chartTriggerName[trigger]+"-values.yaml"); fileExists(f) {
+			args = append(args, "--values", f)
+		}
+		args = append(args, "--set", "keda.enabled=true", "--set", "keda.trigger="+chartTriggerName[trigger])
 		out, err := helm(args...)
 		if err != nil {
 			t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
@@ -181,7 +189,12 @@ func scaledObjectFor(t *testing.T, s shipped, ns, target string, lb loopback, tu
 	delete(md, "labels")
 	delete(md, "annotations")
 	spec := so["spec"].(map[string]any)
-	spec["scaleTargetRef"] = map[string]any{"name": target}
+	ref, _ := spec["scaleTargetRef"].(map[string]any)
+	if ref == nil {
+		ref = map[string]any{}
+	}
+	ref["name"] = target
+	spec["scaleTargetRef"] = ref
 	if tu.pollingInterval > 0 {
 		spec["pollingInterval"] = tu.pollingInterval
 	}
@@ -230,4 +243,9 @@ func scaledObjectFor(t *testing.T, s shipped, ns, target string, lb loopback, tu
 func yamlOf(v any) string {
 	b, _ := yaml.Marshal(v)
 	return string(b)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -63,10 +63,12 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 	}
 	s.fakeURL = "http://" + fakeAddr
 
+	// As many exporters as the chart runs for push and prometheus (KEDA's
+	// metrics-api trigger asks one of them through the Service anyway).
 	n := opt.exporters
 	if n == 0 {
 		n = 1
-		if trigger == triggerPush {
+		if trigger != triggerMetricsAPI {
 			n = s.shipped.exporterCount
 		}
 	}
