@@ -83,7 +83,7 @@ func TestShippedManifestsAcceptedByAPIServer(t *testing.T) {
 				if err != nil {
 					t.Fatalf("helm template: %v", err)
 				}
-				assertAccepted(t, ns, out)
+				assertAccepted(t, out)
 			})
 		}
 	})
@@ -98,30 +98,29 @@ func TestShippedManifestsAcceptedByAPIServer(t *testing.T) {
 				if err != nil {
 					t.Fatalf("kustomize build %s: %v", v.dir, err)
 				}
-				// Kustomizations name their own namespace (open-webui):
-				// create it, and check in it.
-				ns := namespaceOf(out)
-				if ns == "" {
-					ns = newNamespace(t, "kustomize")
-				} else {
-					ensureNamespace(t, ns)
-				}
-				assertAccepted(t, ns, out)
+				assertAccepted(t, out)
 			})
 		}
 	})
 }
 
 // assertAccepted applies manifests with server-side dry-run and strict
-// validation, and checks that every object was accepted.
-func assertAccepted(t *testing.T, ns, manifests string) {
+// validation, and checks that every object was accepted. The namespaces
+// the objects name are created first (a dry run needs them); objects that
+// name none go to "default".
+func assertAccepted(t *testing.T, manifests string) {
 	t.Helper()
 	kinds := objectKinds(t, manifests)
 	if len(kinds) == 0 {
 		t.Fatal("rendered no objects")
 	}
+	for _, doc := range decodeDocs(t, manifests) {
+		if ns, _ := dig(doc, "metadata", "namespace").(string); ns != "" {
+			ensureNamespace(t, ns)
+		}
+	}
 	out, err := cp.kubectl([]byte(manifests), "apply", "--dry-run=server", "--validate=strict",
-		"--server-side", "--field-manager=cluster-suite", "--namespace", ns, "-f", "-")
+		"--server-side", "--field-manager=cluster-suite", "-f", "-")
 	if err != nil {
 		t.Fatalf("refused by kube-apiserver: %v", err)
 	}
@@ -160,15 +159,6 @@ func decodeDocs(t *testing.T, manifests string) []map[string]any {
 			docs = append(docs, doc)
 		}
 	}
-}
-
-func namespaceOf(manifests string) string {
-	for _, line := range strings.Split(manifests, "\n") {
-		if v, ok := strings.CutPrefix(line, "  namespace: "); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }
 
 type variant struct{ name, dir string }

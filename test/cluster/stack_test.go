@@ -117,9 +117,8 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 func (s *stack) startExporter(name string, extra []string) *exporter {
 	s.t.Helper()
 	e := &exporter{httpAddr: freeAddr(), grpcAddr: freeAddr()}
-	args := append([]string{"--web.listen-address=" + e.httpAddr, "--keda.listen-address=" + e.grpcAddr, "--log.level=info"},
-		s.shipped.exporterArgs...)
-	args = append(args, extra...)
+	args := mergeFlags(s.shipped.exporterArgs, extra)
+	args = append([]string{"--web.listen-address=" + e.httpAddr, "--keda.listen-address=" + e.grpcAddr}, args...)
 	e.proc = startT(s.t, name, exporterBin, []string{"API_URL=" + s.fakeURL, "TOKEN=" + fakeToken}, args...)
 	if err := waitListening(e.proc, e.httpAddr, 30*time.Second); err != nil {
 		s.t.Fatal(err)
@@ -356,4 +355,21 @@ func grepLines(s, needle string, last int) string {
 		out = out[len(out)-last:]
 	}
 	return strings.Join(out, "\n")
+}
+
+// mergeFlags returns base with the flags of overrides replacing those of the
+// same name (the exporter refuses a repeated flag).
+func mergeFlags(base, overrides []string) []string {
+	name := func(a string) string { n, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); return n }
+	replaced := map[string]bool{}
+	for _, o := range overrides {
+		replaced[name(o)] = true
+	}
+	var out []string
+	for _, a := range base {
+		if !replaced[name(a)] {
+			out = append(out, a)
+		}
+	}
+	return append(out, overrides...)
 }
