@@ -89,6 +89,15 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 		}
 		s.promURL = startPrometheus(t, s.exporters, scrape)
 		lb.prometheusURL = s.promURL
+		// Until the first scrape the query's result is empty, which the
+		// chart's ignoreNullValues "false" makes an error: KEDA would count
+		// failures (and with a fallback, wake Ollama) before the scenario
+		// begins. A real Prometheus has had the series for long.
+		if err := poll(2*scrape+30*time.Second, 100*time.Millisecond, func() (bool, error) {
+			return promQuery(s.promURL, "max(openwebui_active_users)") != "[]", nil
+		}); err != nil {
+			t.Fatalf("Prometheus never scraped openwebui_active_users: %v", err)
+		}
 	}
 
 	stubOllama(t, s.ns, s.target, opt.startReplica)

@@ -87,7 +87,15 @@ func TestDeadPushTriggerNextToMetricsAPI(t *testing.T) {
 		},
 	})
 	t.Cleanup(func() { _, _ = cp.kubectl(nil, "delete", "scaledobject", "-n", ns, "ollama", "--wait=false") })
+	before := time.Now()
 	time.Sleep(2 * pollEvery)
+	if ch := w.changesSince(before); len(ch) > 0 {
+		t.Fatalf("spec.replicas changed before anybody arrived: %v", ch)
+	}
+	if cur, _ := w.current(); cur != 0 {
+		t.Fatalf("spec.replicas is %d before anybody arrived, want 0", cur)
+	}
+	t.Logf("before the arrival: spec.replicas 0; ScaledObject: %s", scaledObjectConditions(ns, "ollama"))
 	arrived := time.Now()
 	if err := httpPost("http://" + fakeAddr + "/_fake/active?name=alice"); err != nil {
 		t.Fatal(err)
