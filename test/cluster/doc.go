@@ -14,7 +14,7 @@
 // (without the CLUSTER_* variables the suite runs build-binaries.sh itself).
 // The wake-up measurement for BENCHMARKS.md is a separate, longer command:
 //
-//	go test -count=1 -v -timeout 90m -run TestMeasureWake -args -measure.arrivals=10
+//	go test -count=1 -v -timeout 90m -parallel 3 -run TestMeasureWake ./... -args -measure.arrivals=10
 //
 // Environment:
 //   - CLUSTER_ETCD, CLUSTER_KUBE_APISERVER, CLUSTER_KUBECTL, CLUSTER_KEDA_OPERATOR,

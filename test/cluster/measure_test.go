@@ -23,7 +23,7 @@ var (
 // spec.replicas = 1, and from "the last person leaves" to 0. It is not part
 // of the CI run (it takes many minutes):
 //
-//	cd test/cluster && go test -run TestMeasureWake -v -timeout 90m -args -measure.arrivals=10
+//	cd test/cluster && go test -count=1 -v -timeout 90m -parallel 3 -run TestMeasureWake ./... -args -measure.arrivals=10
 //
 // Each arrival comes at a random moment within the polling interval, after
 // KEDA has seen nobody (Active=False) and Ollama was put back to 0; the
