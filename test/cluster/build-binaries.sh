@@ -63,9 +63,7 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 GO
-	(cd "$dir" && GOFLAGS=-mod=mod go get go.etcd.io/etcd/server/v3@v"$ETCD_VERSION" >>"$dir/build.log" 2>&1 &&
-		GOFLAGS=-mod=mod go mod tidy -e >>"$dir/build.log" 2>&1 || true
-		GOFLAGS=-mod=mod go build -trimpath -o bin/etcd.tmp go.etcd.io/etcd/server/v3 && mv bin/etcd.tmp bin/etcd)
+	(cd "$dir" && GOFLAGS=-mod=mod go build -trimpath -o bin/etcd.tmp go.etcd.io/etcd/server/v3 && mv bin/etcd.tmp bin/etcd)
 }
 
 build_kube() {
@@ -105,7 +103,6 @@ GO
 	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ld="$ld -X $pkg.gitVersion=v$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 	done
-	(cd "$dir" && GOFLAGS=-mod=mod go mod tidy >>"$dir/build.log" 2>&1 || true)
 	for cmd in kube-apiserver kubectl; do
 		[ -x "$dir/bin/$cmd" ] && continue
 		(cd "$dir" && GOFLAGS=-mod=mod timed "$cmd" go build -trimpath -ldflags "$ld" -o "bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" &&
@@ -141,8 +138,7 @@ package tools
 
 import _ "github.com/kedacore/keda/v2/cmd/operator"
 GO
-	(cd "$dir" && GOFLAGS=-mod=mod go mod tidy >>"$dir/build.log" 2>&1 || true
-		GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" \
+	(cd "$dir" && GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" \
 			-o bin/keda-operator.tmp github.com/kedacore/keda/v2/cmd/operator && mv bin/keda-operator.tmp bin/keda-operator)
 }
 
