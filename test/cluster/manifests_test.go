@@ -163,43 +163,63 @@ func decodeDocs(t *testing.T, manifests string) []map[string]any {
 
 type variant struct{ name, dir string }
 
-// kustomizeVariants finds every kustomization under examples/. A Component
-// cannot be built alone: it is checked switched on in the kustomization of
+// kustomizeVariants finds every kustomization under examples/. Each
+// Kustomization is built as it is. A Component cannot be built alone: one
+// that no Kustomization uses is checked switched on in the kustomization of
 // its parent directory, through a generated overlay.
 func kustomizeVariants(t *testing.T) []variant {
 	t.Helper()
 	examples := filepath.Join(repoRoot, "examples")
 	var out []variant
+	var components []string
+	used := map[string]bool{}
 	err := filepath.WalkDir(examples, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || d.Name() != "kustomization.yaml" {
 			return err
 		}
 		dir := filepath.Dir(path)
-		rel, _ := filepath.Rel(examples, dir)
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		var k struct{ Kind string }
+		var k struct {
+			Kind       string
+			Components []string
+		}
 		if err := yaml.Unmarshal(b, &k); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		if k.Kind != "Component" {
-			out = append(out, variant{"examples/" + rel, dir})
+		if k.Kind == "Component" {
+			components = append(components, dir)
 			return nil
 		}
-		overlay := t.TempDir()
-		base, _ := filepath.Rel(overlay, filepath.Dir(dir))
-		comp, _ := filepath.Rel(overlay, dir)
-		y := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n", base, comp)
-		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(y), 0o644); err != nil {
-			return err
+		for _, c := range k.Components {
+			used[filepath.Clean(filepath.Join(dir, c))] = true
 		}
-		out = append(out, variant{"examples/" + filepath.Dir(rel) + " with component " + filepath.Base(dir), overlay})
+		rel, _ := filepath.Rel(examples, dir)
+		out = append(out, variant{"examples/" + rel, dir})
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, dir := range components {
+		if used[dir] {
+			continue
+		}
+		rel, _ := filepath.Rel(examples, dir)
+		base := filepath.Dir(dir)
+		if _, err := os.Stat(filepath.Join(base, "kustomization.yaml")); err != nil {
+			t.Fatalf("component examples/%s is used by no kustomization and has none beside it to be tried on", rel)
+		}
+		overlay := t.TempDir()
+		baseRel, _ := filepath.Rel(overlay, base)
+		compRel, _ := filepath.Rel(overlay, dir)
+		y := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n", baseRel, compRel)
+		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, variant{"examples/" + filepath.Dir(rel) + " with component " + filepath.Base(dir), overlay})
 	}
 	return out
 }
