@@ -51,11 +51,14 @@ func kustomizeBuild(dir string) (string, error) {
 }
 
 // chartPresent says whether the chart exists. A missing chart is reported
-// and its checks skipped; a chart that exists but does not render or is
-// refused fails.
+// and its checks skipped (unless CLUSTER_REQUIRE_CHART=1); a chart that
+// exists but does not render or is refused fails.
 func chartPresent(t *testing.T) bool {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(chartDir(), "Chart.yaml")); err != nil {
+		if os.Getenv("CLUSTER_REQUIRE_CHART") == "1" {
+			t.Fatalf("CLUSTER_REQUIRE_CHART=1 but there is no Helm chart at %s", chartDir())
+		}
 		t.Logf("NOTE: no Helm chart at %s (set CLUSTER_CHART_DIR): chart checks skipped", chartDir())
 		return false
 	}
