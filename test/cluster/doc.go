@@ -1,0 +1,32 @@
+// Package cluster is the cluster end-to-end suite: a real etcd and
+// kube-apiserver and KEDA's real operator on 127.0.0.1 (no kubelet: no pod
+// ever runs, but KEDA scales a stub Ollama Deployment's spec.replicas as it
+// would on a cluster), with the exporter and the fake Open WebUI as
+// processes. It is its own Go module so that Kubernetes and KEDA stay out of
+// the exporter's go.mod; it drives kubectl and the API server's HTTP/JSON
+// API instead of importing client-go.
+//
+// Run it with .ci/cluster.sh, or, from this directory:
+//
+//	./build-binaries.sh      # etcd, kube-apiserver, kubectl, keda-operator; cached by version
+//	go test -count=1 -v ./...
+//
+// (without the CLUSTER_* variables the suite runs build-binaries.sh itself).
+// The wake-up measurement for BENCHMARKS.md is a separate, longer command:
+//
+//	go test -count=1 -v -timeout 90m -parallel 3 -run TestMeasureWake ./... -args -measure.arrivals=10
+//
+// Environment:
+//   - CLUSTER_ETCD, CLUSTER_KUBE_APISERVER, CLUSTER_KUBECTL, CLUSTER_KEDA_OPERATOR,
+//     CLUSTER_KEDA_VERSION: the binaries (build-binaries.sh prints them);
+//   - CLUSTER_REPO_ROOT: the exporter's repository (default ../..);
+//   - CLUSTER_EXPORTER_BINARY, CLUSTER_FAKE_BINARY: prebuilt binaries (default: go build);
+//   - CLUSTER_CHART_DIR: the Helm chart (default charts/openwebui-exporter);
+//   - CLUSTER_HELM, CLUSTER_KUSTOMIZE: the tool commands (default
+//     go tool -modfile=tools/helm.mod helm, go tool -modfile=tools/kustomize.mod kustomize;
+//     kubectl's built-in kustomize when tools/kustomize.mod is absent);
+//   - CLUSTER_PROMETHEUS: the prometheus binary (default: prometheus on PATH);
+//   - CLUSTER_REQUIRE_CHART=1, CLUSTER_REQUIRE_IDLE=1: fail, not skip, without the
+//     chart or the idle-tab policy (set them in .ci/cluster.sh once both are merged);
+//   - CLUSTER_KEEP_DIR=1: keep the control plane's state and logs (kept anyway on failure).
+package cluster
