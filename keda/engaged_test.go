@@ -100,13 +100,7 @@ func TestMessageFromAnIdleTabIsPushed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expect := func(want bool) {
-		t.Helper()
-		got, err := stream.Recv()
-		if err != nil || got.GetResult() != want {
-			t.Fatalf("Recv = %v, %v; want %v", got, err, want)
-		}
-	}
+	expect := func(want bool) { t.Helper(); expectPush(t, stream, want) }
 	expect(true) // arrived
 	clock.Advance(15 * time.Minute)
 	expect(false) // idle tab: KEDA may scale Ollama to zero

@@ -321,13 +321,7 @@ func TestStreamPushesActivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expect := func(want bool) {
-		t.Helper()
-		got, err := stream.Recv()
-		if err != nil || got.GetResult() != want {
-			t.Fatalf("Recv = %v, %v; want %v", got, err, want)
-		}
-	}
+	expect := func(want bool) { t.Helper(); expectPush(t, stream, want) }
 	expect(false) // nobody there: the current state right after the stream opens
 	s.fake.SetActiveHumans(1)
 	expect(true)
@@ -351,6 +345,15 @@ func TestStreamPushesActivity(t *testing.T) {
 	}
 	if got, err := other.Recv(); err != nil || got.GetResult() {
 		t.Errorf("second stream, activationValue 2, 2 humans: %v, %v; want false", got, err)
+	}
+}
+
+// expectPush receives the stream's next message and checks its result.
+func expectPush(t *testing.T, stream pb.ExternalScaler_StreamIsActiveClient, want bool) {
+	t.Helper()
+	got, err := stream.Recv()
+	if err != nil || got.GetResult() != want {
+		t.Fatalf("Recv = %v, %v; want %v", got, err, want)
 	}
 }
 

@@ -98,7 +98,7 @@ func run(ctx context.Context, cfg config, out, logs io.Writer) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go heartbeat(ctx, fake)
+	go fake.HeartbeatEvery(ctx, 30*time.Second) // every open tab heartbeats
 
 	level.Info(logger).Log("msg", "demo running", "fake_openwebui", fakeURL, "exporter", "http://"+exporterLn.Addr().String(), "cache_ttl", cfg.cacheTTL)
 	fmt.Fprint(out, tryText(fakeLn.Addr().String(), exporterLn.Addr().String(), cfg))
@@ -127,20 +127,6 @@ func listen(addr, what, flagName string) (net.Listener, error) {
 		return nil, fmt.Errorf("cannot listen on %s for %s: %w; is an earlier demo or another server still running there? Stop it, or choose another address with %s", addr, what, err, flagName)
 	}
 	return ln, nil
-}
-
-// heartbeat models the 30 s socket heartbeat of every open tab.
-func heartbeat(ctx context.Context, fake *fakeopenwebui.Server) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fake.Heartbeat()
-		}
-	}
 }
 
 func tryText(fakeAddr, exporterAddr string, cfg config) string {

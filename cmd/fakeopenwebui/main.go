@@ -61,18 +61,7 @@ func run(listen string, cfg fakeopenwebui.Config, humans int, token string, admi
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go func() { // an idle open tab sends a socket heartbeat every 30 s
-		t := time.NewTicker(30 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				fake.Heartbeat()
-			}
-		}
-	}()
+	go fake.HeartbeatEvery(ctx, 30*time.Second) // an idle open tab sends a socket heartbeat every 30 s
 
 	srv := &http.Server{Handler: fake, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)

@@ -6,6 +6,7 @@
 package fakeopenwebui
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -272,6 +273,21 @@ func (s *Server) Heartbeat() {
 	defer s.mu.Unlock()
 	for id := range s.tabs {
 		s.touch(id)
+	}
+}
+
+// HeartbeatEvery calls Heartbeat every interval until ctx ends, as the open
+// tabs of a running Open WebUI do (every 30 s), for the fake as a process.
+func (s *Server) HeartbeatEvery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Heartbeat()
+		}
 	}
 }
 
