@@ -332,7 +332,7 @@ func secretString(t *testing.T, file, name, key string) string {
 	return ""
 }
 
-const prometheusRuleFile = "examples/kubernetes/prometheusrule.yaml"
+const prometheusRuleFile = "examples/kubernetes/base/prometheusrule.yaml"
 
 // writeRules extracts the PrometheusRule's spec (its groups) into a rules
 // file for Prometheus and promtool. Without annotations when bare is set:

@@ -33,7 +33,7 @@ const (
 )
 
 // TestPrometheus runs the fake Open WebUI, two exporters (one plain, one
-// with the basic auth of examples/kubernetes/basic-auth) and a real
+// with the basic auth of examples/kubernetes/components/basic-auth) and a real
 // Prometheus scraping both every second with the example's alert rules, and
 // checks what Prometheus, KEDA's two triggers and the alerts see while people
 // come and go and Open WebUI and the exporter stop.
@@ -51,7 +51,7 @@ func TestPrometheus(t *testing.T) {
 	fakeBin := goBuild(t, dir, "./cmd/fakeopenwebui", "fakeopenwebui")
 
 	// The example ScaledObject's metrics-api trigger: path and valueLocation.
-	so := yamlDocs(t, "examples/kubernetes/scaledobject-metrics-api.yaml")[0]
+	so := yamlDocs(t, "examples/kubernetes/components/keda-metrics-api/scaledobject.yaml")[0]
 	soURL, err := url.Parse(fieldString(so, "spec", "triggers", 0, "metadata", "url"))
 	if err != nil {
 		t.Fatal(err)
@@ -89,13 +89,16 @@ func TestPrometheus(t *testing.T) {
 	exporter := start(t, "exporter", exporterBin, harness.CleanEnv(), exporterArgs(exporterAddr)...)
 	exporterURL := "http://" + exporterAddr
 
-	const basicAuthComponent = "examples/kubernetes/basic-auth/secrets.yaml"
+	const basicAuthComponent = "examples/kubernetes/components/basic-auth/secrets.yaml"
 	webConfig := filepath.Join(dir, "web-config.yml")
 	if err := os.WriteFile(webConfig, []byte(secretString(t, basicAuthComponent, "openwebui-exporter-web-config", "web-config.yml")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	kedaUser := secretString(t, basicAuthComponent, "openwebui-exporter-keda", "username")
-	kedaPassword := secretString(t, basicAuthComponent, "openwebui-exporter-keda", "password")
+	// KEDA's login lives in the metrics-api component (only that trigger
+	// logs in); its bcrypt hash is in the web config above.
+	const kedaLogin = "examples/kubernetes/components/basic-auth-metrics-api/secret.yaml"
+	kedaUser := secretString(t, kedaLogin, "openwebui-exporter-keda", "username")
+	kedaPassword := secretString(t, kedaLogin, "openwebui-exporter-keda", "password")
 	promUser := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "username")
 	promPassword := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "password")
 	authAddr := harness.FreeAddr()

@@ -26,7 +26,5 @@
 //     go tool -modfile=tools/helm.mod helm, go tool -modfile=tools/kustomize.mod kustomize;
 //     kubectl's built-in kustomize when tools/kustomize.mod is absent);
 //   - CLUSTER_PROMETHEUS: the prometheus binary (default: prometheus on PATH);
-//   - CLUSTER_REQUIRE_CHART=1, CLUSTER_REQUIRE_IDLE=1: fail, not skip, without the
-//     chart or the idle-tab policy (set them in .ci/cluster.sh once both are merged);
 //   - CLUSTER_KEEP_DIR=1: keep the control plane's state and logs (kept anyway on failure).
 package cluster

@@ -35,52 +35,22 @@ type shipped struct {
 }
 
 // shippedFor renders the chart with keda.enabled=true and keda.trigger=t.
-// Without a chart (before the chart branch is merged) it reads the same
-// objects from examples/ instead, and says so.
 func shippedFor(t *testing.T, trigger string) shipped {
 	t.Helper()
-	if chartPresent(t) {
-		args := []string{"template", "openwebui-exporter", chartDir(), "--namespace", "chart-render", "--kube-version", cp.kubeVersion}
-		// The chart's own test values for this trigger (they name the
-		// token Secret the chart insists on), then the trigger itself.
-		if f := filepath.Join(chartDir(), "ci", "keda-"+chartTriggerName[trigger]+"-values.yaml"); fileExists(f) {
-			args = append(args, "--values", f)
-		}
-		args = append(args, "--set", "keda.enabled=true", "--set", "keda.trigger="+chartTriggerName[trigger])
-		out, err := helm(args...)
-		if err != nil {
-			t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
-		}
-		s := fromManifests(t, decodeDocs(t, out))
-		s.source = "helm template " + strings.Join(args[1:], " ")
-		return s
+	requireChart(t)
+	args := []string{"template", "openwebui-exporter", chartDir(), "--namespace", "chart-render", "--kube-version", cp.kubeVersion}
+	// The chart's own test values for this trigger (they name the token
+	// Secret the chart insists on), then the trigger itself.
+	if f := filepath.Join(chartDir(), "ci", "keda-"+chartTriggerName[trigger]+"-values.yaml"); fileExists(f) {
+		args = append(args, "--values", f)
 	}
-	files := map[string][]string{
-		triggerPush:       {"examples/kubernetes/deployment.yaml", "examples/external-push/scaledobject.yaml", "examples/kubernetes/servicemonitor.yaml"},
-		triggerMetricsAPI: {"examples/kubernetes/deployment.yaml", "examples/kubernetes/scaledobject-metrics-api.yaml", "examples/kubernetes/servicemonitor.yaml"},
-		triggerPrometheus: {"examples/kubernetes/deployment.yaml", "examples/kubernetes/scaledobject-prometheus.yaml", "examples/kubernetes/servicemonitor.yaml"},
-	}[trigger]
-	var docs []map[string]any
-	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(repoRoot, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs = append(docs, decodeDocs(t, string(b))...)
+	args = append(args, "--set", "keda.enabled=true", "--set", "keda.trigger="+chartTriggerName[trigger])
+	out, err := helm(args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
 	}
-	s := fromManifests(t, docs)
-	if trigger == triggerPush {
-		// examples/external-push/exporter-patch.yaml repeats the args and
-		// adds the gRPC ones.
-		b, err := os.ReadFile(filepath.Join(repoRoot, "examples/external-push/exporter-patch.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		patch := decodeDocs(t, string(b))
-		s.exporterArgs = behaviourArgs(containerArgs(patch[0]))
-		s.exporterCount = max(s.exporterCount, 2) // what the chart's push default will be
-	}
-	s.source = "examples (no chart): " + strings.Join(files, ", ")
+	s := fromManifests(t, decodeDocs(t, out))
+	s.source = "helm template " + strings.Join(args[1:], " ")
 	return s
 }
 
