@@ -14,8 +14,9 @@ GOOS         ?= $(shell $(GO) env GOOS)
 GOARCH       ?= $(shell $(GO) env GOARCH)
 BUILD_PREFIX ?= .build/$(GOOS)-$(GOARCH)
 PROMU        := .bin/promu
-# promu names tarballs after the git remote "origin" (owner/name); a clone
-# without one gets this URL for the name instead.
+# promu names tarballs after the git remote "origin" (owner/name), which in a
+# fork or a CI checkout may be anything: this URL, given through git's
+# environment, wins over it.
 REPO_URL     ?= https://github.com/openwebui-exporter/openwebui_exporter.git
 # The one image name (examples, Compose, chart, workflows).
 DOCKER_IMAGE ?= ghcr.io/openwebui-exporter/openwebui_exporter:dev
@@ -55,12 +56,8 @@ e2e: build
 	E2E_EXPORTER_BINARY=$(BUILD_PREFIX)/openwebui_exporter $(GO) test -tags e2e -count=1 -v ./e2e/
 
 tarball: build
-	@if git config --get remote.origin.url >/dev/null; then \
-		GOOS=$(GOOS) GOARCH=$(GOARCH) $(PROMU) tarball --prefix .tarballs $(BUILD_PREFIX); \
-	else \
-		GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=$(REPO_URL) \
-		GOOS=$(GOOS) GOARCH=$(GOARCH) $(PROMU) tarball --prefix .tarballs $(BUILD_PREFIX); \
-	fi
+	GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=$(REPO_URL) \
+		GOOS=$(GOOS) GOARCH=$(GOARCH) $(PROMU) tarball --prefix .tarballs $(BUILD_PREFIX)
 	@ls -l .tarballs
 
 # The Dockerfile builds from source; git fills in what the build context

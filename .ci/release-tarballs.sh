@@ -18,12 +18,12 @@ platforms=${PLATFORMS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64}
 promu=.bin/promu
 go build -modfile=tools.mod -o "$promu" github.com/prometheus/promu
 
-# promu names tarballs after the git remote "origin"; a clone without one
-# gets the project's URL through git's environment (no remote is added).
-if ! git config --get remote.origin.url >/dev/null; then
-	export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url \
-		GIT_CONFIG_VALUE_0=https://github.com/openwebui-exporter/openwebui_exporter.git
-fi
+# promu names tarballs after the git remote "origin", which in a fork or a
+# CI checkout may be anything (a local path gives "main-0.1.0..."): name the
+# project's URL through git's environment, which wins over the repository's
+# own configuration (no remote is added or changed).
+export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url \
+	GIT_CONFIG_VALUE_0=https://github.com/openwebui-exporter/openwebui_exporter.git
 
 rm -rf "$out"
 mkdir -p "$out"
