@@ -111,6 +111,8 @@ func TestAdminModeCountsOnlyFromATrustworthyList(t *testing.T) {
 		pages   map[int]string
 		want    int
 		wantErr string
+		// Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL
+		updateInterval time.Duration
 	}{
 		{name: "sorted, Date agrees", token: testKey, date: now,
 			pages: map[int]string{1: page(3, entry{"self", at(n)}, entry{"alice", at(n - 10)}, entry{"bob", at(n - 1000)})}, want: 1},
@@ -153,6 +155,14 @@ func TestAdminModeCountsOnlyFromATrustworthyList(t *testing.T) {
 		{name: "API key, own account only on page 2", token: testKey, date: now,
 			pages:   map[int]string{1: page(31, fullPage[1:]...), 2: page(31, entry{"x", at(n - 40)}, entry{"self", at(n - 50)})},
 			wantErr: "is not on the first page"},
+		// With a status update interval the own stamp may be up to T old,
+		// and over a page of people stamped since: Date and the local clock
+		// place the window instead.
+		{name: "API key, update interval 60s, own account only on page 2", token: testKey, date: now, updateInterval: time.Minute,
+			pages: map[int]string{1: page(31, fullPage[1:]...), 2: page(31, entry{"x", at(n - 40)}, entry{"self", at(n - 50)})}, want: 30},
+		{name: "API key, update interval 60s, own account only on page 2, Date an hour ahead", token: testKey, date: now.Add(time.Hour), updateInterval: time.Minute,
+			pages:   map[int]string{1: page(31, fullPage[1:]...), 2: page(31, entry{"x", at(n - 40)}, entry{"self", at(n - 50)})},
+			wantErr: "the Date header of Open WebUI's answer is 1h0m0s off the local clock"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,7 +170,7 @@ func TestAdminModeCountsOnlyFromATrustworthyList(t *testing.T) {
 			srv := httptest.NewServer(up)
 			defer srv.Close()
 			base, _ := url.Parse(srv.URL)
-			client := openwebui.NewClient(openwebui.Config{BaseURL: base, Mode: openwebui.ModeAdmin,
+			client := openwebui.NewClient(openwebui.Config{BaseURL: base, Mode: openwebui.ModeAdmin, StatusUpdateInterval: tc.updateInterval,
 				Now: func() time.Time { return now }, Token: func() (string, error) { return tc.token, nil }})
 			got, err := client.Count(context.Background())
 			if tc.wantErr != "" {
