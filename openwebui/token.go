@@ -3,6 +3,7 @@ package openwebui
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -108,9 +109,14 @@ func (f *TokenFile) Token() (string, error) {
 	return "", overdue
 }
 
+// maxTokenFileBytes bounds what is read of the token file: an API key is 35
+// bytes and a JWT well under a kilobyte, while a path that names /dev/zero
+// or a log file by mistake would otherwise be read whole into memory.
+const maxTokenFileBytes = 64 << 10
+
 // read runs in its own goroutine: it may never return.
 func (f *TokenFile) read(done chan struct{}) {
-	b, err := os.ReadFile(f.path)
+	b, err := readAtMost(f.path, maxTokenFileBytes)
 	var token string
 	if err == nil {
 		token, err = checkToken(string(b))
@@ -162,4 +168,21 @@ func checkToken(token string) (string, error) {
 		i += size
 	}
 	return token, nil
+}
+
+// readAtMost reads the file, or fails if it is larger than limit bytes.
+func readAtMost(path string, limit int64) ([]byte, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	b, err := io.ReadAll(io.LimitReader(file, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a token file", path, limit)
+	}
+	return b, nil
 }

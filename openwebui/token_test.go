@@ -43,6 +43,8 @@ func TestTokenFile(t *testing.T) {
 		{"rotated in place", func() { write(rotated) }, rotated, ""},
 		{"emptied: an error, not the last good token", func() { write("\n") }, "", "the token is empty"},
 		{"fixed", func() { write(good) }, good, ""},
+		{"a path to a large file by mistake: an error, not read whole", func() { write(strings.Repeat("x", 1<<20)) }, "", "is larger than 65536 bytes: not a token file"},
+		{"fixed again", func() { write(good) }, good, ""},
 		{"hangs: the last good token", hang, good, ""},
 		{"still hangs", func() {}, good, ""},
 	}
