@@ -30,6 +30,14 @@ const MinIdleTimeout = time.Second
 // model is called on every version.
 const analyticsSince = "0.10.0"
 
+// analyticsBefore is the first version whose analytics is not known to count
+// chat_message rows written at send time: read in 0.10.2's code and, per the
+// project's notes, 0.11.0's; a review saw newer upstream code count a usage
+// ledger instead, which may be written only once an answer completes. Newer
+// (and unparsable) versions use the chat list, whose updated_at every
+// version writes before it calls the model.
+const analyticsBefore = "0.12.0"
+
 // IdlePolicy decides who is engaged: active in Open WebUI's sense and either
 // arrived (not active at the previous fetch, active now) or wrote a chat
 // message, within the timeout. It only remembers who was active at the
@@ -124,7 +132,7 @@ func (c *Client) writers(ctx context.Context, token string, ids []string, totalU
 	// Oldest write that still counts: written at T counts while now-T <
 	// timeout, like an arrival (both ends in whole seconds, Open WebUI's unit).
 	since := serverNow.Add(-c.cfg.IdlePolicy.timeout).Unix() + 1
-	if versionAtLeast(c.version, analyticsSince) && !c.noAnalytics(serverNow) {
+	if versionAtLeast(c.version, analyticsSince) && !versionAtLeast(c.version, analyticsBefore) && !c.noAnalytics(serverNow) {
 		w, err := c.analyticsWriters(ctx, token, since, totalUsers)
 		var h *htmlError
 		if !errors.As(err, &h) {
@@ -192,7 +200,7 @@ func (c *Client) lastChatUpdate(ctx context.Context, token, userID string) (int6
 	if err != nil {
 		var api *APIError
 		if errors.As(err, &api) && api.StatusCode == http.StatusUnauthorized {
-			return 0, fmt.Errorf("%w: --activity.idle-timeout needs ENABLE_ADMIN_CHAT_ACCESS=true in Open WebUI (or, on 0.10.0+, ENABLE_ADMIN_ANALYTICS=true) to see who wrote", err)
+			return 0, fmt.Errorf("%w: --activity.idle-timeout needs ENABLE_ADMIN_CHAT_ACCESS=true in Open WebUI (or, on 0.10 and 0.11, ENABLE_ADMIN_ANALYTICS=true) to see who wrote", err)
 		}
 		return 0, err
 	}

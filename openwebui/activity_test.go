@@ -229,6 +229,7 @@ func TestIdlePolicyCost(t *testing.T) {
 	}{
 		{"0.11.0", 1, 0},
 		{"0.9.5", 0, 3},
+		{"0.12.0", 0, 3}, // analytics not known to see a send to a sleeping Ollama: the chat list
 	} {
 		t.Run(tc.version, func(t *testing.T) {
 			f := newIdleFixture(t, fakeopenwebui.Config{Version: tc.version})
