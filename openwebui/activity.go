@@ -46,9 +46,18 @@ const analyticsBefore = "0.12.0"
 // cannot shorten or lengthen anybody's grace. Not safe for concurrent use:
 // the Client calls it under its own lock.
 type IdlePolicy struct {
-	timeout time.Duration
-	started bool
-	arrived map[string]time.Time // active at the previous fetch -> when first seen active
+	timeout    time.Duration
+	started    bool
+	missed     bool                 // a fetch failed since the previous observation
+	observedAt time.Time            // serverNow of the previous observation
+	arrived    map[string]time.Time // active at the previous fetch -> when first seen active
+}
+
+// miss records a failed fetch (nil-safe: the policy may be off).
+func (p *IdlePolicy) miss() {
+	if p != nil {
+		p.missed = true
+	}
 }
 
 // NewIdlePolicy returns a policy with the given timeout (>= MinIdleTimeout).
@@ -66,13 +75,16 @@ func (p *IdlePolicy) Timeout() time.Duration { return p.timeout }
 // already excluded) and returns those who are engaged: arrived within the
 // timeout, or wrote within it (wrote reports that, from Open WebUI's data).
 // Everybody active at the first observation counts as just arrived, so a
-// restart of the exporter never drops Ollama under somebody's feet.
+// restart of the exporter never drops Ollama under somebody's feet; so does
+// everybody after fetches failed for longer than Open WebUI's activity
+// window: meanwhile anybody may have left and come back unseen.
 func (p *IdlePolicy) Observe(serverNow time.Time, active []string, wrote func(id string) bool) []string {
+	fresh := !p.started || (p.missed && serverNow.Sub(p.observedAt) > ActivityWindow)
 	next := make(map[string]time.Time, len(active))
 	var engaged []string
 	for _, id := range active {
 		since, ok := p.arrived[id]
-		if !ok || !p.started {
+		if !ok || fresh {
 			since = serverNow // not active at the previous fetch: arrives now
 		}
 		next[id] = since
@@ -81,7 +93,7 @@ func (p *IdlePolicy) Observe(serverNow time.Time, active []string, wrote func(id
 		}
 	}
 	// Whoever is not active now leaves the map: coming back is an arrival.
-	p.arrived, p.started = next, true
+	p.arrived, p.started, p.missed, p.observedAt = next, true, false, serverNow
 	sort.Strings(engaged)
 	return engaged
 }
@@ -90,7 +102,8 @@ func (p *IdlePolicy) Observe(serverNow time.Time, active []string, wrote func(id
 // Observe; used to skip asking Open WebUI about writes of those who count anyway.
 func (p *IdlePolicy) arrivedWithin(id string, serverNow time.Time) bool {
 	since, ok := p.arrived[id]
-	return !ok || !p.started || serverNow.Sub(since) < p.timeout
+	fresh := !p.started || (p.missed && serverNow.Sub(p.observedAt) > ActivityWindow)
+	return !ok || fresh || serverNow.Sub(since) < p.timeout
 }
 
 // engage applies the idle policy to an admin count: it asks Open WebUI who

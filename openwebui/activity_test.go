@@ -149,6 +149,24 @@ func TestIdlePolicy(t *testing.T) {
 			{name: "an admin uses the exporter's account in a browser", do: all(openTab("exporter"), send("exporter")), active: 0, engaged: 0},
 			{name: "and writes again", do: all(wait(time.Hour), send("exporter")), active: 0, engaged: 0},
 		}},
+		{"after an outage longer than Open WebUI's window everybody counts as arrived (anybody may have left and come back)", []idleStep{
+			{name: "alice arrives", do: openTab("alice"), active: 1, engaged: 1},
+			{name: "idle tab", do: wait(time.Hour), active: 1, engaged: 0},
+			{name: "Open WebUI fails", do: func(f *idleFixture) {
+				f.failPath, f.failStatus, f.failBody = "/api/", 500, `{"detail":"Internal Server Error"}`
+			}, err: "HTTP 500"},
+			{name: "still failing 10 minutes later", do: wait(10 * time.Minute), err: "HTTP 500"},
+			{name: "back", do: all(wait(time.Minute), func(f *idleFixture) { f.failPath = "" }), active: 1, engaged: 1},
+			{name: "idle again after the timeout", do: wait(idleTimeout), active: 1, engaged: 0},
+		}},
+		{"a short outage changes nobody's arrival", []idleStep{
+			{name: "alice arrives", do: openTab("alice"), active: 1, engaged: 1},
+			{name: "idle tab", do: wait(time.Hour), active: 1, engaged: 0},
+			{name: "Open WebUI fails", do: func(f *idleFixture) {
+				f.failPath, f.failStatus, f.failBody = "/api/", 500, `{"detail":"Internal Server Error"}`
+			}, err: "HTTP 500"},
+			{name: "back a minute later", do: all(wait(time.Minute), func(f *idleFixture) { f.failPath = "" }), active: 1, engaged: 0},
+		}},
 		{"outages are errors, never 0, and the policy waits for them", []idleStep{
 			{name: "alice arrives", do: openTab("alice"), active: 1, engaged: 1},
 			{name: "idle tab", do: wait(time.Hour), active: 1, engaged: 0},

@@ -143,6 +143,7 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	defer c.mu.Unlock()
 	token, err := c.cfg.Token()
 	if err != nil {
+		c.cfg.IdlePolicy.miss()
 		return Count{}, fmt.Errorf("reading the Open WebUI token: %w", err)
 	}
 	if token != c.token || c.cfg.Now().Sub(c.learnedAt) >= relearnEvery {
@@ -165,6 +166,7 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	}
 	c.rememberSelf()
 	if err != nil {
+		c.cfg.IdlePolicy.miss()
 		if forgetsIdentity(err) {
 			c.self = nil
 		}
