@@ -228,6 +228,20 @@ check_running_exporter() { # check_running_exporter DESCRIPTION
 	grep -q "revision=\"$revision\",.*version=\"$version\"" <<<"$info" ||
 		{ echo "$1: build_info lacks revision $revision or version $version"; return 1; }
 }
+
+# run_checked WHAT COMMAND...: starts COMMAND with the exporter's arguments as
+# user 65532, checks it with check_running_exporter and stops it.
+run_checked() {
+	local what=$1 pid status=0
+	shift
+	TOKEN=sk-0123456789abcdef0123456789abcdef setpriv --reuid=65532 --regid=65532 --clear-groups \
+		"$@" "${exporter_args[@]}" &
+	pid=$!
+	check_running_exporter "$what" || status=$?
+	kill "$pid"
+	wait "$pid" || true
+	[ "$status" = 0 ] || exit 1
+}
 # runc, not Debian's default crun, which refuses hybrid cgroup hierarchies
 # (as on this machine: "crun: cgroups in hybrid mode not supported"). Limits
 # no higher than this process has: raising them needs CAP_SYS_RESOURCE.
@@ -260,28 +274,14 @@ else
 	# Containers cannot run here: run the image's own binary on the host.
 	echo "podman run failed, so the image's binary runs on the host instead:"
 	echo "$out"
-	TOKEN=sk-0123456789abcdef0123456789abcdef setpriv --reuid=65532 --regid=65532 --clear-groups \
-		"$tarballs/from-image-amd64" "${exporter_args[@]}" &
-	pid=$!
-	status=0
-	check_running_exporter "image binary on the host" || status=$?
-	kill "$pid"
-	wait "$pid" || true
-	[ "$status" = 0 ] || exit 1
+	run_checked "image binary on the host" "$tarballs/from-image-amd64"
 fi
 # No arm64 machine here: the arm64 image's binary runs on the host under
 # qemu-user emulation, as user 65532.
 qemu-aarch64 "$tarballs/from-image-arm64" --version 2>&1 | sed -n 1p |
 	grep "version $version (branch: $branch, revision: $revision)" ||
 	{ echo "the arm64 image's binary under qemu-aarch64: want version $version, branch $branch, revision $revision"; exit 1; }
-TOKEN=sk-0123456789abcdef0123456789abcdef setpriv --reuid=65532 --regid=65532 --clear-groups \
-	qemu-aarch64 "$tarballs/from-image-arm64" "${exporter_args[@]}" &
-pid=$!
-status=0
-check_running_exporter "arm64 image binary under qemu-aarch64" || status=$?
-kill "$pid"
-wait "$pid" || true
-[ "$status" = 0 ] || exit 1
+run_checked "arm64 image binary under qemu-aarch64" qemu-aarch64 "$tarballs/from-image-arm64"
 step_done
 
 printf '%s\n' "--- release timings" "${timings[@]}"
