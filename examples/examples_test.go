@@ -445,12 +445,7 @@ func checkService(t *testing.T, d doc, f deploymentFacts) map[string]string {
 func checkScaledObject(t *testing.T, d doc, service, namespace string) {
 	t.Helper()
 	spec := mapping(d.obj, "spec")
-	if th, _ := strconv.Atoi(scalar(spec, "fallback", "failureThreshold")); th < 1 {
-		t.Errorf("%s: want a fallback with failureThreshold >= 1: without it KEDA freezes scaling while the count is unknown", d)
-	}
-	if r, _ := strconv.Atoi(scalar(spec, "fallback", "replicas")); r < 1 {
-		t.Errorf("%s: want fallback.replicas >= 1: keep Ollama up while the count is unknown", d)
-	}
+	checkFallback(t, d)
 	triggers := list(spec, "triggers")
 	if len(triggers) == 0 {
 		t.Errorf("%s: no triggers", d)

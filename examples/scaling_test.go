@@ -139,7 +139,7 @@ func checkFallback(t *testing.T, so doc) {
 	t.Helper()
 	spec := mapping(so.obj, "spec")
 	if th, _ := strconv.Atoi(scalar(spec, "fallback", "failureThreshold")); th < 1 {
-		t.Errorf("%s: want a fallback with failureThreshold >= 1", so)
+		t.Errorf("%s: want a fallback with failureThreshold >= 1: without it KEDA freezes scaling while the count is unknown", so)
 	}
 	if r, _ := strconv.Atoi(scalar(spec, "fallback", "replicas")); r < 1 {
 		t.Errorf("%s: want fallback.replicas >= 1: keep Ollama up while the count is unknown", so)
