@@ -1,10 +1,15 @@
 package manifests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 )
 
 const (
@@ -84,7 +89,11 @@ var chartCases = []struct {
 	// Item 12: a 63-character fullnameOverride with TLS, the push trigger and
 	// gate backends: every derived name is shortened to 63, the CA's
 	// commonName to 64 at most, and they stay distinct.
-	{name: "63-character fullnameOverride", set: []string{"fullnameOverride=" + longName, "openwebui.existingSecret=s",
+	{name: "63-character fullnameOverride, TLS", set: []string{"fullnameOverride=" + longName, "openwebui.existingSecret=s",
+		"keda.enabled=true", "keda.trigger=push", "web.tls.enabled=true"}, want: expect{
+		trigger: "external-push", webTLS: true, grpcTLS: true, minReplicas: 2, external: set("s"),
+		extraKinds: []string{"PodDisruptionBudget", "Certificate", "Issuer", "TriggerAuthentication"}}},
+	{name: "63-character fullnameOverride, gate backends", set: []string{"fullnameOverride=" + longName, "openwebui.existingSecret=s",
 		"keda.enabled=true", "keda.trigger=push", "web.tls.enabled=true", "web.basicAuth.enabled=true", "web.basicAuth.prometheus.password=p",
 		"serviceMonitor.enabled=true", "grafanaDashboard.enabled=true", "gate.enabled=true",
 		"gate.backends[0].name=small", "gate.backends[0].url=http://ollama-small.open-webui.svc:11434", "gate.backends[0].scaleTargetRef.name=ollama-small",
@@ -290,4 +299,105 @@ func TestChartAppVersionIsTheExporters(t *testing.T) {
 	if !strings.Contains(string(chart), "\n"+want+"\n") {
 		t.Errorf("Chart.yaml: want %s (VERSION)", want)
 	}
+}
+
+// TestChartNotesGiveOpenWebUIsURLs: NOTES.txt prints what Open WebUI needs,
+// OLLAMA_BASE_URL(S) and the official chart's ollamaUrls: the gate's rendered
+// Service and port, and one prefix per --gate.backend name, in flag order.
+// helm template leaves NOTES.txt out, so a copy of the chart renders it into
+// a ConfigMap.
+func TestChartNotesGiveOpenWebUIsURLs(t *testing.T) {
+	chart := filepath.Join(t.TempDir(), "openwebui-exporter")
+	if err := os.CopyFS(chart, os.DirFS(filepath.Join(repoRoot, chartDir))); err != nil {
+		t.Fatal(err)
+	}
+	notes, err := os.ReadFile(filepath.Join(chart, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(chart, "notes-under-test.txt"), notes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n  namespace: {{ .Release.Namespace }}\ndata:\n  notes: {{ tpl (.Files.Get \"notes-under-test.txt\") . | toJson }}\n"
+	if err := os.WriteFile(filepath.Join(chart, "templates", "zz-notes.yaml"), []byte(wrapper), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		values string
+		set    []string
+		want   string // the variable's name
+	}{
+		{"one backend", "gate-values.yaml", nil, "OLLAMA_BASE_URL"},
+		{"two pools", "gate-two-pools-values.yaml", nil, "OLLAMA_BASE_URLS"},
+		{"two pools, long names", "", append([]string{"fullnameOverride=" + longName, "gate.enabled=true"}, twoPools...), "OLLAMA_BASE_URLS"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"template", release, chart, "--namespace", namespace, "--kube-version", kubeVersion}
+			if c.values != "" {
+				args = append(args, "-f", filepath.Join(repoRoot, chartDir, "ci", c.values))
+			}
+			for _, s := range c.set {
+				args = append(args, "--set", s)
+			}
+			out, err := run(bins.helm, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := DecodeStrict(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := setup{objs}
+			cm, _ := s.get("ConfigMap", "notes").(*corev1.ConfigMap)
+			if cm == nil {
+				t.Fatal("NOTES.txt did not render")
+			}
+			text := cm.Data["notes"]
+
+			// The URLs the rendering implies.
+			var base string
+			for _, d := range s.all("Service") {
+				svc := d.Obj.(*corev1.Service)
+				if svc.Spec.ClusterIP != corev1.ClusterIPNone && gatePortOf(svc) != 0 {
+					base = fmt.Sprintf("http://%s.%s.svc:%d", svc.Name, svc.Namespace, gatePortOf(svc))
+				}
+			}
+			if base == "" {
+				t.Fatal("no gate Service rendered")
+			}
+			var urls []string
+			for _, d := range s.all("Deployment") {
+				for _, a := range d.Obj.(*appsv1.Deployment).Spec.Template.Spec.Containers[0].Args {
+					if v, ok := strings.CutPrefix(a, "--gate.backend="); ok {
+						b, _ := parseGateBackend(v)
+						if b.name == "" {
+							urls = append(urls, base)
+						} else {
+							urls = append(urls, base+"/"+b.name)
+						}
+					}
+				}
+			}
+			wantLine := c.want + "=" + strings.Join(urls, ";")
+			if !slices.Contains(lines(text), wantLine) {
+				t.Errorf("NOTES.txt lacks the line %q:\n%s", wantLine, text)
+			}
+			var list []string
+			for _, u := range urls {
+				list = append(list, "- "+u)
+			}
+			if !strings.Contains(text, "ollamaUrls:\n    "+strings.Join(list, "\n    ")+"\n") {
+				t.Errorf("NOTES.txt lacks the official chart's ollamaUrls with %v:\n%s", urls, text)
+			}
+		})
+	}
+}
+
+func lines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		out = append(out, strings.TrimSpace(l))
+	}
+	return out
 }
