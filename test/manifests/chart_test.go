@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 const (
@@ -111,6 +112,10 @@ var chartCases = []struct {
 		trigger: "external-push", grpcTLS: true, minReplicas: 2, external: set("openwebui-exporter-token"),
 		gate: true, backends: []string{"small", "big"},
 		extraKinds: []string{"PodDisruptionBudget", "Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
+	{name: "docs/gate-deploy.md recipe, two pools", values: recipeValues, want: expect{
+		trigger: "external-push", grpcTLS: true, minReplicas: 2, external: set("openwebui-exporter-token"),
+		gate: true, backends: []string{"small", "big"},
+		extraKinds: []string{"PodDisruptionBudget", "Certificate", "TriggerAuthentication"}}},
 	{name: "set gate.enabled", set: []string{"gate.enabled=true"}, want: expect{
 		minReplicas: 2, external: set("openwebui-exporter-token"), gate: true, extraKinds: []string{"PodDisruptionBudget"},
 		flags: map[string]string{"gate.backend": "http://open-webui-ollama.open-webui.svc:11434"}}},
@@ -124,6 +129,10 @@ var chartCases = []struct {
 		minReplicas: 3, external: set("openwebui-exporter-token"), gate: true, extraKinds: []string{"PodDisruptionBudget"},
 		flags: map[string]string{"gate.backend": "http://ollama.ai.svc:11434"}}},
 }
+
+// recipeValues is the chart's values file of docs/gate-deploy.md's recipe,
+// relative to the chart's ci/ (helmArgs' base).
+const recipeValues = "../../../examples/gate-two-pools/exporter.yaml"
 
 // longName is the longest fullnameOverride the schema takes (a DNS-1035 label).
 var longName = "o" + strings.Repeat("w", 61) + "e"
@@ -330,6 +339,7 @@ func TestChartNotesGiveOpenWebUIsURLs(t *testing.T) {
 	}{
 		{"one backend", "gate-values.yaml", nil, "OLLAMA_BASE_URL"},
 		{"two pools", "gate-two-pools-values.yaml", nil, "OLLAMA_BASE_URLS"},
+		{"the recipe", recipeValues, nil, "OLLAMA_BASE_URLS"},
 		{"two pools, long names", "", append([]string{"fullnameOverride=" + longName, "gate.enabled=true"}, twoPools...), "OLLAMA_BASE_URLS"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -389,6 +399,22 @@ func TestChartNotesGiveOpenWebUIsURLs(t *testing.T) {
 			}
 			if !strings.Contains(text, "ollamaUrls:\n    "+strings.Join(list, "\n    ")+"\n") {
 				t.Errorf("NOTES.txt lacks the official chart's ollamaUrls with %v:\n%s", urls, text)
+			}
+			if c.values == recipeValues {
+				// The recipe's Open WebUI values are what the notes print.
+				raw, err := os.ReadFile(filepath.Join(repoRoot, "examples", "gate-two-pools", "open-webui.yaml"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var owui struct {
+					OllamaUrls []string `json:"ollamaUrls"`
+				}
+				if err := sigsyaml.Unmarshal(raw, &owui); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(owui.OllamaUrls, urls) {
+					t.Errorf("examples/gate-two-pools/open-webui.yaml: ollamaUrls %v, want the gate's %v", owui.OllamaUrls, urls)
+				}
 			}
 		})
 	}
