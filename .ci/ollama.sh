@@ -68,7 +68,7 @@ go vet ./...
 tests=$(date +%s)
 # CI=true: a missing Ollama or an exporter without the gate fails, never skips.
 set +e
-CI=true OLLAMA_BINARY=$bin OLLAMA_REPO_ROOT=$root go test -count=1 -v -timeout 15m ./... 2>&1 |
+CI=true OLLAMA_BINARY=$bin OLLAMA_REPO_ROOT=${OLLAMA_REPO_ROOT:-$root} go test -count=1 -v -timeout 15m ./... 2>&1 |
 	grep -v '^=== \(RUN\|PAUSE\|CONT\)'
 status=${PIPESTATUS[0]}
 set -e

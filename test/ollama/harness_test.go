@@ -139,6 +139,7 @@ type ollamaServer struct {
 	addr string
 	dir  string
 	name string
+	env  []string // more environment, e.g. OLLAMA_NEW_ENGINE=1
 	p    *proc
 }
 
@@ -146,9 +147,9 @@ func (o *ollamaServer) url() string { return "http://" + o.addr }
 
 // startOllama starts a new Ollama with an empty models directory and waits
 // until it serves HTTP.
-func startOllama(t *testing.T, name string) *ollamaServer {
+func startOllama(t *testing.T, name string, env ...string) *ollamaServer {
 	t.Helper()
-	o := &ollamaServer{t: t, bin: ollamaBinary(t), addr: freeAddr(t), dir: t.TempDir(), name: name}
+	o := &ollamaServer{t: t, bin: ollamaBinary(t), addr: freeAddr(t), dir: t.TempDir(), name: name, env: env}
 	o.start()
 	return o
 }
@@ -158,11 +159,12 @@ func startOllama(t *testing.T, name string) *ollamaServer {
 func (o *ollamaServer) start() {
 	t := o.t
 	t.Helper()
-	o.p = start(t, o.name, o.bin, cleanEnv(
-		"OLLAMA_HOST="+o.addr,
-		"OLLAMA_MODELS="+filepath.Join(o.dir, "models"),
-		"HOME="+filepath.Join(o.dir, "home"),
-	), "serve")
+	env := append([]string{
+		"OLLAMA_HOST=" + o.addr,
+		"OLLAMA_MODELS=" + filepath.Join(o.dir, "models"),
+		"HOME=" + filepath.Join(o.dir, "home"),
+	}, o.env...)
+	o.p = start(t, o.name, o.bin, cleanEnv(env...), "serve")
 	begin := time.Now()
 	eventually(t, 60*time.Second, o.name+" serves HTTP on "+o.addr, func() (bool, string) {
 		if o.p.exited() {
@@ -218,6 +220,12 @@ func (g *gateServer) url() string { return "http://" + g.addr }
 // It skips the test when the exporter has no gate yet (fails in CI).
 func startGate(t *testing.T, backends ...string) *gateServer {
 	t.Helper()
+	return startGateWith(t, nil, backends...)
+}
+
+// startGateWith is startGate with more exporter flags.
+func startGateWith(t *testing.T, flags []string, backends ...string) *gateServer {
+	t.Helper()
 	exporter, fake, hasGate := exporterBinaries(t)
 	if !hasGate {
 		msg := "the exporter (" + exporter + ") has no --gate.listen-address flag yet"
@@ -245,6 +253,7 @@ func startGate(t *testing.T, backends ...string) *gateServer {
 	for _, b := range backends {
 		args = append(args, "--gate.backend="+b)
 	}
+	args = append(args, flags...)
 	g.p = start(t, "exporter", exporter, cleanEnv("TOKEN="+fakeToken), args...)
 	eventually(t, 20*time.Second, "the gate answers /_gate/status", func() (bool, string) {
 		if g.p.exited() {

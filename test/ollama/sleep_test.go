@@ -1,8 +1,10 @@
 package ollama
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,4 +121,37 @@ func TestGateWhileOllamaSleeps(t *testing.T) {
 func (g *gateServer) statusString(t *testing.T) string {
 	t.Helper()
 	return get(t, g.url()+"/_gate/status").body
+}
+
+// A request held past --gate.hold-timeout gets an error in the shape of the
+// API it asked (Ollama's {"error":"..."}, OpenAI's {"error":{"message":...}}),
+// saying what the gate saw of the stopped Ollama: Open WebUI shows that text.
+func TestGateHoldTimeoutWithOllamaStopped(t *testing.T) {
+	o := startOllama(t, "ollama")
+	g := startGateWith(t, []string{"--gate.hold-timeout=1s"}, o.url())
+	createModel(t, g.url(), "tiny", hello)
+	checkStream(t, g.url(), chatStream, "tiny", hello.Text())
+	o.stop()
+
+	for _, k := range streamKinds {
+		t.Run(k.name, func(t *testing.T) {
+			r := post(t, g.url()+k.path, k.body("tiny"))
+			var message string
+			if k.path == openAIStream.path {
+				var e struct {
+					Error struct{ Message string } `json:"error"`
+				}
+				_ = json.Unmarshal([]byte(r.body), &e)
+				message = e.Error.Message
+			} else {
+				var e struct{ Error string }
+				_ = json.Unmarshal([]byte(r.body), &e)
+				message = e.Error
+			}
+			t.Logf("POST %s held past the hold timeout: %s", k.path, r)
+			if r.status != http.StatusGatewayTimeout || !strings.Contains(message, "connection refused") {
+				t.Errorf("POST %s held past the hold timeout: %s, want 504 with an error in the API's shape saying connection refused", k.path, r)
+			}
+		})
+	}
 }
