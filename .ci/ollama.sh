@@ -57,7 +57,8 @@ build_ollama() {
 echo "--- ollama: github.com/ollama/ollama@v$OLLAMA_VERSION (built once per version)"
 start=$(date +%s)
 build_ollama
-echo "ollama ready after $(($(date +%s) - start)) s: $("$bin" --version 2>&1 | tail -1)"
+# With no server running, --version warns and ends with "client version is X".
+echo "ollama $("$bin" --version 2>&1 | sed -n 's/.*version is //p') ready after $(($(date +%s) - start)) s: $bin"
 if [ "${1:-}" = build ]; then echo "$bin"; exit 0; fi
 
 echo "--- ollama: go test ./test/ollama/ (the gate in front of real Ollama)"
