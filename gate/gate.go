@@ -347,6 +347,11 @@ func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
 		return nil, nil, false
 	}
 	rawRest := "/" + rest // "/NAME" is served as "/NAME/"
+	// Open WebUI keeps a trailing slash of an OLLAMA_BASE_URLS entry and
+	// appends "/api/...": http://gate/big/ asks for /big//api/tags.
+	for strings.HasPrefix(rawRest, "//") {
+		rawRest = rawRest[1:]
+	}
 	p, err := url.PathUnescape(rawRest)
 	if err != nil {
 		return b, &url.URL{Path: rawRest}, true
