@@ -79,6 +79,7 @@ type Gate struct {
 	changed     chan struct{}
 	lastFire    time.Time
 	firePending bool
+	fired       int // closes of changed, for tests
 }
 
 // backend is one --gate.backend with its state; mutable fields are guarded by Gate.mu.
@@ -191,7 +192,7 @@ func New(cfg Config) (*Gate, error) {
 		FlushInterval:  -1, // flush every write: NDJSON and SSE go on chunk by chunk
 		ErrorHandler:   g.proxyError,
 		ModifyResponse: g.modifyResponse,
-		ErrorLog:       nil,
+		BufferPool:     copyBuffers,
 	}
 	now := g.now()
 	for _, bc := range cfg.Backends {
@@ -229,11 +230,20 @@ func New(cfg Config) (*Gate, error) {
 	return g, nil
 }
 
+// copyBuffers are ReverseProxy's 32 KiB copy buffers, shared instead of one
+// allocated per request.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
+
 // NewTransport returns the transport the gate uses when Config.Transport is
 // nil: a clone of http.DefaultTransport with no response-header timeout (Ollama
 // sends no header until the model is loaded), a 3 s dial timeout (a dial that
-// fails marks the backend asleep), keep-alives with 64 idle connections per
-// backend, HTTP/1.1 only (what Ollama speaks), no transparent compression (the
+// fails marks the backend asleep), keep-alives with idle connections kept per
+// backend (256, so that a released burst reuses its connections), HTTP/1.1 only (what Ollama speaks), no transparent compression (the
 // client's Accept-Encoding passes through unchanged) and a 1 s
 // Expect: 100-continue timeout.
 func NewTransport() *http.Transport {
@@ -241,7 +251,7 @@ func NewTransport() *http.Transport {
 	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = 0
 	t.MaxIdleConns = 0
-	t.MaxIdleConnsPerHost = 64
+	t.MaxIdleConnsPerHost = DefaultReleaseConcurrency
 	t.IdleConnTimeout = 90 * time.Second
 	t.ExpectContinueTimeout = time.Second
 	t.DisableCompression = true
@@ -304,6 +314,7 @@ func (g *Gate) fireLocked() {
 	close(g.changed)
 	g.changed = make(chan struct{})
 	g.lastFire = time.Now()
+	g.fired++
 }
 
 // ServeHTTP serves the whole gate surface: /_gate/status, /_gate/demand, and
