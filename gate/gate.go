@@ -112,7 +112,14 @@ type backend struct {
 	active     map[string]int       // hashed user -> held/in-flight requests
 	lastSeen   map[string]time.Time // hashed user -> end of their last request
 	activeAnon int                  // held/in-flight requests without a user header
-	anonSeen   []time.Time          // ends of requests without a user header, ascending
+	anonSeen   []anonBucket         // ends of requests without a user header, by second, ascending
+}
+
+// anonBucket counts the requests without a user id that ended within one
+// second; they count until Idle after the last of them.
+type anonBucket struct {
+	first, last time.Time
+	n           int
 }
 
 type heldReq struct {
@@ -442,7 +449,10 @@ func (b *backend) ownDemand(now time.Time) peerDemand {
 	for u := range b.active {
 		d.Users[u] = 0
 	}
-	d.Anonymous = b.activeAnon + len(b.anonSeen)
+	d.Anonymous = b.activeAnon
+	for _, a := range b.anonSeen {
+		d.Anonymous += a.n
+	}
 	return d
 }
 
@@ -454,7 +464,7 @@ func (b *backend) prune(now time.Time) {
 		}
 	}
 	i := 0
-	for i < len(b.anonSeen) && now.Sub(b.anonSeen[i]) > b.cfg.Idle {
+	for i < len(b.anonSeen) && now.Sub(b.anonSeen[i].last) > b.cfg.Idle {
 		i++
 	}
 	b.anonSeen = b.anonSeen[i:]
@@ -478,10 +488,17 @@ func (b *backend) end(user string, now time.Time) {
 	}
 	if user == "" {
 		b.activeAnon--
-		if n := len(b.anonSeen); n > 0 && b.anonSeen[n-1].After(now) {
-			now = b.anonSeen[n-1] // keep it ascending under a clock that steps back
+		if n := len(b.anonSeen); n > 0 && now.Sub(b.anonSeen[n-1].first) < time.Second {
+			// Within the same second (or a clock that stepped back): one bucket,
+			// so that memory stays bounded by Idle in seconds, not requests.
+			last := &b.anonSeen[n-1]
+			last.n++
+			if now.After(last.last) {
+				last.last = now
+			}
+		} else {
+			b.anonSeen = append(b.anonSeen, anonBucket{first: now, last: now, n: 1})
 		}
-		b.anonSeen = append(b.anonSeen, now)
 		b.prune(now)
 		return
 	}

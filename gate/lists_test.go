@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -269,3 +270,26 @@ type discardWriter struct {
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+
+func TestAGzippedListIsRememberedAsIdentity(t *testing.T) {
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		_, _ = io.WriteString(zw, tagsBody)
+		_ = zw.Close()
+	})))
+	sb.serve()
+	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
+	// Go's client asks for gzip itself and decodes; the gate passes it compressed.
+	if code, _, body := do(t, "GET", g.url+"/api/tags", nil, nil); code != 200 || body != tagsBody {
+		t.Fatalf("through the gate: %d %q", code, body)
+	}
+	sb.stop()
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+	code, hdr, body := do(t, "GET", g.url+"/api/tags", nil, http.Header{"Accept-Encoding": {"identity"}})
+	if code != 200 || body != tagsBody || hdr.Get("Content-Encoding") != "" || hdr.Get(FromMemoryHeader) != "1" {
+		t.Errorf("from memory: %d %q encoding %q", code, body, hdr.Get("Content-Encoding"))
+	}
+}
