@@ -286,14 +286,20 @@ type poolSpec struct {
 	wake    wakeRule
 	startup time.Duration
 	idle    time.Duration // wake=request
+	// cooldown is this pool's KEDA cooldownPeriod; 0: the world's.
+	cooldown time.Duration
 }
 
 func (w world) newPool(s poolSpec) *pool {
+	cooldown := w.cooldown
+	if s.cooldown > 0 {
+		cooldown = s.cooldown
+	}
 	return &pool{
 		name:    s.name,
 		wake:    s.wake,
 		gate:    newGateModel(w.gate || s.wake == wakeRequest, w.holdTimeout, w.answer, s.idle),
-		keda:    kedaModel{cooldown: w.cooldown, polling: w.polling, pushLatency: w.pushLatency},
+		keda:    kedaModel{cooldown: cooldown, polling: w.polling, pushLatency: w.pushLatency},
 		backend: backendModel{startup: s.startup},
 	}
 }
