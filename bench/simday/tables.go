@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -120,7 +121,16 @@ func joinSeeds(seeds []uint64) string {
 
 // exporterProblems are the invariants of the real half, whatever is modelled.
 func exporterProblems(days map[run]day) (problems []string, unseen, errors int) {
-	for r, d := range days {
+	var runs []run
+	for r := range days {
+		runs = append(runs, r)
+	}
+	sort.Slice(runs, func(i, j int) bool {
+		a, b := runs[i], runs[j]
+		return a.seed < b.seed || a.seed == b.seed && (a.people < b.people || a.people == b.people && a.timeout < b.timeout)
+	})
+	for _, r := range runs {
+		d := days[r]
 		unseen += d.served.unseen
 		errors += d.served.errors
 		if d.served.unseen > 0 || d.served.errors > 0 {
@@ -130,6 +140,23 @@ func exporterProblems(days map[run]day) (problems []string, unseen, errors int) 
 	return problems, unseen, errors
 }
 
+type key struct {
+	people  int
+	timeout time.Duration
+}
+
+// cellOrder is the grid in the order of the flags, for output that does not
+// depend on map order.
+func cellOrder(c config) []key {
+	var ks []key
+	for _, people := range c.people {
+		for _, timeout := range c.timeouts {
+			ks = append(ks, key{people, timeout})
+		}
+	}
+	return ks
+}
+
 // wakeDay is issue 17's grid: gate off and on, per team, idle timeout and
 // start-up delay, next to the row without start-up (today's model).
 func wakeDay(c config, days map[run]day) (problems []string) {
@@ -137,10 +164,6 @@ func wakeDay(c config, days map[run]day) (problems []string) {
 	fmt.Printf("the wake gate's day: %s; step %s, KEDA cooldown %s, polling %s, push latency %s, hold timeout %s, answers %s\n",
 		daysNote(c), c.step, c.cooldown, c.polling, c.pushLatency, c.holdTimeout, c.answer)
 	fmt.Printf("%-5s %-5s %-8s %-5s %10s %18s %10s %9s %6s %9s %9s %9s\n", "team", "idle", "start-up", "gate", "Ollama on", "failed / messages", "lists lost", "scale-ups", "held", "hold p50", "hold p99", "hold max")
-	type key struct {
-		people  int
-		timeout time.Duration
-	}
 	today := map[key]float64{}
 	gated := map[key]map[time.Duration]*cell{}
 	for _, people := range c.people {
@@ -211,8 +234,9 @@ func wakeDay(c config, days map[run]day) (problems []string) {
 	// Target 3: the p99 hold is at most the start-up delay plus 2 s.
 	ok, worst := true, ""
 	worstMargin := time.Duration(-1 << 62)
-	for k, byStartup := range gated {
-		for startup, s := range byStartup {
+	for _, k := range cellOrder(c) {
+		for _, startup := range c.startups {
+			s := gated[k][startup]
 			if len(s.holds) == 0 {
 				continue
 			}
