@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "--- simulated day (bench/simday -check)"
 go run ./bench/simday -people 8 -seeds 1 -timeouts 0,15m -check
-for target in FuzzParseAnalyticsUsers FuzzParseChatListNewest; do
+for target in FuzzParseAnalyticsUsers FuzzParseChatList; do
 	echo "--- fuzz $target"
 	go test -run='^$' -fuzz="^$target\$" -fuzztime=10s ./openwebui/
 done
