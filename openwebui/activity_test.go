@@ -27,6 +27,8 @@ type idleFixture struct {
 	// failStatus and failBody instead of the fake's answer.
 	failPath, failBody string
 	failStatus         int
+	// intercept, when set, may answer a request itself (true).
+	intercept func(w http.ResponseWriter, r *http.Request) bool
 }
 
 const idleTimeout = 15 * time.Minute
@@ -39,6 +41,9 @@ func newIdleFixture(t *testing.T, cfg fakeopenwebui.Config) *idleFixture {
 	f.self = f.fake.AddUser("exporter", "admin")
 	f.key = f.fake.IssueAPIKey(f.self)
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.intercept != nil && f.intercept(w, r) {
+			return
+		}
 		if f.failPath != "" && strings.HasPrefix(r.URL.Path, f.failPath) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(f.failStatus)
