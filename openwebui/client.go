@@ -60,6 +60,10 @@ type Config struct {
 	// IdlePolicy, when set (admin mode only), also counts who is engaged:
 	// see activity.go and --activity.idle-timeout.
 	IdlePolicy *IdlePolicy
+	// MaxClockSkew, when not 0, replaces the clock tolerance (maxClockSkew,
+	// or the idle policy's): only for simulations whose Open WebUI runs on
+	// a compressed clock.
+	MaxClockSkew time.Duration
 }
 
 // Count is one answer to "how many people use Open WebUI right now".
@@ -448,6 +452,9 @@ func (c *Client) stampsSelfFirst(token string) bool {
 
 // clockTolerance is how far an answer's clock may be from the local one.
 func (c *Client) clockTolerance() time.Duration {
+	if c.cfg.MaxClockSkew > 0 {
+		return c.cfg.MaxClockSkew
+	}
 	if c.cfg.IdlePolicy != nil {
 		return c.cfg.IdlePolicy.ClockTolerance()
 	}
