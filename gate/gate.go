@@ -393,9 +393,9 @@ func (g *Gate) Demand(name string) (Demand, bool) {
 	for u, age := range own.Users {
 		users[u] = now.Add(-time.Duration(age * float64(time.Second)))
 	}
-	real := time.Now()
+	wall := time.Now()
 	for _, p := range g.peers {
-		if real.Sub(p.at) > g.peerTTL {
+		if wall.Sub(p.at) > g.peerTTL {
 			continue
 		}
 		pd, ok := p.backends[name]

@@ -72,7 +72,7 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 		fmt.Fprintf(w, "{\"done\":true,\"for\":%q}\n", r.URL.Path)
 	}}
 	sb := newSleepyBackend(t, withVersion(rec))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
 	eventually(t, "the backend seen asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	if r := stats(g.Gate, DefaultName).Reason; r != "connection refused" {
 		t.Errorf("reason %q, want connection refused", r)
@@ -143,6 +143,7 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 			}
 		}
 	}
+	waitCount(t, g.Gate, DefaultName, OutcomeDelivered, uint64(len(requests)))
 	s := stats(g.Gate, DefaultName)
 	if s.State != StateUp || s.Held != 0 || s.InFlight != 0 || s.HeldBytes != 0 {
 		t.Errorf("after delivery: %+v", s)
@@ -153,10 +154,10 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 }
 
 func TestAPassThroughWhoseDialFailsIsHeld(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }}
+	rec := &recorder{resp: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }}
 	sb := newSleepyBackend(t, withVersion(rec))
 	sb.serve()
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.probeIdle = time.Hour })
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.probeIdle = time.Hour })
 	eventually(t, "the backend up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
 	sb.stop() // gone to zero; the gate does not know yet
 
@@ -176,9 +177,9 @@ func TestAPassThroughWhoseDialFailsIsHeld(t *testing.T) {
 }
 
 func TestHeldRequestsAreReleasedInArrivalOrder(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {}}
+	rec := &recorder{resp: func(http.ResponseWriter, *http.Request) {}}
 	sb := newSleepyBackend(t, withVersion(rec))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, "pool="+sb.url())}, ReleaseConcurrency: 1})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, "pool="+sb.url())}, ReleaseConcurrency: 1})
 	const n = 20
 	var clients []*heldClient
 	for i := 0; i < n; i++ {
@@ -204,7 +205,7 @@ func TestReleaseConcurrencyBoundsWhatTheBackendGetsAtOnce(t *testing.T) {
 	var mu sync.Mutex
 	var now, peak int
 	unblock := make(chan struct{})
-	backend := withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		mu.Lock()
 		now++
 		peak = max(peak, now)
@@ -215,7 +216,7 @@ func TestReleaseConcurrencyBoundsWhatTheBackendGetsAtOnce(t *testing.T) {
 		mu.Unlock()
 	}))
 	sb := newSleepyBackend(t, backend)
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}, ReleaseConcurrency: 2})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, ReleaseConcurrency: 2})
 	var clients []*heldClient
 	for i := 0; i < 6; i++ {
 		clients = append(clients, sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/api/chat", strings.NewReader("{}"), nil))
@@ -239,7 +240,8 @@ func TestReleaseConcurrencyBoundsWhatTheBackendGetsAtOnce(t *testing.T) {
 
 func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 	sb := newSleepyBackend(t, withVersion(http.NotFoundHandler()))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeld: 2, MaxHeldBytes: 100})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeld: 2, MaxHeldBytes: 100})
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := 0; i < 2; i++ {
@@ -291,6 +293,7 @@ func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 			}
 		})
 	}
+	waitCount(t, g.Gate, DefaultName, OutcomeRejected, 4)
 	if s := stats(g.Gate, DefaultName); s.HeldBytes != 60 || s.Held != 1 || s.Requests[OutcomeRejected] != 4 {
 		t.Errorf("after the rejections: held %d, bytes %d, rejected %d; want 1, 60, 4", s.Held, s.HeldBytes, s.Requests[OutcomeRejected])
 	}
@@ -308,7 +311,7 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 		{"refused, OpenAI", func(*sleepyBackend) {}, "/v1/chat/completions", true, "connection refused"},
 		{"no HTTP answer", func(s *sleepyBackend) { s.listen() }, "/api/generate", false, "no HTTP answer"},
 		{"version 503", func(s *sleepyBackend) {
-			s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+			s.handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
 			s.serve()
 		}, "/v1/completions", true, "HTTP 503 from /api/version"},
 	}
@@ -316,7 +319,7 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sb := newSleepyBackend(t, nil)
 			tc.setup(sb)
-			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}, HoldTimeout: 1500 * time.Millisecond})
+			g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, HoldTimeout: 1500 * time.Millisecond})
 			code, _, body := do(t, "POST", g.url+tc.path, strings.NewReader("{}"), nil)
 			if code != http.StatusGatewayTimeout {
 				t.Fatalf("status %d, want 504 (%s)", code, body)
@@ -327,6 +330,7 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 					t.Errorf("message %q lacks %q", msg, want)
 				}
 			}
+			waitCount(t, g.Gate, DefaultName, OutcomeHoldTimeout, 1)
 			s := stats(g.Gate, DefaultName)
 			if s.Requests[OutcomeHoldTimeout] != 1 || s.Held != 0 || s.HeldBytes != 0 || s.Hold.Count != 1 {
 				t.Errorf("after the timeout: %+v", s)
@@ -336,9 +340,9 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 }
 
 func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {}}
+	rec := &recorder{resp: func(http.ResponseWriter, *http.Request) {}}
 	sb := newSleepyBackend(t, withVersion(rec))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
 	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	transport := &http.Transport{}
 	client := &http.Client{Transport: transport}
@@ -361,6 +365,7 @@ func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
 	}
 	eventually(t, "nothing held", func() bool { s := stats(g.Gate, DefaultName); return s.Held == 0 && s.HeldBytes == 0 })
 	eventually(t, "the goroutines to settle", func() bool { return runtime.NumGoroutine() <= base+2 })
+	waitCount(t, g.Gate, DefaultName, OutcomeClientGone, n)
 	if s := stats(g.Gate, DefaultName); s.Requests[OutcomeClientGone] != n || s.InFlight != 0 {
 		t.Errorf("client_gone %d (want %d), in flight %d", s.Requests[OutcomeClientGone], n, s.InFlight)
 	}

@@ -111,7 +111,7 @@ func fetchDemand(ctx context.Context, client *http.Client, addr string) *DemandR
 func (g *Gate) mergePeers(reports []*DemandReport) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	real, now := time.Now(), g.now()
+	wall, now := time.Now(), g.now()
 	changed := false
 	for _, rep := range reports {
 		if rep == nil || rep.Instance == g.instance {
@@ -121,10 +121,10 @@ func (g *Gate) mergePeers(reports []*DemandReport) bool {
 		if old == nil || !sameDemand(old.backends, rep.Backends) {
 			changed = true
 		}
-		g.peers[rep.Instance] = &peerEntry{at: real, atNow: now, backends: rep.Backends}
+		g.peers[rep.Instance] = &peerEntry{at: wall, atNow: now, backends: rep.Backends}
 	}
 	for id, p := range g.peers {
-		if real.Sub(p.at) > g.peerTTL {
+		if wall.Sub(p.at) > g.peerTTL {
 			delete(g.peers, id)
 			changed = true
 		}
