@@ -432,8 +432,8 @@ type Demand struct {
 }
 
 // ownDemand is this replica's demand of b (g.mu held), in the form peers exchange.
-func (b *backend) ownDemand(now time.Time) peerDemand {
-	d := peerDemand{
+func (b *backend) ownDemand(now time.Time) BackendDemand {
+	d := BackendDemand{
 		Held:     b.queue.Len() + b.reading,
 		InFlight: b.inFlight,
 		Learning: b.learning,
