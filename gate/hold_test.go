@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -379,5 +380,77 @@ func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
 	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
 	if got := rec.requests(); len(got) != 0 {
 		t.Errorf("the backend got %d requests whose clients had gone", len(got))
+	}
+}
+
+func TestAGateShuttingDownStillDeliversWhatItHolds(t *testing.T) {
+	rec := &recorder{resp: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "late but there") }}
+	sb := newSleepyBackend(t, withVersion(rec))
+	g, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.probeHeld = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); g.Run(ctx) }()
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	c := sendAsync(context.Background(), http.DefaultClient, "POST", srv.URL+"/api/chat", strings.NewReader("{}"), nil)
+	eventually(t, "held", func() bool { return queued(g, DefaultName) == 1 })
+	cancel() // the replica is told to stop
+	select {
+	case <-ran:
+		t.Fatal("Run returned while a request was held")
+	default:
+	}
+	sb.serve()
+	if c.wait(t); c.status != 200 || c.body != "late but there" {
+		t.Errorf("got %d %q %v", c.status, c.body, c.err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return once nothing was held")
+	}
+}
+
+func TestADeliveredAnswerStreams(t *testing.T) {
+	next := make(chan struct{})
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		_, _ = io.WriteString(w, "{\"n\":1}\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "{\"done\":true}\n")
+	})))
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
+	go func() { // wakes the backend once the request is held
+		for i := 0; i < 5000 && queued(g.Gate, DefaultName) == 0; i++ {
+			time.Sleep(2 * time.Millisecond)
+		}
+		sb.serve()
+	}()
+	res, err := http.Post(g.url+"/api/chat", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if d := stats(g.Gate, DefaultName); d.Requests[OutcomeDelivered]+uint64(d.InFlight) == 0 {
+		t.Error("the request was not held and delivered")
+	}
+	line := make([]byte, len("{\"n\":1}\n"))
+	if _, err := io.ReadFull(res.Body, line); err != nil || string(line) != "{\"n\":1}\n" {
+		t.Fatalf("first chunk %q, %v", line, err) // would block here if the gate buffered
+	}
+	close(next)
+	rest, _ := io.ReadAll(res.Body)
+	if string(rest) != "{\"done\":true}\n" {
+		t.Errorf("rest %q", rest)
 	}
 }
