@@ -321,6 +321,8 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 			sb := newSleepyBackend(t, nil)
 			tc.setup(sb)
 			g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, HoldTimeout: 1500 * time.Millisecond})
+			// The message says what the probe saw: let it see something first.
+			eventually(t, "a first probe", func() bool { return stats(g.Gate, DefaultName).Reason == tc.want })
 			code, _, body := do(t, "POST", g.url+tc.path, strings.NewReader("{}"), nil)
 			if code != http.StatusGatewayTimeout {
 				t.Fatalf("status %d, want 504 (%s)", code, body)
