@@ -42,9 +42,21 @@ func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url
 	a := &attempt{b: b, rel: rel, capture: capture}
 	out := r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
 	if body != nil {
+		if r.ContentLength > 0 {
+			// The transport reads once more past the end to check the length;
+			// that read must not reach the client's body (see below).
+			body = io.LimitReader(body, r.ContentLength)
+		}
 		a.body = &trackingBody{r: body}
 		out.Body = a.body
 	}
+	// A backend may answer before it has read the whole request (Ollama binds
+	// the JSON and starts streaming). Go's HTTP/1 server then closes the
+	// request body when the answer's header is written, and the transport,
+	// still sending the request, fails and closes the backend connection
+	// under the streaming answer (about 1 % of streams in bench/gate.sh).
+	// Full duplex keeps the body readable while the answer streams.
+	_ = http.NewResponseController(w).EnableFullDuplex() // unsupported (HTTP/2, recorders): nothing to fix there
 	g.proxy.ServeHTTP(w, out)
 	return a
 }
