@@ -81,8 +81,8 @@ func TestREADMEIsShortAndInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	if len(lines) > 380 {
-		t.Errorf("README.md has %d lines, want about 360 at most: move details to docs/", len(lines))
+	if len(lines) > 400 {
+		t.Errorf("README.md has %d lines, want about 380 at most: move details to docs/", len(lines))
 	}
 	want := []string{"Quick start", "Which token", "Deploy", "Choosing a KEDA trigger", "Idle tabs",
 		"The wake gate", "Configuration", "Troubleshooting", "Reference", "Links"}
