@@ -35,6 +35,8 @@ type options struct {
 	streamDuration           time.Duration
 	chunks                   int
 	chunkInterval            time.Duration
+	pacedRate                int
+	pacedDuration            time.Duration
 	held, heldRuns           int
 	startDelay               time.Duration
 	noGate, noNginx          bool
@@ -51,6 +53,8 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 16, "wrk connections")
 	flag.IntVar(&o.threads, "threads", 1, "wrk threads (1 leaves a core to the proxy and the stand-in)")
 	flag.StringVar(&o.wrkDuration, "wrk-duration", "5s", "each wrk run")
+	flag.IntVar(&o.pacedRate, "paced-rate", 320, "requests/s of the paced small chat (spread over --conns clients); 0 skips it")
+	flag.DurationVar(&o.pacedDuration, "paced-duration", 5*time.Second, "each paced run")
 	flag.IntVar(&o.streams, "streams", 16, "concurrent streamed chats")
 	flag.DurationVar(&o.streamDuration, "stream-duration", 3*time.Second, "each stream run")
 	flag.IntVar(&o.chunks, "chunks", 8, "chunks per streamed answer")
@@ -162,11 +166,24 @@ func rotate(ts []target, run int) []target {
 }
 
 func latency(o options, dir string, targets []target, tb *table) error {
-	fmt.Printf("\nsmall chat (POST /api/chat, stream false, 1 chunk): wrk -t%d -c%d -d%s --latency, %d runs, targets interleaved\n",
-		o.threads, o.conns, o.wrkDuration, o.runs)
+	fmt.Printf("\nsmall chat (POST /api/chat, stream false, 1 chunk), %d connections: paced at %d req/s for %s, then wrk -t%d -c%d -d%s --latency flat out; %d runs each, targets interleaved\n",
+		o.conns, o.pacedRate, o.pacedDuration, o.threads, o.conns, o.wrkDuration, o.runs)
 	for _, t := range targets { // warm up connections and caches
 		if _, err := runWrk(dir, t.url, o.threads, o.conns, "1s"); err != nil {
 			return err
+		}
+	}
+	for run := 0; run < o.runs && o.pacedRate > 0; run++ {
+		for _, t := range rotate(targets, run) {
+			interval := time.Duration(o.conns) * time.Second / time.Duration(o.pacedRate)
+			l, err := measurePaced(t.url, o.conns, interval, o.pacedDuration)
+			if err != nil {
+				return err
+			}
+			p50, p99 := percentile(l, 50), percentile(l, 99)
+			fmt.Printf("  run %d %-6s paced %d req/s  p50 %7.3f ms  p99 %7.3f ms\n", run+1, t.name, o.pacedRate, ms(p50), ms(p99))
+			tb.add(fmt.Sprintf("small chat at %d req/s, p50 (ms)", o.pacedRate), t.name, ms(p50))
+			tb.add(fmt.Sprintf("small chat at %d req/s, p99 (ms)", o.pacedRate), t.name, ms(p99))
 		}
 	}
 	for run := 0; run < o.runs; run++ {
@@ -176,9 +193,9 @@ func latency(o options, dir string, targets []target, tb *table) error {
 				return err
 			}
 			fmt.Printf("  run %d %-6s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", run+1, t.name, r.rps, r.p50, r.p99)
-			tb.add("small chat p50 (ms)", t.name, r.p50)
-			tb.add("small chat p99 (ms)", t.name, r.p99)
-			tb.add("small chat req/s", t.name, r.rps)
+			tb.add("small chat, wrk -c16 flat out, p50 (ms)", t.name, r.p50)
+			tb.add("small chat, wrk -c16 flat out, p99 (ms)", t.name, r.p99)
+			tb.add("small chat, wrk -c16 flat out, req/s", t.name, r.rps)
 		}
 	}
 	return nil
