@@ -148,8 +148,11 @@ func waitStatus(gateURL string, ok func(statusBackend) bool, within time.Duratio
 		last, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
 		var s struct{ Backends []statusBackend }
-		if err := json.Unmarshal(last, &s); err != nil || len(s.Backends) != 1 {
-			return fmt.Errorf("gate status: %s: %v", last, err)
+		if err := json.Unmarshal(last, &s); err != nil {
+			return fmt.Errorf("gate status: %s: %w", last, err)
+		}
+		if len(s.Backends) != 1 {
+			return fmt.Errorf("gate status: %s: want one backend", last)
 		}
 		if ok(s.Backends[0]) {
 			return nil

@@ -99,7 +99,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method + " " + r.URL.Path {
 	case "GET /", "HEAD /":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "Ollama is running")
+		_, _ = io.WriteString(w, "Ollama is running")
 	case "GET /api/version":
 		writeJSON(w, http.StatusOK, map[string]string{"version": h.cfg.Version})
 	case "GET /api/tags":
@@ -118,7 +118,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// gin's answer to an unknown route
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(http.StatusNotFound)
-		io.WriteString(w, "404 page not found")
+		_, _ = io.WriteString(w, "404 page not found")
 	}
 }
 
@@ -239,7 +239,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, model string, n
 	}
 	emit(last(path, model, created, n))
 	if strings.HasPrefix(path, "/v1/") {
-		io.WriteString(w, "data: [DONE]\n\n")
+		_, _ = io.WriteString(w, "data: [DONE]\n\n")
 		if flusher != nil {
 			flusher.Flush()
 		}

@@ -98,7 +98,7 @@ func TestServerSleepsAndWakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
-	if _, err := client.Get(s.URL() + "/api/version"); !errors.Is(err, syscall.ECONNREFUSED) {
+	if err := getErr(client, s.URL()+"/api/version"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("stopped: %v, want connection refused", err)
 	}
 	const delay = 300 * time.Millisecond
@@ -125,7 +125,7 @@ func TestServerSleepsAndWakes(t *testing.T) {
 		t.Error("a second Start succeeded")
 	}
 	s.Stop()
-	if _, err := client.Get(s.URL() + "/api/version"); !errors.Is(err, syscall.ECONNREFUSED) {
+	if err := getErr(client, s.URL()+"/api/version"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("stopped again: %v, want connection refused", err)
 	}
 	// Stopped while starting: Stop does not wait for the delay.
@@ -242,4 +242,13 @@ func TestOnRequest(t *testing.T) {
 	if got, want := strings.Join(seen, ","), "POST /api/chat,POST /api/embed"; got != want {
 		t.Errorf("OnRequest saw %s, want %s", got, want)
 	}
+}
+
+// getErr is the error of GET url, the body closed if there was one.
+func getErr(client *http.Client, url string) error {
+	resp, err := client.Get(url)
+	if err == nil {
+		resp.Body.Close()
+	}
+	return err
 }
