@@ -52,8 +52,8 @@ func BenchmarkPassThrough(b *testing.B) {
 func BenchmarkRelease1000(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		func() {
-			sb := newSleepyBackend(b, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
-			g := startGate(b, Config{Backends: []BackendConfig{backendURL(b, sb.url())}}, func(g *Gate) { g.probeHeld = defaultProbeHeld })
+			sb := newSleepyBackend(b, withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+			g := startGate(b, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(b, sb.url())}}, func(g *Gate) { g.probeHeld = defaultProbeHeld })
 			defer g.stop()
 			defer sb.stop()
 			tr := &http.Transport{MaxIdleConnsPerHost: 1000}

@@ -32,7 +32,7 @@ func (c *fakeClock) Add(d time.Duration) {
 
 func TestRequestWakeCountsRecentUsers(t *testing.T) {
 	block := make(chan struct{})
-	backend := httptest.NewServer(withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := httptest.NewServer(withVersion(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/chat-long" {
 			<-block
 		}
@@ -70,6 +70,9 @@ func TestRequestWakeCountsRecentUsers(t *testing.T) {
 				t.Fatalf("%s: status %d", st.what, code)
 			}
 		}
+		// The gate ends its accounting just after the answer: wait for it, so
+		// the requests ended before the clock moves.
+		eventually(t, "the requests ended", func() bool { return mustDemand(t, g.Gate, "big").InFlight == 0 })
 		clock.Add(st.advance)
 		if d := mustDemand(t, g.Gate, "big"); d.Recent != st.want {
 			t.Errorf("%s: Recent = %d, want %d", st.what, d.Recent, st.want)
@@ -113,16 +116,17 @@ func listenPair(t *testing.T) (net.Listener, net.Listener, string) {
 }
 
 func TestPeersAddTheirDemand(t *testing.T) {
-	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	la, lb, port := listenPair(t)
 	cfg := Config{
-		Backends: []BackendConfig{backendURL(t, "big="+sb.url()+",wake=request")},
-		Peers:    "gates.test:" + port,
+		Backends:  []BackendConfig{backendURL(t, "big="+sb.url()+",wake=request")},
+		Transport: sb.transport(),
+		Peers:     "gates.test:" + port,
 	}
 	tune := func(g *Gate) {
 		g.peerEvery = 20 * time.Millisecond
 		g.peerTTL = 300 * time.Millisecond
-		g.lookup = func(ctx context.Context, host string) ([]net.IPAddr, error) {
+		g.lookup = func(_ context.Context, host string) ([]net.IPAddr, error) {
 			if host != "gates.test" {
 				return nil, fmt.Errorf("unexpected host %q", host)
 			}
@@ -185,7 +189,7 @@ func TestPeersAddTheirDemand(t *testing.T) {
 
 func TestStatusEndpoint(t *testing.T) {
 	sb := newSleepyBackend(t, nil)
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, "small="+sb.url())}, HoldTimeout: time.Minute})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, "small="+sb.url())}, HoldTimeout: time.Minute})
 	eventually(t, "asleep", func() bool { return stats(g.Gate, "small").State == StateAsleep })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

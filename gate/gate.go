@@ -398,9 +398,9 @@ func (g *Gate) Demand(name string) (Demand, bool) {
 	for u, age := range own.Users {
 		users[u] = now.Add(-time.Duration(age * float64(time.Second)))
 	}
-	real := time.Now()
+	wall := time.Now()
 	for _, p := range g.peers {
-		if real.Sub(p.at) > g.peerTTL {
+		if wall.Sub(p.at) > g.peerTTL {
 			continue
 		}
 		pd, ok := p.backends[name]
@@ -437,8 +437,8 @@ type Demand struct {
 }
 
 // ownDemand is this replica's demand of b (g.mu held), in the form peers exchange.
-func (b *backend) ownDemand(now time.Time) peerDemand {
-	d := peerDemand{
+func (b *backend) ownDemand(now time.Time) BackendDemand {
+	d := BackendDemand{
 		Held:     b.queue.Len() + b.reading,
 		InFlight: b.inFlight,
 		Learning: b.learning,

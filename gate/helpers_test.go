@@ -3,12 +3,15 @@ package gate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -66,73 +69,90 @@ func backendURL(t testing.TB, raw string) BackendConfig {
 	return bc
 }
 
-// sleepyBackend is a backend on a fixed loopback address that is first
-// asleep (connection refused), then starting (TCP accepted, no HTTP: nothing
-// calls Accept, so connections wait in the backlog like Ollama's before it
-// serves), then up (the same listener served).
+// sleepyBackend is a backend that is first asleep (connection refused),
+// then starting (TCP accepted, no HTTP: its listener is not served yet, so
+// connections wait in the backlog like Ollama's before it serves), then up
+// (the same listener served). Its address is a name that only its transport
+// dials: while asleep that transport refuses as the kernel would, so no other
+// process on a shared machine can take the port in between.
 type sleepyBackend struct {
 	t       testing.TB
-	addr    string
 	handler http.Handler
+	srv     *httptest.Server
 	mu      sync.Mutex
-	ln      net.Listener
-	srv     *http.Server
+	phase   State
+	started bool
 }
+
+const sleepyHost = "sleepy.test:11434"
 
 func newSleepyBackend(t testing.TB, h http.Handler) *sleepyBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	s := &sleepyBackend{t: t, addr: addr, handler: h}
-	t.Cleanup(s.stop)
+	s := &sleepyBackend{t: t, handler: h, phase: StateAsleep}
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }))
+	t.Cleanup(func() {
+		s.mu.Lock()
+		started := s.started
+		s.mu.Unlock()
+		if started {
+			s.srv.CloseClientConnections()
+			s.srv.Close()
+		} else {
+			s.srv.Listener.Close()
+		}
+	})
 	return s
 }
 
-func (s *sleepyBackend) url() string { return "http://" + s.addr }
+func (s *sleepyBackend) url() string { return "http://" + sleepyHost }
+
+// transport is the gate's transport for this backend (other addresses are
+// dialled as usual).
+func (s *sleepyBackend) transport() http.RoundTripper {
+	t := NewTransport()
+	var d net.Dialer
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != sleepyHost {
+			return d.DialContext(ctx, network, addr)
+		}
+		s.mu.Lock()
+		phase := s.phase
+		s.mu.Unlock()
+		if phase == StateAsleep {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		}
+		return d.DialContext(ctx, network, s.srv.Listener.Addr().String())
+	}
+	return t
+}
 
 // listen opens the port without serving HTTP (the backend is starting).
 func (s *sleepyBackend) listen() {
-	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var err error
-	for i := 0; i < 100; i++ { // the port was free a moment ago; retry a busy one briefly
-		if s.ln, err = net.Listen("tcp", s.addr); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	s.t.Fatalf("listen %s: %v", s.addr, err)
+	s.phase = StateStarting
 }
 
-// serve serves HTTP on the port (listening first if needed).
+// serve serves HTTP on the port.
 func (s *sleepyBackend) serve() {
 	s.mu.Lock()
-	ln := s.ln
-	s.mu.Unlock()
-	if ln == nil {
-		s.listen()
-	}
-	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.srv.Serve(s.ln) }()
+	s.phase = StateUp
+	if !s.started {
+		s.started = true
+		s.srv.Start()
+	}
 }
 
+// stop puts it to sleep again: connections refused, open ones closed.
 func (s *sleepyBackend) stop() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		_ = s.srv.Close()
-		s.srv = nil
-	} else if s.ln != nil {
-		_ = s.ln.Close()
+	s.phase = StateAsleep
+	started := s.started
+	s.mu.Unlock()
+	if started {
+		s.srv.CloseClientConnections()
 	}
-	s.ln = nil
 }
 
 // eventually polls cond until it holds, failing after a generous bound (these
@@ -240,4 +260,11 @@ func queued(g *Gate, name string) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.byName[name].queue.Len()
+}
+
+// waitCount waits until name has counted n requests with outcome o: the gate
+// counts a request just after its answer, so a client can be faster.
+func waitCount(t testing.TB, g *Gate, name string, o Outcome, n uint64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d %s requests counted", n, o), func() bool { return stats(g, name).Requests[o] >= n })
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -72,7 +73,7 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 		fmt.Fprintf(w, "{\"done\":true,\"for\":%q}\n", r.URL.Path)
 	}}
 	sb := newSleepyBackend(t, withVersion(rec))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
 	eventually(t, "the backend seen asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	if r := stats(g.Gate, DefaultName).Reason; r != "connection refused" {
 		t.Errorf("reason %q, want connection refused", r)
@@ -143,6 +144,7 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 			}
 		}
 	}
+	waitCount(t, g.Gate, DefaultName, OutcomeDelivered, uint64(len(requests)))
 	s := stats(g.Gate, DefaultName)
 	if s.State != StateUp || s.Held != 0 || s.InFlight != 0 || s.HeldBytes != 0 {
 		t.Errorf("after delivery: %+v", s)
@@ -153,10 +155,10 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 }
 
 func TestAPassThroughWhoseDialFailsIsHeld(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }}
+	rec := &recorder{resp: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }}
 	sb := newSleepyBackend(t, withVersion(rec))
 	sb.serve()
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.probeIdle = time.Hour })
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.probeIdle = time.Hour })
 	eventually(t, "the backend up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
 	sb.stop() // gone to zero; the gate does not know yet
 
@@ -176,9 +178,9 @@ func TestAPassThroughWhoseDialFailsIsHeld(t *testing.T) {
 }
 
 func TestHeldRequestsAreReleasedInArrivalOrder(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {}}
+	rec := &recorder{resp: func(http.ResponseWriter, *http.Request) {}}
 	sb := newSleepyBackend(t, withVersion(rec))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, "pool="+sb.url())}, ReleaseConcurrency: 1})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, "pool="+sb.url())}, ReleaseConcurrency: 1})
 	const n = 20
 	var clients []*heldClient
 	for i := 0; i < n; i++ {
@@ -204,7 +206,7 @@ func TestReleaseConcurrencyBoundsWhatTheBackendGetsAtOnce(t *testing.T) {
 	var mu sync.Mutex
 	var now, peak int
 	unblock := make(chan struct{})
-	backend := withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		mu.Lock()
 		now++
 		peak = max(peak, now)
@@ -215,7 +217,7 @@ func TestReleaseConcurrencyBoundsWhatTheBackendGetsAtOnce(t *testing.T) {
 		mu.Unlock()
 	}))
 	sb := newSleepyBackend(t, backend)
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}, ReleaseConcurrency: 2})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, ReleaseConcurrency: 2})
 	var clients []*heldClient
 	for i := 0; i < 6; i++ {
 		clients = append(clients, sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/api/chat", strings.NewReader("{}"), nil))
@@ -239,7 +241,8 @@ func TestReleaseConcurrencyBoundsWhatTheBackendGetsAtOnce(t *testing.T) {
 
 func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 	sb := newSleepyBackend(t, withVersion(http.NotFoundHandler()))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeld: 2, MaxHeldBytes: 100})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeld: 2, MaxHeldBytes: 100})
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := 0; i < 2; i++ {
@@ -291,6 +294,7 @@ func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 			}
 		})
 	}
+	waitCount(t, g.Gate, DefaultName, OutcomeRejected, 4)
 	if s := stats(g.Gate, DefaultName); s.HeldBytes != 60 || s.Held != 1 || s.Requests[OutcomeRejected] != 4 {
 		t.Errorf("after the rejections: held %d, bytes %d, rejected %d; want 1, 60, 4", s.Held, s.HeldBytes, s.Requests[OutcomeRejected])
 	}
@@ -308,7 +312,7 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 		{"refused, OpenAI", func(*sleepyBackend) {}, "/v1/chat/completions", true, "connection refused"},
 		{"no HTTP answer", func(s *sleepyBackend) { s.listen() }, "/api/generate", false, "no HTTP answer"},
 		{"version 503", func(s *sleepyBackend) {
-			s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+			s.handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
 			s.serve()
 		}, "/v1/completions", true, "HTTP 503 from /api/version"},
 	}
@@ -316,7 +320,9 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sb := newSleepyBackend(t, nil)
 			tc.setup(sb)
-			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}, HoldTimeout: 1500 * time.Millisecond})
+			g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, HoldTimeout: 1500 * time.Millisecond})
+			// The message says what the probe saw: let it see something first.
+			eventually(t, "a first probe", func() bool { return stats(g.Gate, DefaultName).Reason == tc.want })
 			code, _, body := do(t, "POST", g.url+tc.path, strings.NewReader("{}"), nil)
 			if code != http.StatusGatewayTimeout {
 				t.Fatalf("status %d, want 504 (%s)", code, body)
@@ -327,6 +333,7 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 					t.Errorf("message %q lacks %q", msg, want)
 				}
 			}
+			waitCount(t, g.Gate, DefaultName, OutcomeHoldTimeout, 1)
 			s := stats(g.Gate, DefaultName)
 			if s.Requests[OutcomeHoldTimeout] != 1 || s.Held != 0 || s.HeldBytes != 0 || s.Hold.Count != 1 {
 				t.Errorf("after the timeout: %+v", s)
@@ -336,9 +343,9 @@ func TestHoldTimeoutSaysWhatTheGateSaw(t *testing.T) {
 }
 
 func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {}}
+	rec := &recorder{resp: func(http.ResponseWriter, *http.Request) {}}
 	sb := newSleepyBackend(t, withVersion(rec))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
 	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	transport := &http.Transport{}
 	client := &http.Client{Transport: transport}
@@ -361,6 +368,7 @@ func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
 	}
 	eventually(t, "nothing held", func() bool { s := stats(g.Gate, DefaultName); return s.Held == 0 && s.HeldBytes == 0 })
 	eventually(t, "the goroutines to settle", func() bool { return runtime.NumGoroutine() <= base+2 })
+	waitCount(t, g.Gate, DefaultName, OutcomeClientGone, n)
 	if s := stats(g.Gate, DefaultName); s.Requests[OutcomeClientGone] != n || s.InFlight != 0 {
 		t.Errorf("client_gone %d (want %d), in flight %d", s.Requests[OutcomeClientGone], n, s.InFlight)
 	}
@@ -374,5 +382,77 @@ func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
 	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
 	if got := rec.requests(); len(got) != 0 {
 		t.Errorf("the backend got %d requests whose clients had gone", len(got))
+	}
+}
+
+func TestAGateShuttingDownStillDeliversWhatItHolds(t *testing.T) {
+	rec := &recorder{resp: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "late but there") }}
+	sb := newSleepyBackend(t, withVersion(rec))
+	g, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.probeHeld = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); g.Run(ctx) }()
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	c := sendAsync(context.Background(), http.DefaultClient, "POST", srv.URL+"/api/chat", strings.NewReader("{}"), nil)
+	eventually(t, "held", func() bool { return queued(g, DefaultName) == 1 })
+	cancel() // the replica is told to stop
+	select {
+	case <-ran:
+		t.Fatal("Run returned while a request was held")
+	default:
+	}
+	sb.serve()
+	if c.wait(t); c.status != 200 || c.body != "late but there" {
+		t.Errorf("got %d %q %v", c.status, c.body, c.err)
+	}
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return once nothing was held")
+	}
+}
+
+func TestADeliveredAnswerStreams(t *testing.T) {
+	next := make(chan struct{})
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		_, _ = io.WriteString(w, "{\"n\":1}\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "{\"done\":true}\n")
+	})))
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
+	go func() { // wakes the backend once the request is held
+		for i := 0; i < 5000 && queued(g.Gate, DefaultName) == 0; i++ {
+			time.Sleep(2 * time.Millisecond)
+		}
+		sb.serve()
+	}()
+	res, err := http.Post(g.url+"/api/chat", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if d := stats(g.Gate, DefaultName); d.Requests[OutcomeDelivered]+uint64(d.InFlight) == 0 {
+		t.Error("the request was not held and delivered")
+	}
+	line := make([]byte, len("{\"n\":1}\n"))
+	if _, err := io.ReadFull(res.Body, line); err != nil || string(line) != "{\"n\":1}\n" {
+		t.Fatalf("first chunk %q, %v", line, err) // would block here if the gate buffered
+	}
+	close(next)
+	rest, _ := io.ReadAll(res.Body)
+	if string(rest) != "{\"done\":true}\n" {
+		t.Errorf("rest %q", rest)
 	}
 }

@@ -52,7 +52,7 @@ func TestListsAreServedFromMemoryWhileNotUp(t *testing.T) {
 	arrived, release := make(chan struct{}), make(chan struct{})
 	sb := newSleepyBackend(t, ollamaLike(arrived, release))
 	sb.serve()
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
 	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
 
 	// While up, a list passes through and is not demand.
@@ -95,6 +95,7 @@ func TestListsAreServedFromMemoryWhileNotUp(t *testing.T) {
 		t.Error("Changed fired for lists served from memory")
 	case <-time.After(50 * time.Millisecond):
 	}
+	waitCount(t, g.Gate, DefaultName, OutcomeFromMemory, uint64(len(cases)))
 	if n := stats(g.Gate, DefaultName).Requests[OutcomeFromMemory]; n != uint64(len(cases)) {
 		t.Errorf("from_memory = %d, want %d", n, len(cases))
 	}
@@ -108,7 +109,7 @@ func TestListsAreServedFromMemoryWhileNotUp(t *testing.T) {
 func TestAListWhoseDialFailsIsServedFromMemory(t *testing.T) {
 	sb := newSleepyBackend(t, ollamaLike(nil, nil))
 	sb.serve()
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.probeIdle = time.Hour })
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.probeIdle = time.Hour })
 	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
 	if code, hdr, _ := do(t, "GET", g.url+"/api/tags", nil, nil); code != 200 || hdr.Get(FromMemoryHeader) != "" {
 		t.Fatalf("/api/tags while up: %d", code)
@@ -125,7 +126,7 @@ func TestAListWhoseDialFailsIsServedFromMemory(t *testing.T) {
 
 func TestLearningWake(t *testing.T) {
 	sb := newSleepyBackend(t, ollamaLike(nil, nil))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
 	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 
 	changed := g.Changed()
@@ -159,6 +160,7 @@ func TestLearningWake(t *testing.T) {
 	if code, hdr, body := do(t, "GET", g.url+"/api/tags", nil, nil); code != 200 || body != tagsBody || hdr.Get(FromMemoryHeader) != "1" {
 		t.Errorf("after the learning wake: %d %q", code, body)
 	}
+	waitCount(t, g.Gate, DefaultName, OutcomeLearning, 2)
 	if s := stats(g.Gate, DefaultName); s.Requests[OutcomeLearning] != 2 {
 		t.Errorf("learning = %d, want 2", s.Requests[OutcomeLearning])
 	}
@@ -166,7 +168,7 @@ func TestLearningWake(t *testing.T) {
 
 func TestALearningListPassesThroughWhenTheBackendWakesInTime(t *testing.T) {
 	sb := newSleepyBackend(t, ollamaLike(nil, nil))
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.learnWait = time.Minute })
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}}, func(g *Gate) { g.learnWait = time.Minute })
 	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	c := sendAsync(context.Background(), http.DefaultClient, "GET", g.url+"/api/tags", nil, nil)
 	eventually(t, "a learning wake", func() bool { return mustDemand(t, g.Gate, DefaultName).Learning })
@@ -184,7 +186,7 @@ func TestStateFile(t *testing.T) {
 
 	// A gate learns the lists and writes them.
 	ctx, cancel := context.WithCancel(context.Background())
-	g1, err := New(Config{Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: file})
+	g1, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: file})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestStateFile(t *testing.T) {
 	go func() { defer close(done); g1.Run(ctx) }()
 	for _, p := range []string{"/api/tags", "/api/version"} {
 		w := &discardWriter{h: http.Header{}}
-		r, _ := http.NewRequest("GET", "http://gate"+p, nil)
+		r, _ := http.NewRequest(http.MethodGet, "http://gate"+p, nil)
 		eventually(t, "up", func() bool { return stats(g1, DefaultName).State == StateUp })
 		g1.ServeHTTP(w, r)
 	}
@@ -208,7 +210,7 @@ func TestStateFile(t *testing.T) {
 
 	// A fresh gate with the backend asleep serves them from the file.
 	sb.stop()
-	g2 := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: file})
+	g2 := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: file})
 	eventually(t, "asleep", func() bool { return stats(g2.Gate, DefaultName).State == StateAsleep })
 	if code, hdr, body := do(t, "GET", g2.url+"/api/tags", nil, nil); code != 200 || body != tagsBody || hdr.Get(FromMemoryHeader) != "1" {
 		t.Errorf("from the state file: %d %q", code, body)
@@ -253,10 +255,10 @@ func TestStateFile(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: filepath.Join(dir, "missing", "s.json")}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: filepath.Join(dir, "missing", "s.json")}); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("a state file in a missing directory: %v", err)
 	}
-	if _, err := New(Config{Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: filepath.Join(dir, "new.json")}); err != nil {
+	if _, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: filepath.Join(dir, "new.json")}); err != nil {
 		t.Errorf("a state file that does not exist yet: %v", err)
 	}
 }
@@ -272,7 +274,7 @@ func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(code int)        { d.code = code }
 
 func TestAGzippedListIsRememberedAsIdentity(t *testing.T) {
-	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Encoding", "gzip")
 		zw := gzip.NewWriter(w)
@@ -280,7 +282,7 @@ func TestAGzippedListIsRememberedAsIdentity(t *testing.T) {
 		_ = zw.Close()
 	})))
 	sb.serve()
-	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, sb.url())}})
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
 	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
 	// Go's client asks for gzip itself and decodes; the gate passes it compressed.
 	if code, _, body := do(t, "GET", g.url+"/api/tags", nil, nil); code != 200 || body != tagsBody {

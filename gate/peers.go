@@ -13,8 +13,9 @@ import (
 	"github.com/go-kit/log/level"
 )
 
-// peerDemand is one backend's demand as replicas exchange it on /_gate/demand.
-type peerDemand struct {
+// BackendDemand is one backend's demand as replicas exchange it on /_gate/demand
+// (this replica's own only).
+type BackendDemand struct {
 	Held      int                `json:"held"`
 	InFlight  int                `json:"in_flight"`
 	Learning  bool               `json:"learning"`
@@ -24,21 +25,21 @@ type peerDemand struct {
 
 // DemandReport is the answer of /_gate/demand: this replica's own demand.
 type DemandReport struct {
-	Instance string                `json:"instance"`
-	Backends map[string]peerDemand `json:"backends"`
+	Instance string                   `json:"instance"`
+	Backends map[string]BackendDemand `json:"backends"`
 }
 
 type peerEntry struct {
 	at       time.Time // when it answered (real time)
 	atNow    time.Time // the same moment on g.now's clock
-	backends map[string]peerDemand
+	backends map[string]BackendDemand
 }
 
 func (g *Gate) demandReport() DemandReport {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	rep := DemandReport{Instance: g.instance, Backends: map[string]peerDemand{}}
+	rep := DemandReport{Instance: g.instance, Backends: map[string]BackendDemand{}}
 	for _, b := range g.backends {
 		rep.Backends[b.name] = b.ownDemand(now)
 	}
@@ -111,7 +112,7 @@ func fetchDemand(ctx context.Context, client *http.Client, addr string) *DemandR
 func (g *Gate) mergePeers(reports []*DemandReport) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	real, now := time.Now(), g.now()
+	wall, now := time.Now(), g.now()
 	changed := false
 	for _, rep := range reports {
 		if rep == nil || rep.Instance == g.instance {
@@ -121,10 +122,10 @@ func (g *Gate) mergePeers(reports []*DemandReport) bool {
 		if old == nil || !sameDemand(old.backends, rep.Backends) {
 			changed = true
 		}
-		g.peers[rep.Instance] = &peerEntry{at: real, atNow: now, backends: rep.Backends}
+		g.peers[rep.Instance] = &peerEntry{at: wall, atNow: now, backends: rep.Backends}
 	}
 	for id, p := range g.peers {
-		if real.Sub(p.at) > g.peerTTL {
+		if wall.Sub(p.at) > g.peerTTL {
 			delete(g.peers, id)
 			changed = true
 		}
@@ -133,7 +134,7 @@ func (g *Gate) mergePeers(reports []*DemandReport) bool {
 }
 
 // sameDemand compares what Demand takes from a peer (user ages aside).
-func sameDemand(a, b map[string]peerDemand) bool {
+func sameDemand(a, b map[string]BackendDemand) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -33,7 +33,7 @@ func (g *Gate) probeLoop(ctx context.Context, b *backend) {
 		g.mu.Lock()
 		// While up, only a refused dial takes the backend down: a slow or 5xx
 		// probe of a busy backend must not hold requests it would answer.
-		if !(b.state == StateUp && st == StateStarting) {
+		if b.state != StateUp || st != StateStarting {
 			g.setState(b, st, reason)
 		}
 		busy := b.queue.Len()+b.reading > 0 || b.learnWaiter > 0

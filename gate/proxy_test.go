@@ -231,7 +231,7 @@ func TestClientCancelCancelsUpstream(t *testing.T) {
 	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, backend.URL)}})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", g.url+"/api/chat", strings.NewReader("{}"))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.url+"/api/chat", strings.NewReader("{}"))
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +248,7 @@ func TestClientCancelCancelsUpstream(t *testing.T) {
 		t.Fatal("the backend's request was not canceled when the client went away")
 	}
 	eventually(t, "the request to stop counting", func() bool { return mustDemand(t, g.Gate, DefaultName).InFlight == 0 })
+	waitCount(t, g.Gate, DefaultName, OutcomeClientGone, 1)
 	if n := stats(g.Gate, DefaultName).Requests[OutcomeClientGone]; n != 1 {
 		t.Errorf("client_gone = %d, want 1", n)
 	}
@@ -288,6 +289,7 @@ func TestBackendErrorIsInTheBackendsShape(t *testing.T) {
 	if hits != 2 {
 		t.Errorf("backend hit %d times, want 2 (never replayed)", hits)
 	}
+	waitCount(t, g.Gate, DefaultName, OutcomeBackendError, 2)
 	if n := stats(g.Gate, DefaultName).Requests[OutcomeBackendError]; n != 2 {
 		t.Errorf("backend_error = %d, want 2", n)
 	}
@@ -303,12 +305,30 @@ func TestUnknownPrefixListsThePrefixes(t *testing.T) {
 		openai bool
 	}{{"/api/tags", false}, {"/", false}, {"/huge/api/chat", false}, {"/v1/models", true}} {
 		w := httptest.NewRecorder()
-		g.ServeHTTP(w, httptest.NewRequest("GET", tc.path, nil))
+		g.ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
 		if w.Code != http.StatusNotFound {
 			t.Errorf("%s: %d, want 404", tc.path, w.Code)
 		}
 		if msg := errorMessage(t, w.Body.String(), tc.openai); !strings.Contains(msg, "/small/, /big/") {
 			t.Errorf("%s: %q does not list the prefixes", tc.path, msg)
 		}
+	}
+}
+
+func TestDialFailureReasons(t *testing.T) {
+	// A real refused dial (nothing listens on port 1 of loopback) is a dial
+	// failure the gate holds for; a failure after connecting is not.
+	tr := NewTransport()
+	req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:1/api/version", nil)
+	res, err := tr.RoundTrip(req)
+	if err == nil {
+		res.Body.Close()
+		t.Skip("something listens on 127.0.0.1:1")
+	}
+	if reason, ok := dialFailure(err); !ok || reason != "connection refused" {
+		t.Errorf("dialFailure(%v) = %q, %v; want connection refused, true", err, reason, ok)
+	}
+	if _, ok := dialFailure(io.ErrUnexpectedEOF); ok {
+		t.Error("an EOF after connecting counts as a dial failure")
 	}
 }

@@ -33,7 +33,7 @@ func TestNamedPrefixToleratesOpenWebUIsDoubleSlash(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %d", path, resp.StatusCode)
 		}
 	}

@@ -213,12 +213,12 @@ func (c *Client) writers(ctx context.Context, token string, ids []string, totalU
 	w := map[string]bool{}
 	for i, id := range ids {
 		c.skipRows("/api/v1/chats/list/user/{id}", lists[i].Skipped)
-		var real, future int64
+		var past, future int64
 		for _, t := range lists[i].UpdatedAt {
 			if t > until {
 				future = max(future, t)
 			} else {
-				real = max(real, t)
+				past = max(past, t)
 			}
 		}
 		// A write in the future counts as one write now, once: a chat
@@ -226,10 +226,10 @@ func (c *Client) writers(ctx context.Context, token string, ids []string, totalU
 		// owner engaged for ten years.
 		if future > c.futureSeen[id] {
 			c.futureSeen[id] = future
-			real = serverNow.Unix()
+			past = serverNow.Unix()
 		}
-		c.wroteAt[id] = max(c.wroteAt[id], real)
-		if real >= since {
+		c.wroteAt[id] = max(c.wroteAt[id], past)
+		if past >= since {
 			w[id] = true
 		}
 	}
@@ -304,7 +304,7 @@ func (c *Client) skipRows(route string, skipped map[string]int) {
 		if c.skipped[reason] == 0 {
 			level.Warn(c.cfg.Logger).Log("msg", "skipping rows of Open WebUI's answer that cannot be read (counted in openwebui_skipped_rows_total; logged once per reason)", "route", route, "reason", reason)
 		}
-		c.skipped[reason] += uint64(n)
+		c.skipped[reason] += uint64(max(n, 0)) //nolint:gosec // G115: n is a count, never negative
 	}
 }
 

@@ -157,10 +157,10 @@ func decodeEscapes(s string) string {
 			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
 			i += 3
 		case s[i] == '\\' && i+5 < len(s) && s[i+1] == 'u' && allHex(s[i+2:i+6]):
-			r := rune(hex4(s[i+2 : i+6]))
+			r := rune(hex4(s[i+2 : i+6])) //nolint:gosec // G115: four hex digits, at most 0xFFFF
 			i += 6
 			if utf16.IsSurrogate(r) && i+5 < len(s) && s[i] == '\\' && s[i+1] == 'u' && allHex(s[i+2:i+6]) {
-				if pair := utf16.DecodeRune(r, rune(hex4(s[i+2:i+6]))); pair != utf8.RuneError {
+				if pair := utf16.DecodeRune(r, rune(hex4(s[i+2:i+6]))); pair != utf8.RuneError { //nolint:gosec // G115: as above
 					r = pair
 					i += 6
 				}

@@ -109,7 +109,7 @@ func TestBothServeAndCancelStopsBoth(t *testing.T) {
 	}
 	chat, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(chat), `"done":true`) {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(chat), `"done":true`) {
 		t.Errorf("held chat: %d %q, want the whole streamed answer", resp.StatusCode, chat)
 	}
 

@@ -3,6 +3,7 @@ package fakeollama_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -98,8 +99,8 @@ func TestServerSleepsAndWakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
-	if err := getErr(client, s.URL()+"/api/version"); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("stopped: %v, want connection refused", err)
+	if err := refused(client, s.URL()); err != nil {
+		t.Fatalf("stopped: %v", err)
 	}
 	const delay = 300 * time.Millisecond
 	if err := s.Start(delay); err != nil {
@@ -125,8 +126,8 @@ func TestServerSleepsAndWakes(t *testing.T) {
 		t.Error("a second Start succeeded")
 	}
 	s.Stop()
-	if err := getErr(client, s.URL()+"/api/version"); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("stopped again: %v, want connection refused", err)
+	if err := refused(client, s.URL()); err != nil {
+		t.Fatalf("stopped again: %v", err)
 	}
 	// Stopped while starting: Stop does not wait for the delay.
 	if err := s.Start(time.Hour); err != nil {
@@ -136,6 +137,19 @@ func TestServerSleepsAndWakes(t *testing.T) {
 	if s.Running() {
 		t.Error("still running after Stop")
 	}
+}
+
+// refused is nil when a request to base is refused, as by a pod at zero.
+func refused(client *http.Client, base string) error {
+	resp, err := client.Get(base + "/api/version")
+	if err == nil {
+		resp.Body.Close()
+		return fmt.Errorf("answered %s, want connection refused", resp.Status)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w, want connection refused", err)
+	}
+	return nil
 }
 
 // get fetches path from ts and returns the body.
@@ -242,13 +256,4 @@ func TestOnRequest(t *testing.T) {
 	if got, want := strings.Join(seen, ","), "POST /api/chat,POST /api/embed"; got != want {
 		t.Errorf("OnRequest saw %s, want %s", got, want)
 	}
-}
-
-// getErr is the error of GET url, the body closed if there was one.
-func getErr(client *http.Client, url string) error {
-	resp, err := client.Get(url)
-	if err == nil {
-		resp.Body.Close()
-	}
-	return err
 }
