@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark of BENCHMARKS.md in order (about 12 minutes on 2
+# Runs every benchmark of BENCHMARKS.md in order (about 17 minutes on 2
 # cores), printing each one's output under a heading. Run it on a quiet
 # machine: the figures are medians, but a busy neighbour still moves them.
 set -euo pipefail
@@ -12,4 +12,5 @@ run go run ./bench/wakelatency
 run go run ./bench/wakepull
 run bench/footprint.sh
 run bench/gobench.sh
+run bench/gate.sh
 run go run ./bench/idlecost

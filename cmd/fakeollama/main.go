@@ -4,15 +4,22 @@
 //	go run ./cmd/fakeollama --listen=127.0.0.1:11434 --start-delay=5s
 //
 // With --start-delay the port is open at once but HTTP is served only after
-// the delay, as `ollama serve` does while it discovers GPUs.
+// the delay, as `ollama serve` does while it discovers GPUs. It says on
+// stderr when it serves ("fakeollama: ready at RFC3339Nano"); with
+// --arrivals=FILE it writes to FILE, one line each, when every request other
+// than model lists, /api/version and / arrived (Unix nanoseconds, a space,
+// method and path), so that a benchmark can time held requests against the
+// ready moment (a line "UNIXNANO ready").
 package main
 
 import (
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,29 +29,44 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:11434", "address to listen on")
 	delay := flag.Duration("start-delay", 0, "how long the port is open before HTTP is served")
-	models := flag.String("models", "tiny:1b", "comma-separated model names")
+	models := flag.String("models", "tiny:1b", "comma-separated model names; empty: none, as a fresh Ollama")
 	chunks := flag.Int("chunks", 8, "streamed chunks per answer (a request's num_predict overrides it)")
-	interval := flag.Duration("chunk-interval", 20*time.Millisecond, "time between streamed chunks")
+	interval := flag.Duration("chunk-interval", 20*time.Millisecond, "time between streamed chunks (0: none)")
 	version := flag.String("version", "0.17.4", "what /api/version answers")
+	keepAlive := flag.Duration("keep-alive", 5*time.Minute, "how long a model stays in /api/ps after a request, as OLLAMA_KEEP_ALIVE (negative: for ever)")
+	arrivals := flag.String("arrivals", "", "file to write each request's arrival to (Unix nanoseconds, method, path); none when empty")
 	flag.Parse()
-	if *delay < 0 || *chunks < 1 || *interval < 0 {
-		fmt.Fprintln(os.Stderr, "fakeollama: --start-delay and --chunk-interval must be 0 or more, --chunks at least 1")
-		os.Exit(2)
+	if flag.NArg() > 0 {
+		fail(2, fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
-	var names []string
+	if *delay < 0 || *chunks < 1 || *interval < 0 || *keepAlive == 0 {
+		fail(2, fmt.Errorf("--start-delay and --chunk-interval must be 0 or more, --chunks at least 1, --keep-alive not 0"))
+	}
+	names := []string{} // not nil: an empty --models means no models
 	for _, m := range strings.Split(*models, ",") {
 		if m = strings.TrimSpace(m); m != "" {
 			names = append(names, m)
 		}
 	}
-	h := fakeollama.New(fakeollama.Config{Models: names, Chunks: *chunks, ChunkInterval: *interval, Version: *version})
-	s, err := fakeollama.NewServer(*listen, h)
+	if *interval == 0 {
+		*interval = -1 // the package's "none"
+	}
+	cfg := fakeollama.Config{Models: names, Chunks: *chunks, ChunkInterval: *interval, Version: *version, KeepAlive: *keepAlive}
+	var arrivalsLog *arrivalLog
+	if *arrivals != "" {
+		var err error
+		if arrivalsLog, err = newArrivalLog(*arrivals); err != nil {
+			fail(1, err)
+		}
+		defer arrivalsLog.close()
+		cfg.OnRequest = arrivalsLog.record
+	}
+	s, err := fakeollama.NewServer(*listen, fakeollama.New(cfg))
 	if err == nil {
 		err = s.Start(*delay)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "fakeollama:", err)
-		os.Exit(1)
+		fail(1, err)
 	}
 	fmt.Fprintf(os.Stderr, "fakeollama: listening on %s, serving HTTP after %s\n", s.Addr(), *delay)
 	stop := make(chan os.Signal, 1)
@@ -52,6 +74,9 @@ func main() {
 	select {
 	case <-s.Ready():
 		fmt.Fprintf(os.Stderr, "fakeollama: ready at %s\n", s.ReadyAt().UTC().Format(time.RFC3339Nano))
+		if arrivalsLog != nil {
+			arrivalsLog.write(s.ReadyAt(), "ready")
+		}
 	case <-stop:
 		s.Stop()
 		return
@@ -59,3 +84,33 @@ func main() {
 	<-stop
 	s.Stop()
 }
+
+func fail(code int, err error) {
+	fmt.Fprintln(os.Stderr, "fakeollama:", err)
+	os.Exit(code)
+}
+
+// arrivalLog writes one line per event, unbuffered, so that a reader sees
+// each line at once.
+type arrivalLog struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func newArrivalLog(path string) (*arrivalLog, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--arrivals: %w", err)
+	}
+	return &arrivalLog{f: f}, nil
+}
+
+func (l *arrivalLog) write(at time.Time, what string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.f, "%d %s\n", at.UnixNano(), what)
+}
+
+func (l *arrivalLog) record(r *http.Request, at time.Time) { l.write(at, r.Method+" "+r.URL.Path) }
+
+func (l *arrivalLog) close() error { return l.f.Close() }

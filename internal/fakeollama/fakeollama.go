@@ -19,13 +19,22 @@ import (
 
 // Config shapes the stand-in's answers.
 type Config struct {
-	Models        []string      // model names; default tiny:1b
+	Models        []string      // model names; nil: tiny:1b; empty (not nil): none, as a fresh Ollama
 	Chunks        int           // streamed chunks per answer unless the request sets num_predict; default 8
-	ChunkInterval time.Duration // between streamed chunks; default 20ms
+	ChunkInterval time.Duration // between streamed chunks; 0: 20ms; negative: none
 	Version       string        // /api/version; default 0.17.4
+	// KeepAlive is how long a model stays in /api/ps after its last
+	// request, as OLLAMA_KEEP_ALIVE (a request's keep_alive overrides it);
+	// 0: 5m, Ollama's default; negative: for ever.
+	KeepAlive time.Duration
 	// Clock stamps created_at and friends; default a fixed instant, so that
-	// answers are byte-for-byte repeatable.
+	// answers are byte-for-byte repeatable. Keep-alive expiry runs on the
+	// real clock whatever Clock says.
 	Clock func() time.Time
+	// OnRequest, if set, is called as each request other than model lists,
+	// /api/version and / arrives (before its body is read): benchmarks use it
+	// to time when held requests reach the backend.
+	OnRequest func(r *http.Request, at time.Time)
 }
 
 // Epoch is the fixed instant of the default clock.
@@ -36,14 +45,20 @@ type Handler struct {
 	cfg Config
 
 	mu     sync.Mutex
-	loaded map[string]bool // models that answered a request: /api/ps lists them
+	loaded map[string]loaded // by model; /api/ps lists those not yet unloaded
 
 	requests atomic.Int64 // requests other than model lists, version and /
 }
 
+// loaded is a model in memory.
+type loaded struct {
+	until time.Time     // on the real clock; zero: never unloads
+	keep  time.Duration // the keep-alive that set until, for expires_at
+}
+
 // New returns a Handler.
 func New(cfg Config) *Handler {
-	if len(cfg.Models) == 0 {
+	if cfg.Models == nil {
 		cfg.Models = []string{"tiny:1b"}
 	}
 	if cfg.Chunks <= 0 {
@@ -52,13 +67,16 @@ func New(cfg Config) *Handler {
 	if cfg.ChunkInterval == 0 {
 		cfg.ChunkInterval = 20 * time.Millisecond
 	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 5 * time.Minute
+	}
 	if cfg.Version == "" {
 		cfg.Version = "0.17.4"
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = func() time.Time { return Epoch }
 	}
-	return &Handler{cfg: cfg, loaded: map[string]bool{}}
+	return &Handler{cfg: cfg, loaded: map[string]loaded{}}
 }
 
 // Requests is how many requests other than model lists, /api/version and /
@@ -92,6 +110,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, h.openAIModels())
 	case "POST /api/chat", "POST /api/generate", "POST /v1/chat/completions", "POST /v1/completions", "POST /api/embed", "POST /api/embeddings", "POST /api/show":
 		h.requests.Add(1)
+		if h.cfg.OnRequest != nil {
+			h.cfg.OnRequest(r, time.Now())
+		}
 		h.generate(w, r)
 	default:
 		// gin's answer to an unknown route
@@ -109,7 +130,29 @@ type request struct {
 	Options struct {
 		NumPredict int `json:"num_predict"`
 	} `json:"options"`
-	MaxTokens int `json:"max_tokens"`
+	MaxTokens int             `json:"max_tokens"`
+	KeepAlive json.RawMessage `json:"keep_alive"` // "5m", a number of seconds, or absent
+}
+
+// keepAlive reads a request's keep_alive as Ollama does: a duration string
+// or a number of seconds; negative keeps the model loaded for ever.
+func keepAlive(raw json.RawMessage, def time.Duration) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return def, nil
+	}
+	var seconds float64
+	if err := json.Unmarshal(raw, &seconds); err == nil {
+		return time.Duration(seconds * float64(time.Second)), nil
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err != nil {
+		return 0, fmt.Errorf("keep_alive: want a duration or a number of seconds, got %s", raw)
+	}
+	d, err := time.ParseDuration(text)
+	if err != nil {
+		return 0, fmt.Errorf("keep_alive: %w", err)
+	}
+	return d, nil
 }
 
 func (h *Handler) generate(w http.ResponseWriter, r *http.Request) {
@@ -126,9 +169,14 @@ func (h *Handler) generate(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, openAI, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
 		return
 	}
-	h.mu.Lock()
-	h.loaded[req.Model] = true
-	h.mu.Unlock()
+	keep, err := keepAlive(req.KeepAlive, h.cfg.KeepAlive)
+	if err != nil {
+		h.fail(w, openAI, http.StatusBadRequest, err.Error())
+		return
+	}
+	if r.URL.Path != "/api/show" { // show reads the file; it loads nothing
+		h.load(req.Model, keep)
+	}
 	n := h.cfg.Chunks
 	if req.Options.NumPredict > 0 {
 		n = req.Options.NumPredict
@@ -274,15 +322,39 @@ func (h *Handler) tags() []any {
 	return models
 }
 
+// load marks model loaded for keep after now (for ever if keep < 0;
+// keep == 0 unloads it, as keep_alive 0 does once the answer is written).
+func (h *Handler) load(model string, keep time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case keep < 0:
+		h.loaded[model] = loaded{keep: keep}
+	case keep == 0:
+		delete(h.loaded, model)
+	default:
+		h.loaded[model] = loaded{until: time.Now().Add(keep), keep: keep}
+	}
+}
+
 func (h *Handler) ps() []any {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	now := time.Now()
 	models := []any{}
 	for i, m := range h.cfg.Models {
-		if h.loaded[m] {
-			models = append(models, map[string]any{"name": m, "model": m, "size": 1000000 + i, "digest": fmt.Sprintf("%064x", i+1),
-				"details": details(), "expires_at": h.cfg.Clock().Add(5 * time.Minute), "size_vram": 1000000 + i, "context_length": 4096})
+		l, ok := h.loaded[m]
+		if !ok || (!l.until.IsZero() && !now.Before(l.until)) {
+			continue
 		}
+		// expires_at on Clock, so that it is repeatable; a model kept
+		// for ever expires in a far future.
+		expires := h.cfg.Clock().Add(l.keep)
+		if l.until.IsZero() {
+			expires = time.Date(2318, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		models = append(models, map[string]any{"name": m, "model": m, "size": 1000000 + i, "digest": fmt.Sprintf("%064x", i+1),
+			"details": details(), "expires_at": expires, "size_vram": 1000000 + i, "context_length": 4096})
 	}
 	return models
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -149,4 +150,110 @@ func refused(client *http.Client, base string) error {
 		return fmt.Errorf("%w, want connection refused", err)
 	}
 	return nil
+}
+
+// get fetches path from ts and returns the body.
+func get(t *testing.T, ts *httptest.Server, path string) string {
+	t.Helper()
+	resp, err := http.Get(ts.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+func post(t *testing.T, ts *httptest.Server, path, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(ts.URL+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// A fresh Ollama has no models: empty lists, and OpenAI's data is null.
+func TestNoModels(t *testing.T) {
+	ts := httptest.NewServer(fakeollama.New(fakeollama.Config{Models: []string{}}))
+	defer ts.Close()
+	for path, want := range map[string]string{
+		"/api/tags":  `{"models":[]}`,
+		"/api/ps":    `{"models":[]}`,
+		"/v1/models": `{"data":null,"object":"list"}`,
+	} {
+		if got := get(t, ts, path); got != want {
+			t.Errorf("%s = %s, want %s", path, got, want)
+		}
+	}
+	if status, body := post(t, ts, "/api/chat", `{"model":"tiny:1b"}`); status != 404 || body != `{"error":"model 'tiny:1b' not found"}` {
+		t.Errorf("chat = %d %s, want 404 model not found", status, body)
+	}
+}
+
+// /api/ps lists a model after a request for as long as its keep-alive says.
+func TestKeepAlive(t *testing.T) {
+	for _, tc := range []struct {
+		name, keepAlive string // the request's keep_alive, raw JSON ("" none)
+		wantStatus      int
+		wantPS          string
+	}{
+		{"default 5m", ``, 200, `"expires_at":"2026-01-02T03:09:05Z"`},
+		{"duration string", `"1h"`, 200, `"expires_at":"2026-01-02T04:04:05Z"`},
+		{"seconds", `60`, 200, `"expires_at":"2026-01-02T03:05:05Z"`},
+		{"for ever", `-1`, 200, `"expires_at":"2318-01-01T00:00:00Z"`},
+		{"unload at once", `0`, 200, `{"models":[]}`},
+		{"already expired", `"1ns"`, 200, `{"models":[]}`},
+		{"bad", `"soon"`, 400, `{"models":[]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := httptest.NewServer(fakeollama.New(fakeollama.Config{Chunks: 1}))
+			defer ts.Close()
+			body := `{"model":"tiny:1b","stream":false}`
+			if tc.keepAlive != "" {
+				body = `{"model":"tiny:1b","stream":false,"keep_alive":` + tc.keepAlive + `}`
+			}
+			if status, answer := post(t, ts, "/api/chat", body); status != tc.wantStatus {
+				t.Fatalf("chat = %d %s, want %d", status, answer, tc.wantStatus)
+			}
+			if ps := get(t, ts, "/api/ps"); !strings.Contains(ps, tc.wantPS) {
+				t.Errorf("/api/ps = %s, want it to contain %s", ps, tc.wantPS)
+			}
+		})
+	}
+}
+
+// OnRequest sees every request but the model lists, /api/version and /.
+func TestOnRequest(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		seen []string
+	)
+	ts := httptest.NewServer(fakeollama.New(fakeollama.Config{ChunkInterval: -1, OnRequest: func(r *http.Request, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() {
+			t.Error("OnRequest got a zero time")
+		}
+		seen = append(seen, r.Method+" "+r.URL.Path)
+	}}))
+	defer ts.Close()
+	for _, path := range []string{"/", "/api/version", "/api/tags", "/api/ps", "/v1/models"} {
+		get(t, ts, path)
+	}
+	post(t, ts, "/api/chat", `{"model":"tiny:1b"}`)
+	post(t, ts, "/api/embed", `{"model":"tiny:1b","input":"x"}`)
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := strings.Join(seen, ","), "POST /api/chat,POST /api/embed"; got != want {
+		t.Errorf("OnRequest saw %s, want %s", got, want)
+	}
 }
