@@ -20,7 +20,8 @@
 //   - CLUSTER_ETCD, CLUSTER_KUBE_APISERVER, CLUSTER_KUBECTL, CLUSTER_KEDA_OPERATOR,
 //     CLUSTER_KEDA_VERSION: the binaries (build-binaries.sh prints them);
 //   - CLUSTER_REPO_ROOT: the exporter's repository (default ../..);
-//   - CLUSTER_EXPORTER_BINARY, CLUSTER_FAKE_BINARY: prebuilt binaries (default: go build);
+//   - CLUSTER_EXPORTER_BINARY, CLUSTER_FAKE_BINARY, CLUSTER_FAKEOLLAMA_BINARY: prebuilt
+//     binaries (default: go build of the exporter, cmd/fakeopenwebui, cmd/fakeollama);
 //   - CLUSTER_CHART_DIR: the Helm chart (default charts/openwebui-exporter);
 //   - CLUSTER_HELM, CLUSTER_KUSTOMIZE: the tool commands (default
 //     go tool -modfile=tools/helm.mod helm, go tool -modfile=tools/kustomize.mod kustomize;
