@@ -6,6 +6,12 @@
 // the exporter's go.mod; it drives kubectl and the API server's HTTP/JSON
 // API instead of importing client-go.
 //
+// The wake gate's scenarios (gate_test.go) add a stand-in Ollama process
+// (cmd/fakeollama) that plays the kubelet's part: it is started when KEDA
+// sets its stub Deployment's spec.replicas to 1, answers no HTTP for a
+// start-up delay, and is stopped when spec.replicas returns to 0
+// (ollama_test.go).
+//
 // Run it with .ci/cluster.sh, or, from this directory:
 //
 //	./build-binaries.sh      # etcd, kube-apiserver, kubectl, keda-operator; cached by version
