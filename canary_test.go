@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
 	pb "github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
@@ -135,7 +136,7 @@ func TestTokenCanary(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tokenName+"/"+tc.name, func(t *testing.T) {
 				e := newExporter(t, exporterOptions{upstream: echoUpstream(t, token, tc.path, tc.fault), token: token, mode: tc.mode})
-				scaler := keda.NewScaler(e.cache, time.Second, nil)
+				scaler := keda.NewScaler(demand.New(e.cache, nil), time.Second, nil)
 				var outputs []string
 				for range 2 {
 					code, body := e.get("/active_users")

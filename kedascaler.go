@@ -30,7 +30,7 @@ func addKEDAFlags(app *kingpin.Application) *kedaFlags {
 }
 
 // listenKEDA starts listening for KEDA, or returns nil when it is off.
-func listenKEDA(f *kedaFlags, cache keda.RefreshingSource, logger log.Logger) (*keda.GRPCServer, error) {
+func listenKEDA(f *kedaFlags, source keda.Demand, logger log.Logger) (*keda.GRPCServer, error) {
 	tlsSet := f.tls != keda.TLSFiles{}
 	if *f.listenAddress == "" {
 		if tlsSet {
@@ -45,7 +45,7 @@ func listenKEDA(f *kedaFlags, cache keda.RefreshingSource, logger log.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("--keda.tls.cert-file, --keda.tls.key-file, --keda.tls.client-ca-file: %w", err)
 	}
-	server, err := keda.ListenGRPC(*f.listenAddress, keda.NewScaler(cache, *f.pushInterval, logger), tlsConfig)
+	server, err := keda.ListenGRPC(*f.listenAddress, keda.NewScaler(source, *f.pushInterval, logger), tlsConfig)
 	if err != nil {
 		return nil, fmt.Errorf("--keda.listen-address: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 	pb "github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
@@ -44,7 +45,7 @@ func TestKEDAFlags(t *testing.T) {
 		if _, err := app.Parse(tc.args); err != nil {
 			t.Fatal(err)
 		}
-		server, err := listenKEDA(f, cache, log.NewNopLogger())
+		server, err := listenKEDA(f, demand.New(cache, nil), log.NewNopLogger())
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%v: %v; want error %q", tc.args, err, tc.want)
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/wiring"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
@@ -31,7 +32,7 @@ import (
 
 func main() {
 	app := kingpin.CommandLine
-	app.Help = "Exports how many people use Open WebUI right now, for Prometheus (/metrics) and KEDA (/active_users, and its external scaler protocol over gRPC with --keda.listen-address)."
+	app.Help = "Exports how many people use Open WebUI right now, for Prometheus (/metrics) and KEDA (/active_users, and its external scaler protocol over gRPC with --keda.listen-address); with --gate.listen-address also serves a wake gate in front of Ollama."
 	var (
 		webConfig      = kingpinflag.AddFlags(app, defaultListenAddress())
 		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
@@ -48,6 +49,7 @@ func main() {
 		logLevel       = app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").Enum("debug", "info", "warn", "error")
 		logFormat      = app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").Enum("logfmt", "json")
 		kedaOpts       = addKEDAFlags(app)
+		gateOpts       = addGateFlags(app)
 	)
 	app.Version(version.Print(wiring.Name))
 	app.HelpFlag.Short('h')
@@ -120,12 +122,31 @@ func main() {
 		level.Info(logger).Log("msg", "idle-tab policy on: KEDA gets the users who arrived or wrote within the idle timeout (openwebui_engaged_users)", "idle_timeout", policy.Timeout())
 	}
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: *maxStale, Timeout: *timeout, Logger: logger})
-	grpcServer, err := listenKEDA(kedaOpts, cache, logger)
+	wakeGate, err := newGate(gateOpts, logger)
 	if err != nil {
 		fail("%v", err)
 	}
+	// One decision of what KEDA gets, from people and the gate's demand,
+	// read by /active_users, the gRPC scaler and /metrics alike.
+	decider := demand.New(cache, nil)
+	if wakeGate != nil {
+		decider = demand.New(cache, wakeGate)
+	}
+	grpcServer, err := listenKEDA(kedaOpts, decider, logger)
+	if err != nil {
+		fail("%v", err)
+	}
+	var gateSrv *gateServer
+	if wakeGate != nil {
+		if gateSrv, err = listenGate(*gateOpts.listenAddress, wakeGate, toolkitLogger); err != nil {
+			fail("%v", err)
+		}
+		for _, b := range wakeGate.Backends() {
+			level.Info(logger).Log("msg", "serving the wake gate", "address", gateSrv.listener.Addr(), "backend", b.Name, "url", b.URL.Redacted(), "wake", b.Wake, "hold_timeout", *gateOpts.holdTimeout)
+		}
+	}
 
-	handler, err := newHandler(cache, token, *telemetryPath, logger)
+	handler, err := wiring.NewHandler(cache, decider, wakeGate, token, *telemetryPath, logger)
 	if err != nil {
 		fail("%v", err)
 	}
@@ -139,10 +160,21 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reloadOnSIGHUP(ctx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
-	served := make(chan error, 2)
+	served := make(chan error, 3)
 	go func() {
 		served <- web.ListenAndServe(server, webConfig, toolkitLogger)
 	}()
+	gateDone := make(chan struct{})
+	if gateSrv != nil {
+		go func() {
+			defer close(gateDone)
+			if err := gateSrv.serve(ctx, logger); err != nil {
+				served <- err
+			}
+		}()
+	} else {
+		close(gateDone)
+	}
 	if grpcServer != nil {
 		go func() {
 			if err := grpcServer.Serve(); err != nil {
@@ -167,6 +199,7 @@ func main() {
 		level.Warn(logger).Log("msg", "in-flight requests did not finish in time", "err", err)
 		server.Close()
 	}
+	<-gateDone // answers streaming through the gate get longer (gateShutdownTimeout)
 }
 
 // idlePolicy validates --activity.idle-timeout; nil when it is off.
@@ -185,10 +218,10 @@ func idlePolicy(timeout time.Duration, mode openwebui.Mode) (*openwebui.IdlePoli
 	return openwebui.NewIdlePolicy(timeout)
 }
 
-// newHandler serves every HTTP endpoint from the one shared cache (shared
-// with cmd/demo).
+// newHandler serves every HTTP endpoint from the one shared cache, without
+// a gate (the tests of package main use it).
 func newHandler(cache *snapshot.Cache, token func() (string, error), telemetryPath string, logger log.Logger) (http.Handler, error) {
-	return wiring.NewHandler(cache, token, telemetryPath, logger)
+	return wiring.NewHandler(cache, demand.New(cache, nil), nil, token, telemetryPath, logger)
 }
 
 const shutdownTimeout = 4 * time.Second

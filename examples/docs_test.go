@@ -81,11 +81,11 @@ func TestREADMEIsShortAndInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	if len(lines) > 320 {
-		t.Errorf("README.md has %d lines, want about 300 at most: move details to docs/", len(lines))
+	if len(lines) > 380 {
+		t.Errorf("README.md has %d lines, want about 360 at most: move details to docs/", len(lines))
 	}
 	want := []string{"Quick start", "Which token", "Deploy", "Choosing a KEDA trigger", "Idle tabs",
-		"Configuration", "Troubleshooting", "Reference", "Links"}
+		"The wake gate", "Configuration", "Troubleshooting", "Reference", "Links"}
 	var got []string
 	for _, l := range lines {
 		if strings.HasPrefix(l, "## ") {

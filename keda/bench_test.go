@@ -11,7 +11,7 @@ import (
 )
 
 func BenchmarkActiveUsersHandler(b *testing.B) {
-	h := ActiveUsersHandler(staticSource{Count: openwebui.Count{ActiveUsers: 3}}, log.NewNopLogger())
+	h := ActiveUsersHandler(staticSource{Count: openwebui.Count{ActiveUsers: 3}}.decider(), log.NewNopLogger())
 	req := httptest.NewRequest(http.MethodGet, "/active_users", nil)
 	b.ReportAllocs()
 	for b.Loop() {

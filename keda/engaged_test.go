@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
 	pb "github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
@@ -41,10 +42,10 @@ func newIdleSetup(t *testing.T, idle time.Duration) (*grpcSetup, *fakeopenwebui.
 		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 	})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: time.Nanosecond, Timeout: 5 * time.Second})
-	s := &grpcSetup{fake: fake, cache: cache, scaler: keda.NewScaler(cache, pushInterval, nil)}
+	s := &grpcSetup{fake: fake, cache: cache, scaler: keda.NewScaler(demand.New(cache, nil), pushInterval, nil)}
 	s.server = serve(t, s.scaler, nil)
 	s.client = pb.NewExternalScalerClient(dial(t, s.server.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())))
-	return s, clock, keda.ActiveUsersHandler(cache, log.NewNopLogger())
+	return s, clock, keda.ActiveUsersHandler(demand.New(cache, nil), log.NewNopLogger())
 }
 
 func activeUsersBody(t *testing.T, h http.Handler) string {

@@ -11,13 +11,14 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-
-	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
 
-// Source is where the handler gets the count: the shared snapshot cache.
+// Source is where the handler gets what KEDA gets: demand.Decider.
 type Source interface {
-	Get(context.Context) snapshot.Snapshot
+	// Value is the value for backend ("" when the trigger names none).
+	Value(ctx context.Context, backend string) (int, error)
+	// Check says whether backend may be asked for.
+	Check(backend string) error
 }
 
 // ActiveUsersHandler answers GET /active_users with {"active_users":N},
@@ -27,6 +28,10 @@ type Source interface {
 // When the count is unknown it answers 503 with {"error":"..."}: KEDA counts
 // that as a failure and applies its fallback. It never answers 0 then, since
 // 0 would scale Ollama to zero under its users.
+//
+// ?backend=NAME answers for one of the gate's backends (see package
+// demand); a name the gate does not serve is a 400 that lists the names.
+// Other query parameters are ignored, as the old scaler ignored them.
 func ActiveUsersHandler(source Source, logger log.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -34,14 +39,27 @@ func ActiveUsersHandler(source Source, logger log.Logger) http.Handler {
 			writeJSON(w, r, http.StatusMethodNotAllowed, errorBody("method "+r.Method+" not allowed; use GET"))
 			return
 		}
-		s := source.Get(r.Context())
-		if s.Err != nil {
-			level.Debug(logger).Log("msg", "answering /active_users with 503", "err", s.Err)
-			writeJSON(w, r, http.StatusServiceUnavailable, errorBody("active user count unknown: "+s.Err.Error()))
+		backends := r.URL.Query()["backend"]
+		if len(backends) > 1 {
+			writeJSON(w, r, http.StatusBadRequest, errorBody("the backend parameter is given "+strconv.Itoa(len(backends))+" times; give it once"))
+			return
+		}
+		var backend string
+		if len(backends) == 1 {
+			backend = backends[0]
+			if err := source.Check(backend); err != nil {
+				writeJSON(w, r, http.StatusBadRequest, errorBody(err.Error()))
+				return
+			}
+		}
+		n, err := source.Value(r.Context(), backend)
+		if err != nil {
+			level.Debug(logger).Log("msg", "answering /active_users with 503", "backend", backend, "err", err)
+			writeJSON(w, r, http.StatusServiceUnavailable, errorBody(err.Error()))
 			return
 		}
 		// With the idle-tab policy on, KEDA gets the engaged users.
-		writeJSON(w, r, http.StatusOK, []byte(`{"active_users":`+strconv.Itoa(s.Scaling())+`}`))
+		writeJSON(w, r, http.StatusOK, []byte(`{"active_users":`+strconv.Itoa(n)+`}`))
 	})
 }
 

@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/go-kit/log"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
@@ -16,6 +18,12 @@ import (
 type staticSource snapshot.Snapshot
 
 func (s staticSource) Get(context.Context) snapshot.Snapshot { return snapshot.Snapshot(s) }
+func (s staticSource) Refresh(context.Context, time.Duration) snapshot.Snapshot {
+	return snapshot.Snapshot(s)
+}
+
+// decider is what the handler reads: the demand rules over a fixed count.
+func (s staticSource) decider() *demand.Decider { return demand.New(s, nil) }
 
 func TestActiveUsersHandler(t *testing.T) {
 	known := staticSource{Count: openwebui.Count{ActiveUsers: 3}}
@@ -40,7 +48,7 @@ func TestActiveUsersHandler(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			ActiveUsersHandler(tc.source, log.NewNopLogger()).ServeHTTP(rec, httptest.NewRequest(tc.method, "/active_users", nil))
+			ActiveUsersHandler(tc.source.decider(), log.NewNopLogger()).ServeHTTP(rec, httptest.NewRequest(tc.method, "/active_users", nil))
 			if rec.Code != tc.wantStatus {
 				t.Errorf("status = %d, want %d", rec.Code, tc.wantStatus)
 			}

@@ -2,6 +2,7 @@ package keda
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"math"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
@@ -27,27 +29,31 @@ const MetricName = "openwebui_active_users"
 // loop would ask Open WebUI more often than a count can usefully change.
 const MinPushInterval = 200 * time.Millisecond
 
-// RefreshingSource is the shared snapshot cache as the external scaler uses
-// it: Get (TTL and stale bound, like /active_users) for IsActive and
-// GetMetrics, Refresh (a fresher count through the same cache and in-flight
-// fetch) for the push loop.
-type RefreshingSource interface {
+// Demand is what KEDA gets, per backend (demand.Decider): Value (the
+// cache's TTL and stale bound, like /active_users) for IsActive and
+// GetMetrics; Refresh (a fresher people count through the same cache and
+// in-flight fetch) and Decide for the push loop; Changed for the gate's
+// demand, which the push loop sends at once rather than at the next poll.
+type Demand interface {
 	Source
 	Refresh(ctx context.Context, maxAge time.Duration) snapshot.Snapshot
+	Decide(people snapshot.Snapshot, backend string) (int, error)
+	Changed() <-chan struct{}
 }
 
 // Scaler implements KEDA's external scaler service (triggers `external` and
 // `external-push`) on the shared snapshot cache.
 //
 // While at least one StreamIsActive stream is open, one poller goroutine
-// refreshes the cache every push interval and hands each snapshot to every
-// stream; each stream sends its trigger's state when it changes (and right
-// after it opens). With no stream open there is no poller and no background
-// request.
+// refreshes the cache every push interval, and again hands the latest
+// snapshot to every stream whenever the gate's demand changes; each stream
+// decides its trigger's value (its backend's, see package demand) and sends
+// the state when it changes (and right after it opens). With no stream open
+// there is no poller and no background request.
 type Scaler struct {
 	externalscaler.UnimplementedExternalScalerServer // StreamMetricSpec: KEDA then stays pull-based
 
-	source   RefreshingSource
+	source   Demand
 	interval time.Duration
 	logger   log.Logger
 
@@ -72,7 +78,7 @@ type poller struct {
 
 // NewScaler returns a Scaler that reads source and, while streams are open,
 // refreshes it every interval (at least MinPushInterval).
-func NewScaler(source RefreshingSource, interval time.Duration, logger log.Logger) *Scaler {
+func NewScaler(source Demand, interval time.Duration, logger log.Logger) *Scaler {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
@@ -94,11 +100,11 @@ func (s *Scaler) Close() {
 
 // IsActive answers whether the trigger is active: active_users > activationValue.
 func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
-	md, err := parseMetadata(ref.GetScalerMetadata())
+	md, err := s.parseMetadata(ref.GetScalerMetadata())
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.count(ctx)
+	n, err := s.count(ctx, md.backend)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +113,7 @@ func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectR
 
 // GetMetricSpec returns the one metric with the trigger's targetValue.
 func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
-	md, err := parseMetadata(ref.GetScalerMetadata())
+	md, err := s.parseMetadata(ref.GetScalerMetadata())
 	if err != nil {
 		return nil, err
 	}
@@ -120,13 +126,14 @@ func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObje
 
 // GetMetrics returns the active user count.
 func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
-	if _, err := parseMetadata(req.GetScaledObjectRef().GetScalerMetadata()); err != nil {
+	md, err := s.parseMetadata(req.GetScaledObjectRef().GetScalerMetadata())
+	if err != nil {
 		return nil, err
 	}
 	if name := req.GetMetricName(); name != "" && name != MetricName {
 		return nil, status.Errorf(codes.InvalidArgument, "unknown metricName %q: this scaler reports only %q", name, MetricName)
 	}
-	n, err := s.count(ctx)
+	n, err := s.count(ctx, md.backend)
 	if err != nil {
 		return nil, err
 	}
@@ -137,16 +144,25 @@ func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsR
 	}}}, nil
 }
 
-// count reads the cache like /active_users does. An unknown count is an
+// count reads the value like /active_users does. An unknown count is an
 // Unavailable error, never an answer: KEDA then applies its fallback instead
 // of scaling Ollama to zero.
-func (s *Scaler) count(ctx context.Context) (int, error) {
-	snap := s.source.Get(ctx)
-	if snap.Err != nil {
-		level.Debug(s.logger).Log("msg", "answering KEDA with Unavailable", "err", snap.Err)
-		return 0, status.Error(codes.Unavailable, "active user count unknown: "+snap.Err.Error())
+func (s *Scaler) count(ctx context.Context, backend string) (int, error) {
+	n, err := s.source.Value(ctx, backend)
+	if err != nil {
+		level.Debug(s.logger).Log("msg", "answering KEDA with an error", "backend", backend, "err", err)
+		return 0, grpcError(err)
 	}
-	return snap.Scaling(), nil // the engaged users when the idle-tab policy is on
+	return n, nil
+}
+
+// grpcError maps package demand's errors to gRPC codes: a backend the gate
+// does not serve is the trigger's mistake; an unknown count is Unavailable.
+func grpcError(err error) error {
+	if errors.Is(err, demand.ErrNoSuchBackend) {
+		return status.Error(codes.InvalidArgument, "trigger metadata backend: "+err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
 }
 
 // StreamIsActive sends the trigger's state right after the stream opens
@@ -156,7 +172,7 @@ func (s *Scaler) count(ctx context.Context) (int, error) {
 // known again it sends the state anew. The stream ends when KEDA cancels it
 // or the server shuts down.
 func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream externalscaler.ExternalScaler_StreamIsActiveServer) error {
-	md, err := parseMetadata(ref.GetScalerMetadata())
+	md, err := s.parseMetadata(ref.GetScalerMetadata())
 	if err != nil {
 		return err
 	}
@@ -176,11 +192,12 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream exte
 		case <-s.closed:
 			return nil
 		case snap := <-sub.latest:
-			if snap.Err != nil {
+			n, err := s.source.Decide(snap, md.backend)
+			if err != nil {
 				known = false
 				continue
 			}
-			active := md.active(snap.Scaling())
+			active := md.active(n)
 			if known && active == last {
 				continue
 			}
@@ -238,21 +255,48 @@ func (s *Scaler) unsubscribe(sub *subscriber) {
 // interval after each refresh, so that the next one finds the count at
 // least an interval old and asks Open WebUI (unless /metrics or
 // /active_users just did, whose count it then shares).
+//
+// A change of the gate's demand hands the latest snapshot out again at
+// once, without a fetch, even while a slow fetch is running: a held request
+// reaches KEDA within milliseconds, whatever Open WebUI is doing.
 func (s *Scaler) poll(ctx context.Context, p *poller) {
 	defer close(p.done)
-	timer := time.NewTimer(0)
+	refreshed := make(chan snapshot.Snapshot, 1)
+	refresh := func() { refreshed <- s.source.Refresh(ctx, s.interval) }
+	fetching := true
+	go refresh()
+	defer func() {
+		if fetching {
+			<-refreshed // Refresh returns once ctx is cancelled
+		}
+	}()
+	timer := time.NewTimer(s.interval)
+	timer.Stop()
 	defer timer.Stop()
+	last := snapshot.Snapshot{Err: errNoCountYet}
+	s.publish(ctx, p, last) // the gate's demand needs no count: decide it now
 	for {
+		changed := s.source.Changed() // taken before deciding, so no change is missed
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
+			s.publish(ctx, p, last)
+		case snap := <-refreshed:
+			fetching = false
+			last = snap
+			s.publish(ctx, p, snap)
+			timer.Reset(s.interval)
 		case <-timer.C:
+			fetching = true
+			go refresh()
 		}
-		snap := s.source.Refresh(ctx, s.interval)
-		s.publish(ctx, p, snap)
-		timer.Reset(s.interval)
 	}
 }
+
+// errNoCountYet stands for the people count until the first fetch returns;
+// the gate's demand is decided without it meanwhile.
+var errNoCountYet = errors.New("the first count from Open WebUI is still being fetched")
 
 // publish hands snap to every stream, replacing what a stream has not taken yet.
 func (s *Scaler) publish(ctx context.Context, p *poller, snap snapshot.Snapshot) {
@@ -275,6 +319,7 @@ func (s *Scaler) publish(ctx context.Context, p *poller, snap snapshot.Snapshot)
 type metadata struct {
 	target     float64 // the HPA target per replica (targetValue)
 	activation float64 // active iff active_users > activation (activationValue)
+	backend    string  // the gate's backend whose demand is reported; "" for none
 }
 
 // Trigger metadata keys the exporter reads. Each may also be given as
@@ -282,6 +327,7 @@ type metadata struct {
 const (
 	keyTarget     = "targetValue"
 	keyActivation = "activationValue"
+	keyBackend    = "backend"
 )
 
 // kedaKeys are trigger metadata keys that KEDA itself reads and forwards to
@@ -293,23 +339,30 @@ var kedaKeys = []string{"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tl
 // are ignored; any other key, such as a misspelt targetValue or the
 // metrics-api trigger's activationTargetValue, is an InvalidArgument error
 // that names it, rather than a silent default.
-func parseMetadata(m map[string]string) (metadata, error) {
+func (s *Scaler) parseMetadata(m map[string]string) (metadata, error) {
 	md := metadata{target: 1}
 	seen := map[string]string{} // our key -> the metadata key it came from
 	for _, key := range slices.Sorted(maps.Keys(m)) {
 		ours := strings.TrimSuffix(key, "FromEnv")
-		if ours != keyTarget && ours != keyActivation {
+		if ours != keyTarget && ours != keyActivation && ours != keyBackend {
 			if slices.Contains(kedaKeys, key) || strings.HasSuffix(key, "FromEnv") {
 				continue
 			}
 			return md, status.Errorf(codes.InvalidArgument,
-				"unknown trigger metadata key %q: this scaler reads only %s and %s (plus KEDA's own %s)",
-				key, keyTarget, keyActivation, strings.Join(kedaKeys, ", "))
+				"unknown trigger metadata key %q: this scaler reads only %s, %s and %s (plus KEDA's own %s)",
+				key, keyTarget, keyActivation, keyBackend, strings.Join(kedaKeys, ", "))
 		}
 		if other, dup := seen[ours]; dup {
 			return md, status.Errorf(codes.InvalidArgument, "trigger metadata keys %q and %q both set %s; keep one", other, key, ours)
 		}
 		seen[ours] = key
+		if ours == keyBackend {
+			md.backend = strings.TrimSpace(m[key])
+			if err := s.source.Check(md.backend); err != nil {
+				return md, grpcError(err)
+			}
+			continue
+		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(m[key]), 64)
 		switch {
 		case ours == keyTarget && (err != nil || !(v > 0) || math.IsInf(v, 0)):

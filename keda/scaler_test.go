@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
 	pb "github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
@@ -58,7 +59,7 @@ func newGRPCSetup(t *testing.T, o grpcOptions) *grpcSetup {
 		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 	})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: o.ttl, MaxStale: o.maxStale, Timeout: 5 * time.Second})
-	s := &grpcSetup{fake: fake, cache: cache, scaler: keda.NewScaler(cache, pushInterval, nil)}
+	s := &grpcSetup{fake: fake, cache: cache, scaler: keda.NewScaler(demand.New(cache, nil), pushInterval, nil)}
 	s.server = serve(t, s.scaler, nil)
 	s.client = pb.NewExternalScalerClient(dial(t, s.server.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())))
 	return s

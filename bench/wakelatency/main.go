@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
 	pb "github.com/openwebui-exporter/openwebui_exporter/keda/externalscaler"
@@ -88,7 +89,7 @@ func run(runs int, interval, ttl, oldTTL, oldPolling time.Duration, message bool
 	client := openwebui.NewClient(openwebui.Config{BaseURL: base, Token: func() (string, error) { return token, nil },
 		Mode: mode, IdlePolicy: policy, Now: now})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: 2 * time.Minute, Timeout: 2500 * time.Millisecond})
-	server, err := keda.ListenGRPC("127.0.0.1:0", keda.NewScaler(cache, interval, nil), nil)
+	server, err := keda.ListenGRPC("127.0.0.1:0", keda.NewScaler(demand.New(cache, nil), interval, nil), nil)
 	if err != nil {
 		return err
 	}

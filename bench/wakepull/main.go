@@ -28,6 +28,7 @@ import (
 
 	"github.com/go-kit/log"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
@@ -52,7 +53,7 @@ func main() {
 	base, _ := url.Parse(upstream.URL)
 	client := openwebui.NewClient(openwebui.Config{BaseURL: base, Token: func() (string, error) { return token, nil }})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: div(*ttl), MaxStale: div(2 * time.Minute), Timeout: 2500 * time.Millisecond})
-	exporter := httptest.NewServer(keda.ActiveUsersHandler(cache, log.NewNopLogger()))
+	exporter := httptest.NewServer(keda.ActiveUsersHandler(demand.New(cache, nil), log.NewNopLogger()))
 	defer exporter.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())

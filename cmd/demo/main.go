@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-kit/log/level"
 
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/wiring"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
@@ -83,7 +84,7 @@ func run(ctx context.Context, cfg config, out, logs io.Writer) error {
 	}
 	client := openwebui.NewClient(openwebui.Config{BaseURL: fakeURL, Token: token, Mode: openwebui.ModeUsage, UserAgent: "openwebui_exporter-demo", Logger: logger})
 	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: cfg.cacheTTL, MaxStale: 2 * time.Minute, Timeout: 2500 * time.Millisecond, Logger: logger})
-	handler, err := wiring.NewHandler(cache, token, "/metrics", logger)
+	handler, err := wiring.NewHandler(cache, demand.New(cache, nil), nil, token, "/metrics", logger)
 	if err != nil {
 		return err
 	}

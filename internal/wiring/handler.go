@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/openwebui-exporter/openwebui_exporter/collector"
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
+	"github.com/openwebui-exporter/openwebui_exporter/gate"
 	"github.com/openwebui-exporter/openwebui_exporter/keda"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
@@ -24,8 +26,10 @@ import (
 // Name is the exporter's name in its build info metric and start-up line.
 const Name = "openwebui_exporter"
 
-// NewHandler serves every HTTP endpoint from the one shared cache.
-func NewHandler(cache *snapshot.Cache, token func() (string, error), telemetryPath string, logger log.Logger) (http.Handler, error) {
+// NewHandler serves every HTTP endpoint from the one shared cache and the
+// one decision of what KEDA gets (decider); g is the wake gate, nil when it
+// is off.
+func NewHandler(cache *snapshot.Cache, decider *demand.Decider, g *gate.Gate, token func() (string, error), telemetryPath string, logger log.Logger) (http.Handler, error) {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(
 		collector.New(cache),
@@ -33,9 +37,12 @@ func NewHandler(cache *snapshot.Cache, token func() (string, error), telemetryPa
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if g != nil {
+		registry.MustRegister(collector.NewGate(g, decider, cache.Timeout()))
+	}
 	mux := http.NewServeMux()
 	mux.Handle(telemetryPath, promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: stdLogger{logger}}))
-	mux.Handle("/active_users", keda.ActiveUsersHandler(cache, logger))
+	mux.Handle("/active_users", keda.ActiveUsersHandler(decider, logger))
 	// Liveness and readiness say whether the exporter can answer, not whether
 	// Open WebUI can: an outage must reach KEDA and Prometheus as a 503 and
 	// openwebui_up 0, not as a restarted or unreachable exporter.

@@ -1,0 +1,115 @@
+package collector
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openwebui-exporter/openwebui_exporter/gate"
+)
+
+// GateStats is the wake gate as its collector reads it: gate.Gate.
+type GateStats interface {
+	Stats() []gate.BackendStats
+}
+
+// Demand is what KEDA gets per backend: demand.Decider.
+type Demand interface {
+	Backends() []string
+	Value(ctx context.Context, backend string) (int, error)
+}
+
+// gateStates are the states openwebui_gate_backend_state always has a
+// series for, so that a query for one of them never finds nothing.
+var gateStates = []gate.State{gate.StateUnknown, gate.StateAsleep, gate.StateStarting, gate.StateUp}
+
+// GateCollector exposes the wake gate's state and what KEDA gets for each
+// of its backends.
+type GateCollector struct {
+	gate    GateStats
+	demand  Demand
+	timeout time.Duration
+
+	state, held, heldBytes, inFlight, hold, requests, backendDemand *prometheus.Desc
+}
+
+// NewGate returns the gate's collector. timeout bounds how long Collect
+// waits for Open WebUI's count (arrival-woken backends need it).
+func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "gate", name), help, labels, nil)
+	}
+	return &GateCollector{
+		gate:    g,
+		demand:  d,
+		timeout: timeout,
+		state: desc("backend_state",
+			"The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet).", "backend", "state"),
+		held: desc("held_requests",
+			"Requests this replica holds until the backend answers.", "backend"),
+		heldBytes: desc("held_request_bytes",
+			"Bytes of the bodies of the requests this replica holds (bounded by --gate.max-held-bytes over all backends).", "backend"),
+		inFlight: desc("inflight_requests",
+			"Requests passing through this replica to the backend right now, streaming answers included (model lists excluded).", "backend"),
+		hold: desc("hold_duration_seconds",
+			"How long requests were held before they went on, timed out or their client went away.", "backend"),
+		requests: desc("requests_total",
+			"Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet).", "backend", "outcome"),
+		backendDemand: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "backend_demand"),
+			"What KEDA gets for the backend on every trigger (/active_users?backend=NAME, external-push metadata backend: NAME): people and the gate's demand, see the README. Absent while it depends on Open WebUI's count and that is unknown.", []string{"backend"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *GateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.state, c.held, c.heldBytes, c.inFlight, c.hold, c.requests, c.backendDemand} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *GateCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, b := range c.gate.Stats() {
+		for _, s := range gateStates {
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, boolValue(b.State == s), b.Name, string(s))
+		}
+		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(b.Held), b.Name)
+		ch <- prometheus.MustNewConstMetric(c.heldBytes, prometheus.GaugeValue, float64(b.HeldBytes), b.Name)
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(b.InFlight), b.Name)
+		ch <- prometheus.MustNewConstHistogram(c.hold, b.Hold.Count, b.Hold.Sum, buckets(b.Hold), b.Name)
+		outcomes := make([]string, 0, len(b.Requests))
+		for o := range b.Requests {
+			outcomes = append(outcomes, string(o))
+		}
+		sort.Strings(outcomes)
+		for _, o := range outcomes {
+			ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(b.Requests[gate.Outcome(o)]), b.Name, o)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout+time.Second)
+	defer cancel()
+	for _, name := range c.demand.Backends() {
+		if n, err := c.demand.Value(ctx, name); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.backendDemand, prometheus.GaugeValue, float64(n), name)
+		}
+	}
+}
+
+func buckets(h gate.HoldHistogram) map[float64]uint64 {
+	m := make(map[float64]uint64, len(h.Buckets))
+	for i, upper := range h.Buckets {
+		if i < len(h.Counts) {
+			m[upper] = h.Counts[i]
+		}
+	}
+	return m
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,231 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testGate is a Gate served on loopback and run until the test ends.
+type testGate struct {
+	*Gate
+	srv *httptest.Server
+	url string
+}
+
+// startGate creates a Gate from cfg (backends from urls when cfg has none),
+// shortens its timings for tests unless tune says otherwise, runs it and
+// serves it on loopback.
+func startGate(t testing.TB, cfg Config, tune ...func(*Gate)) *testGate {
+	t.Helper()
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	g.probeHeld = 10 * time.Millisecond
+	g.probeIdle = 50 * time.Millisecond
+	g.probeTimeout = 300 * time.Millisecond
+	g.learnWait = 500 * time.Millisecond
+	for _, f := range tune {
+		f(g)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.Run(ctx)
+	}()
+	srv := httptest.NewServer(g)
+	t.Cleanup(func() {
+		cancel()
+		srv.CloseClientConnections() // ends what a test left held
+		srv.Close()
+		<-done
+	})
+	return &testGate{Gate: g, srv: srv, url: srv.URL}
+}
+
+func backendURL(t testing.TB, raw string) BackendConfig {
+	t.Helper()
+	bc, err := ParseBackend(raw)
+	if err != nil {
+		t.Fatalf("ParseBackend(%q): %v", raw, err)
+	}
+	return bc
+}
+
+// sleepyBackend is a backend on a fixed loopback address that is first
+// asleep (connection refused), then starting (TCP accepted, no HTTP: nothing
+// calls Accept, so connections wait in the backlog like Ollama's before it
+// serves), then up (the same listener served).
+type sleepyBackend struct {
+	t       testing.TB
+	addr    string
+	handler http.Handler
+	mu      sync.Mutex
+	ln      net.Listener
+	srv     *http.Server
+}
+
+func newSleepyBackend(t testing.TB, h http.Handler) *sleepyBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	s := &sleepyBackend{t: t, addr: addr, handler: h}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *sleepyBackend) url() string { return "http://" + s.addr }
+
+// listen opens the port without serving HTTP (the backend is starting).
+func (s *sleepyBackend) listen() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	for i := 0; i < 100; i++ { // the port was free a moment ago; retry a busy one briefly
+		if s.ln, err = net.Listen("tcp", s.addr); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("listen %s: %v", s.addr, err)
+}
+
+// serve serves HTTP on the port (listening first if needed).
+func (s *sleepyBackend) serve() {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	if ln == nil {
+		s.listen()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.srv.Serve(s.ln) }()
+}
+
+func (s *sleepyBackend) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		_ = s.srv.Close()
+		s.srv = nil
+	} else if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	s.ln = nil
+}
+
+// eventually polls cond until it holds, failing after a generous bound (these
+// are not timing assertions: they only stop a broken test).
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func stats(g *Gate, name string) BackendStats {
+	for _, s := range g.Stats() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return BackendStats{}
+}
+
+func mustDemand(t testing.TB, g *Gate, name string) Demand {
+	t.Helper()
+	d, ok := g.Demand(name)
+	if !ok {
+		t.Fatalf("Demand(%q): no such backend", name)
+	}
+	return d
+}
+
+// do sends a request and returns status, headers and body.
+func do(t testing.TB, method, u string, body io.Reader, hdr http.Header) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading: %v", method, u, err)
+	}
+	return res.StatusCode, res.Header, string(b)
+}
+
+// errorMessage decodes either error shape.
+func errorMessage(t testing.TB, body string, openai bool) string {
+	t.Helper()
+	if openai {
+		var v struct {
+			Error struct {
+				Message string `json:"message"`
+				Type    string `json:"type"`
+				Code    string `json:"code"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(body), &v); err != nil || v.Error.Message == "" || v.Error.Type == "" || v.Error.Code == "" {
+			t.Fatalf("not an OpenAI error (message, type, code): %q (%v)", body, err)
+		}
+		return v.Error.Message
+	}
+	var v struct {
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &v); err != nil || v.Error == "" {
+		t.Fatalf("not an Ollama error: %q (%v)", body, err)
+	}
+	return v.Error
+}
+
+func mustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// withVersion answers the gate's readiness probe (GET /api/version) like
+// Ollama and hands everything else to h.
+func withVersion(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/version" && r.Method == http.MethodGet {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			_, _ = io.WriteString(w, `{"version":"0.17.4"}`)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,94 @@
+package gate
+
+import "time"
+
+// State is a backend's state as the gate sees it.
+type State string
+
+// The backend states.
+const (
+	StateUnknown  State = "unknown"  // nothing seen yet (a fresh gate before its first probe or pass-through)
+	StateAsleep   State = "asleep"   // connection refused, no such host, dial timeout
+	StateStarting State = "starting" // TCP connects but no HTTP answer within the probe timeout, or the probe answers 5xx
+	StateUp       State = "up"       // the readiness probe (or a pass-through) got an HTTP answer
+)
+
+// Outcome is how a request through the gate ended.
+type Outcome string
+
+// The outcomes, as counted in BackendStats.Requests.
+const (
+	OutcomePassed       Outcome = "passed"        // passed through while up (any HTTP status from the backend)
+	OutcomeDelivered    Outcome = "delivered"     // passed through after a hold
+	OutcomeFromMemory   Outcome = "from_memory"   // a list served from memory (or the empty /api/ps)
+	OutcomeHoldTimeout  Outcome = "hold_timeout"  // held past the hold timeout: 504
+	OutcomeRejected     Outcome = "rejected"      // over --gate.max-held or --gate.max-held-bytes: 503
+	OutcomeClientGone   Outcome = "client_gone"   // the client went away before the answer ended
+	OutcomeBackendError Outcome = "backend_error" // the backend failed after the request may have reached it: 502 (or an aborted stream)
+	OutcomeLearning     Outcome = "learning"      // a never-seen list while not up: 503 after the learning wait
+)
+
+// Outcomes lists every Outcome, in the order above.
+var Outcomes = []Outcome{OutcomePassed, OutcomeDelivered, OutcomeFromMemory, OutcomeHoldTimeout,
+	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning}
+
+// States lists every State.
+var States = []State{StateUnknown, StateAsleep, StateStarting, StateUp}
+
+// HoldBuckets are the upper bounds (seconds) of the hold-time histogram.
+var HoldBuckets = []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// HoldHistogram is a cumulative histogram of how long requests were held
+// (every request that left the hold: delivered, timed out or gone).
+type HoldHistogram struct {
+	Buckets []float64 // upper bounds, seconds (HoldBuckets)
+	Counts  []uint64  // cumulative: Counts[i] = held requests with a hold ≤ Buckets[i]
+	Count   uint64
+	Sum     float64 // seconds
+}
+
+// BackendStats is one backend as this replica sees it (no peers).
+type BackendStats struct {
+	Name      string
+	State     State
+	Since     time.Time // when State began
+	Reason    string    // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
+	Held      int       // requests held now
+	InFlight  int       // demand requests being passed through or streamed now (delivered ones included)
+	HeldBytes int64     // bytes of request bodies in memory now: held ones and released ones not yet sent
+	Requests  map[Outcome]uint64
+	Hold      HoldHistogram
+}
+
+// holdHist is the non-cumulative form kept while counting.
+type holdHist struct {
+	counts []uint64 // per bucket, plus one for +Inf
+	count  uint64
+	sum    float64
+}
+
+func (h *holdHist) observe(d time.Duration) {
+	if h.counts == nil {
+		h.counts = make([]uint64, len(HoldBuckets)+1)
+	}
+	s := d.Seconds()
+	i := 0
+	for i < len(HoldBuckets) && s > HoldBuckets[i] {
+		i++
+	}
+	h.counts[i]++
+	h.count++
+	h.sum += s
+}
+
+func (h *holdHist) snapshot() HoldHistogram {
+	out := HoldHistogram{Buckets: append([]float64(nil), HoldBuckets...), Counts: make([]uint64, len(HoldBuckets)), Count: h.count, Sum: h.sum}
+	var c uint64
+	for i := range HoldBuckets {
+		if h.counts != nil {
+			c += h.counts[i]
+		}
+		out.Counts[i] = c
+	}
+	return out
+}

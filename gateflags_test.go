@@ -1,0 +1,64 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/go-kit/log"
+)
+
+func TestGateFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantOff bool
+		wantErr string // substring; "" for none
+	}{
+		{name: "off by default", wantOff: true},
+		{name: "one backend", args: []string{"--gate.listen-address=127.0.0.1:0", "--gate.backend=http://ollama:11434"}},
+		{name: "a backend needs the listen address", args: []string{"--gate.backend=http://ollama:11434"}, wantErr: "need --gate.listen-address"},
+		{name: "peers need the listen address", args: []string{"--gate.peers=gate:11434"}, wantErr: "need --gate.listen-address"},
+		{name: "the listen address needs a backend", args: []string{"--gate.listen-address=:11434"}, wantErr: "needs --gate.backend"},
+		{name: "hold timeout too short", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.hold-timeout=10ms"}, wantErr: "--gate.hold-timeout must be between 1s and 24h, got 10ms"},
+		{name: "hold timeout too long", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.hold-timeout=25h"}, wantErr: "--gate.hold-timeout must be between 1s and 24h"},
+		{name: "max held 0", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.max-held=0"}, wantErr: "--gate.max-held must be at least 1, got 0"},
+		{name: "max held bytes tiny", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.max-held-bytes=10B"}, wantErr: "--gate.max-held-bytes must be at least 1KiB"},
+		{name: "peers without a port", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.peers=gate-headless"}, wantErr: "--gate.peers: want HOST:PORT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := kingpin.New("test", "")
+			f := addGateFlags(app)
+			if _, err := app.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			g, err := newGate(f, log.NewNopLogger())
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("newGate = %v; want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (g == nil) != tc.wantOff {
+				t.Errorf("gate built = %v, want off = %v", g != nil, tc.wantOff)
+			}
+		})
+	}
+}
+
+func TestGateFlagDefaults(t *testing.T) {
+	app := kingpin.New("test", "")
+	f := addGateFlags(app)
+	if _, err := app.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.holdTimeout.String(); got != "5m0s" {
+		t.Errorf("--gate.hold-timeout default = %s, want 5m0s", got)
+	}
+	if *f.maxHeld != 1000 || int64(*f.maxHeldBytes) != 256<<20 {
+		t.Errorf("bounds default = %d requests, %d bytes; want 1000, 256MiB", *f.maxHeld, int64(*f.maxHeldBytes))
+	}
+}
