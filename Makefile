@@ -48,12 +48,12 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./e2e/
+	$(GO) vet -tags e2e ./test/e2e/
 	$(GO) tool -modfile=tools/golangci-lint.mod golangci-lint run ./...
-	$(GO) test -tags e2e -count=1 -run TestPromtool ./e2e/
+	$(GO) test -tags e2e -count=1 -run TestPromtool ./test/e2e/
 
 e2e: build
-	E2E_EXPORTER_BINARY=$(BUILD_PREFIX)/openwebui_exporter $(GO) test -tags e2e -count=1 -v ./e2e/
+	E2E_EXPORTER_BINARY=$(BUILD_PREFIX)/openwebui_exporter $(GO) test -tags e2e -count=1 -v ./test/e2e/
 
 tarball: build
 	GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=remote.origin.url GIT_CONFIG_VALUE_0=$(REPO_URL) \

@@ -77,7 +77,7 @@ func newGate(f *gateFlags, logger log.Logger) (*gate.Gate, error) {
 	for _, raw := range *f.backends {
 		b, err := gate.ParseBackend(raw)
 		if err != nil {
-			return nil, fmt.Errorf("--gate.backend=%s: %w", raw, err)
+			return nil, fmt.Errorf("--gate.backend: %w", err)
 		}
 		backends = append(backends, b)
 	}

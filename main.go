@@ -34,13 +34,16 @@ func main() {
 	app := kingpin.CommandLine
 	app.Help = "Exports how many people use Open WebUI right now, for Prometheus (/metrics) and KEDA (/active_users, and its external scaler protocol over gRPC with --keda.listen-address); with --gate.listen-address also serves a wake gate in front of Ollama."
 	var (
-		webConfig      = kingpinflag.AddFlags(app, defaultListenAddress())
-		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
-		baseURL        = app.Flag("openwebui.url", "Open WebUI's base URL, e.g. http://open-webui:8080.").Envar("API_URL").String()
-		tokenFile      = app.Flag("openwebui.token-file", "File holding the Open WebUI API key (sk-..., the supported credential) or a JWT (a fallback); re-read on every fetch and on SIGHUP. Until it is readable, /readyz answers 503. Alternatively set the env var TOKEN.").String()
-		countMode      = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; exact without self-stamping, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
-		timeout        = app.Flag("openwebui.timeout", "Deadline for one fetch from Open WebUI, all its requests included; keep it below KEDA's 3s HTTP timeout.").Default("2500ms").Duration()
-		idleTimeout    = app.Flag("activity.idle-timeout", "Idle-tab policy (needs --openwebui.count-mode=admin): KEDA gets only the active users who arrived or wrote a chat message within this time, so a forgotten open tab stops keeping Ollama up; 0 (default) is off: Open WebUI's own definition. At least 1s; e.g. 15m.").Default("0s").Duration()
+		webConfig     = kingpinflag.AddFlags(app, defaultListenAddress())
+		telemetryPath = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+		baseURL       = app.Flag("openwebui.url", "Open WebUI's base URL, e.g. http://open-webui:8080.").Envar("API_URL").String()
+		tokenFile     = app.Flag("openwebui.token-file", "File holding the Open WebUI API key (sk-..., the supported credential) or a JWT (a fallback); re-read on every fetch and on SIGHUP. Until it is readable, /readyz answers 503. Alternatively set the env var TOKEN.").String()
+		countMode     = app.Flag("openwebui.count-mode", "usage: read /api/usage (any account); admin: page the admin user list (admin account; exact without self-stamping, adds openwebui_users).").Default(string(openwebui.ModeUsage)).Enum(string(openwebui.ModeUsage), string(openwebui.ModeAdmin))
+		timeout       = app.Flag("openwebui.timeout", "Deadline for one fetch from Open WebUI, all its requests included; keep it below KEDA's 3s HTTP timeout.").Default("2500ms").Duration()
+		idleTimeout   = app.Flag("activity.idle-timeout", "Idle-tab policy (needs --openwebui.count-mode=admin): KEDA gets only the active users who arrived or wrote a chat message within this time, so a forgotten open tab stops keeping Ollama up; 0 (default) is off: Open WebUI's own definition. At least 5s (Open WebUI's clock may be off by a quarter of it, at most 30s); e.g. 15m.").Default("0s").Duration()
+		// Hidden: a simulation on a compressed clock (bench/simday) serves a
+		// Date hours ahead of the host's; nobody else should widen it.
+		maxClockSkew   = app.Flag("openwebui.max-clock-skew", "Only for simulations on a compressed clock: how far Open WebUI's clock may be from this host's; 0 (default) is 30s, with the idle-tab policy a quarter of its timeout (2s to 30s).").Hidden().Default("0s").Duration()
 		updateInterval = app.Flag("openwebui.status-update-interval", "The value of Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, if set there (0 when unset).").Default("0s").Duration()
 		caFile         = app.Flag("openwebui.tls.ca-file", "PEM file of the CA that signs Open WebUI's certificate (default: the system's CAs).").String()
 		insecureTLS    = app.Flag("openwebui.tls.insecure-skip-verify", "Do not verify Open WebUI's TLS certificate. Insecure: anybody in between can read the token.").Bool()
@@ -117,6 +120,7 @@ func main() {
 		HTTPClient:           httpClient,
 		Logger:               logger,
 		IdlePolicy:           policy,
+		MaxClockSkew:         *maxClockSkew,
 	})
 	if policy != nil {
 		level.Info(logger).Log("msg", "idle-tab policy on: KEDA gets the users who arrived or wrote within the idle timeout (openwebui_engaged_users)", "idle_timeout", policy.Timeout())

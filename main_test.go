@@ -253,11 +253,14 @@ func TestIdleTimeoutFlag(t *testing.T) {
 		{0, openwebui.ModeUsage, false, ""}, // the default: off, changes nothing
 		{0, openwebui.ModeAdmin, false, ""},
 		{15 * time.Minute, openwebui.ModeAdmin, true, ""},
-		{time.Second, openwebui.ModeAdmin, true, ""},
+		{5 * time.Second, openwebui.ModeAdmin, true, ""},
+		// Under 5 s the clock tolerance (a quarter, at least 2 s) would be
+		// most of the timeout (issue 19, item 6).
+		{time.Second, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 5s and 24h, got 1s"},
 		{15 * time.Minute, openwebui.ModeUsage, false, "--activity.idle-timeout needs --openwebui.count-mode=admin"},
-		{500 * time.Millisecond, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 1s and 24h, got 500ms"},
-		{-time.Minute, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 1s and 24h"},
-		{25 * time.Hour, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 1s and 24h"},
+		{500 * time.Millisecond, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 5s and 24h, got 500ms"},
+		{-time.Minute, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 5s and 24h"},
+		{25 * time.Hour, openwebui.ModeAdmin, false, "--activity.idle-timeout must be 0 (off) or between 5s and 24h"},
 	}
 	for _, tc := range cases {
 		p, err := idlePolicy(tc.timeout, tc.mode)

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Hardening checks beyond `go test` (issue 12): fuzz the token scrubber, the
-# one place all server-derived text passes on its way out, from its seeds.
+# Hardening checks beyond `go test` (issues 12 and 19): fuzz the token
+# scrubber, the one place all server-derived text passes on its way out,
+# and every label value taken from upstream (/metrics must always be 200),
+# from their seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "--- fuzz FuzzScrub"
 go test -run='^$' -fuzz='^FuzzScrub$' -fuzztime=10s ./openwebui/
+echo "--- fuzz FuzzLabels"
+go test -run='^$' -fuzz='^FuzzLabels$' -fuzztime=10s ./collector/

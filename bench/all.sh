@@ -12,3 +12,4 @@ run go run ./bench/wakelatency
 run go run ./bench/wakepull
 run bench/footprint.sh
 run bench/gobench.sh
+run go run ./bench/idlecost

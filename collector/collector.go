@@ -34,6 +34,7 @@ type Collector struct {
 	scrapeDuration *prometheus.Desc
 	versionInfo    *prometheus.Desc
 	lastSuccess    *prometheus.Desc
+	skippedRows    *prometheus.Desc
 }
 
 // New returns a Collector reading from source.
@@ -55,6 +56,8 @@ func New(source Source) *Collector {
 			"Open WebUI's version, from /api/version; always 1."+cached, []string{"version"}, nil),
 		lastSuccess: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "last_success_timestamp_seconds"),
 			"When the count now served was fetched from Open WebUI, in seconds since the epoch; alert on time() minus this.", nil, nil),
+		skippedRows: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "skipped_rows_total"),
+			"Rows of Open WebUI's answers skipped as unreadable (a chat's updated_at in milliseconds, an analytics entry of the wrong shape), by reason; one user's bad row does not fail the count. Only with the idle-tab policy.", []string{"reason"}, nil),
 	}
 }
 
@@ -67,10 +70,14 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.scrapeDuration
 	ch <- c.versionInfo
 	ch <- c.lastSuccess
+	ch <- c.skippedRows
 }
 
 // Collect implements prometheus.Collector. The count is left out, never sent
-// as 0, when it is unknown: 0 would tell KEDA to scale Ollama to zero.
+// as 0, when it is unknown: 0 would tell KEDA to turn the GPUs off.
+// Label values come from Open WebUI: a metric client_golang refuses (say,
+// a label that is not UTF-8) is left out, never a panic, so that /metrics
+// always answers 200.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	// promhttp gives Collect no context: bound the wait here, so that a
 	// scrape never waits on a context that never ends.
@@ -81,24 +88,32 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if s.FetchErr == nil && !s.FetchedAt.IsZero() {
 		up = 1
 	}
-	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
+	send := func(desc *prometheus.Desc, kind prometheus.ValueType, v float64, labels ...string) {
+		if m, err := prometheus.NewConstMetric(desc, kind, v, labels...); err == nil {
+			ch <- m
+		}
+	}
+	send(c.up, prometheus.GaugeValue, up)
 	if !s.FetchedAt.IsZero() {
-		ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, s.Duration.Seconds())
+		send(c.scrapeDuration, prometheus.GaugeValue, s.Duration.Seconds())
 	}
 	if !s.LastSuccess.IsZero() {
-		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixNano())/1e9)
+		send(c.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixNano())/1e9)
 	}
 	if s.Err != nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(c.activeUsers, prometheus.GaugeValue, float64(s.ActiveUsers))
+	send(c.activeUsers, prometheus.GaugeValue, float64(s.ActiveUsers))
 	if s.IdlePolicy {
-		ch <- prometheus.MustNewConstMetric(c.engagedUsers, prometheus.GaugeValue, float64(s.EngagedUsers))
+		send(c.engagedUsers, prometheus.GaugeValue, float64(s.EngagedUsers))
+		for reason, n := range s.SkippedRows {
+			send(c.skippedRows, prometheus.CounterValue, float64(n), reason)
+		}
 	}
 	if s.TotalUsers >= 0 {
-		ch <- prometheus.MustNewConstMetric(c.users, prometheus.GaugeValue, float64(s.TotalUsers))
+		send(c.users, prometheus.GaugeValue, float64(s.TotalUsers))
 	}
 	if s.Version != "" {
-		ch <- prometheus.MustNewConstMetric(c.versionInfo, prometheus.GaugeValue, 1, s.Version)
+		send(c.versionInfo, prometheus.GaugeValue, 1, s.Version)
 	}
 }

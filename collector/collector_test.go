@@ -10,7 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/openwebui-exporter/openwebui_exporter/collector"
@@ -450,4 +452,75 @@ openwebui_up 0
 	case <-time.After(10 * time.Second):
 		t.Fatal("Collect still waits on a context that never ends")
 	}
+}
+
+// fixedSource serves one snapshot, whatever its label values.
+type fixedSource struct{ s snapshot.Snapshot }
+
+func (f fixedSource) Get(context.Context) snapshot.Snapshot { return f.s }
+func (fixedSource) TTL() time.Duration                      { return time.Minute }
+func (fixedSource) Timeout() time.Duration                  { return time.Second }
+
+// gatherLabels collects a snapshot with the given upstream-derived label
+// values through a pedantic registry, as /metrics does.
+func gatherLabels(t *testing.T, version, reason string) (map[string]bool, error) {
+	t.Helper()
+	now := time.Unix(1_785_000_000, 0)
+	s := snapshot.Snapshot{Count: openwebui.Count{ActiveUsers: 2, TotalUsers: 5, Version: version,
+		IdlePolicy: true, EngagedUsers: 1, SkippedRows: map[string]uint64{reason: 3}},
+		LastSuccess: now, FetchedAt: now}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(collector.New(fixedSource{s})); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	names := map[string]bool{}
+	for _, f := range families {
+		names[f.GetName()] = true
+	}
+	return names, err
+}
+
+// TestCollectNeverPanicsOnLabels: a label value client_golang refuses (a
+// version cut inside a UTF-8 character made MustNewConstMetric panic, and
+// /metrics answer 500) leaves that one metric out; the count is served.
+func TestCollectNeverPanicsOnLabels(t *testing.T) {
+	for _, tc := range []struct {
+		name, version, reason string
+		wantVersion           bool
+	}{
+		{"plain", "0.11.0", openwebui.SkipChatMilliseconds, true},
+		{"cut inside a character", strings.Repeat("é", 10) + "\xc3", openwebui.SkipChatMilliseconds, false},
+		{"invalid reason", "0.11.0", "\xff", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			names, err := gatherLabels(t, tc.version, tc.reason)
+			if err != nil {
+				t.Fatalf("gather: %v", err)
+			}
+			if !names["openwebui_active_users"] || !names["openwebui_engaged_users"] || !names["openwebui_up"] {
+				t.Fatalf("the count is not served: %v", names)
+			}
+			if names["openwebui_version_info"] != tc.wantVersion {
+				t.Fatalf("version_info served %v, want %v", names["openwebui_version_info"], tc.wantVersion)
+			}
+		})
+	}
+}
+
+// FuzzLabels: whatever label values come from upstream, Collect never
+// panics and gathering never fails; a valid value is served.
+func FuzzLabels(f *testing.F) {
+	f.Add("0.11.0", "chat_updated_at_not_seconds")
+	f.Add("\xc3", "")
+	f.Add(strings.Repeat("€", 2000), "\x00")
+	f.Fuzz(func(t *testing.T, version, reason string) {
+		names, err := gatherLabels(t, version, reason)
+		if err != nil {
+			t.Fatalf("gather(%q, %q): %v", version, reason, err)
+		}
+		if version != "" && utf8.ValidString(version) && !names["openwebui_version_info"] {
+			t.Fatalf("valid version %q not served", version)
+		}
+	})
 }

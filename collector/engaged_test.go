@@ -31,7 +31,14 @@ func TestEngagedUsersExposition(t *testing.T) {
 		want string
 	}{
 		{"two open Open WebUI", func() { s.activate(2) }, expect(2, 2)},
-		{"their tabs idle past the timeout", func() { s.clock.Advance(15 * time.Minute) }, expect(2, 0)},
+		{"their tabs idle past the timeout", func() {
+			// Scraped every TTL: a gap of over 180 s without a fetch
+			// would count everybody as just arrived.
+			for range 15 {
+				s.clock.Advance(ttl)
+				testutil.CollectAndCount(s.metrics)
+			}
+		}, expect(2, 0)},
 		{"one of them writes", func() { s.clock.Advance(ttl); s.fake.Send("human-1") }, expect(2, 1)},
 		{"Open WebUI fails", func() {
 			s.fake.SetOverride(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "bad gateway", http.StatusBadGateway) })

@@ -244,7 +244,10 @@ func checkFlags(t *testing.T, where string, args []any) map[string]string {
 			continue
 		}
 		name, value, _ := strings.Cut(strings.TrimPrefix(arg, "--"), "=")
-		if !facts.flags[name] {
+		// Until the wake gate's flags (gateflags.go) are merged, a build
+		// without them checks every flag but the gate's.
+		gateUnknown := strings.HasPrefix(name, "gate.") && !facts.flags["gate.listen-address"]
+		if !facts.flags[name] && !gateUnknown {
 			t.Errorf("%s: %q is not a flag of the exporter (see --help-long)", where, arg)
 		}
 		values[name] = value
@@ -589,8 +592,14 @@ func TestKubernetes(t *testing.T) {
 	for _, so := range find(docs, dir, "ScaledObject", "") {
 		checkScaledObject(t, so, svc.name(), namespace)
 	}
-	if n := len(find(docs, dir, "ScaledObject", "")); n != 3 {
-		t.Errorf("want the metrics-api, prometheus and push ScaledObjects in examples/%s, found %d", dir, n)
+	single := 0
+	for _, so := range find(docs, dir, "ScaledObject", "") {
+		if !strings.HasPrefix(so.file, twoPoolsDir) {
+			single++
+		}
+	}
+	if single != 3 {
+		t.Errorf("want the metrics-api, prometheus and push ScaledObjects in examples/%s (beside %s), found %d", dir, twoPoolsDir, single)
 	}
 }
 
@@ -918,6 +927,16 @@ func TestCompose(t *testing.T) {
 	}
 	if !published {
 		t.Errorf("compose exporter: want port 8080 published, found %v", list(exp, "ports"))
+	}
+	// The wake gate: Open WebUI talks to Ollama through the exporter.
+	if addr := flags["gate.listen-address"]; portOf(t, "compose exporter", addr) != "11434" {
+		t.Errorf("compose exporter: --gate.listen-address=%q, want port 11434", addr)
+	}
+	if b := flags["gate.backend"]; b != "http://ollama:11434" {
+		t.Errorf("compose exporter: --gate.backend=%q, want http://ollama:11434 (the ollama service)", b)
+	}
+	if u := str(services, "open-webui", "environment", "OLLAMA_BASE_URL"); u != "http://exporter:11434" {
+		t.Errorf("compose open-webui: OLLAMA_BASE_URL=%q, want http://exporter:11434 (the gate)", u)
 	}
 	// Bind mounts must name files of this repository.
 	for name, s := range services {

@@ -2,6 +2,7 @@ package examples_test
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -171,6 +172,9 @@ func labelsMatch(selector, labels obj) bool {
 	return true
 }
 
+// twoPoolsDir holds the ScaledObjects of two Ollama pools behind the wake gate.
+const twoPoolsDir = "kubernetes/variants/gate-two-pools/"
+
 // TestWakeUpExamples checks examples/wake-up, the manifests of
 // docs/wake-up.md: the Ollama Deployment KEDA scales, and Open WebUI's
 // settings for a sleeping Ollama.
@@ -184,6 +188,15 @@ func TestWakeUpExamples(t *testing.T) {
 			continue
 		}
 		scaledObjects++
+		if strings.HasPrefix(so.file, twoPoolsDir) {
+			// Two Ollama releases of the otwld/ollama chart: ollama-NAME is
+			// the pool behind the gate's backend NAME.
+			u, err := url.Parse(str(so.obj, "spec", "triggers", 0, "metadata", "url"))
+			if target := str(so.obj, "spec", "scaleTargetRef", "name"); err != nil || target != "ollama-"+u.Query().Get("backend") {
+				t.Errorf("%s scales %q, but its trigger asks for the gate backend of %v", so, target, u)
+			}
+			continue
+		}
 		if target := str(so.obj, "spec", "scaleTargetRef", "name"); target != ollama.name() {
 			t.Errorf("%s scales %q, but the Ollama Deployment is %q", so, target, ollama.name())
 		}

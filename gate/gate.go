@@ -79,6 +79,7 @@ type Gate struct {
 	changed     chan struct{}
 	lastFire    time.Time
 	firePending bool
+	fired       int // closes of changed, for tests
 }
 
 // backend is one --gate.backend with its state; mutable fields are guarded by Gate.mu.
@@ -111,7 +112,14 @@ type backend struct {
 	active     map[string]int       // hashed user -> held/in-flight requests
 	lastSeen   map[string]time.Time // hashed user -> end of their last request
 	activeAnon int                  // held/in-flight requests without a user header
-	anonSeen   []time.Time          // ends of requests without a user header, ascending
+	anonSeen   []anonBucket         // ends of requests without a user header, by second, ascending
+}
+
+// anonBucket counts the requests without a user id that ended within one
+// second; they count until Idle after the last of them.
+type anonBucket struct {
+	first, last time.Time
+	n           int
 }
 
 type heldReq struct {
@@ -191,7 +199,7 @@ func New(cfg Config) (*Gate, error) {
 		FlushInterval:  -1, // flush every write: NDJSON and SSE go on chunk by chunk
 		ErrorHandler:   g.proxyError,
 		ModifyResponse: g.modifyResponse,
-		ErrorLog:       nil,
+		BufferPool:     copyBuffers,
 	}
 	now := g.now()
 	for _, bc := range cfg.Backends {
@@ -229,11 +237,20 @@ func New(cfg Config) (*Gate, error) {
 	return g, nil
 }
 
+// copyBuffers are ReverseProxy's 32 KiB copy buffers, shared instead of one
+// allocated per request.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
+
 // NewTransport returns the transport the gate uses when Config.Transport is
 // nil: a clone of http.DefaultTransport with no response-header timeout (Ollama
 // sends no header until the model is loaded), a 3 s dial timeout (a dial that
-// fails marks the backend asleep), keep-alives with 64 idle connections per
-// backend, HTTP/1.1 only (what Ollama speaks), no transparent compression (the
+// fails marks the backend asleep), keep-alives with idle connections kept per
+// backend (256, so that a released burst reuses its connections), HTTP/1.1 only (what Ollama speaks), no transparent compression (the
 // client's Accept-Encoding passes through unchanged) and a 1 s
 // Expect: 100-continue timeout.
 func NewTransport() *http.Transport {
@@ -241,7 +258,7 @@ func NewTransport() *http.Transport {
 	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = 0
 	t.MaxIdleConns = 0
-	t.MaxIdleConnsPerHost = 64
+	t.MaxIdleConnsPerHost = DefaultReleaseConcurrency
 	t.IdleConnTimeout = 90 * time.Second
 	t.ExpectContinueTimeout = time.Second
 	t.DisableCompression = true
@@ -304,6 +321,7 @@ func (g *Gate) fireLocked() {
 	close(g.changed)
 	g.changed = make(chan struct{})
 	g.lastFire = time.Now()
+	g.fired++
 }
 
 // ServeHTTP serves the whole gate surface: /_gate/status, /_gate/demand, and
@@ -347,6 +365,11 @@ func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
 		return nil, nil, false
 	}
 	rawRest := "/" + rest // "/NAME" is served as "/NAME/"
+	// Open WebUI keeps a trailing slash of an OLLAMA_BASE_URLS entry and
+	// appends "/api/...": http://gate/big/ asks for /big//api/tags.
+	for strings.HasPrefix(rawRest, "//") {
+		rawRest = rawRest[1:]
+	}
 	p, err := url.PathUnescape(rawRest)
 	if err != nil {
 		return b, &url.URL{Path: rawRest}, true
@@ -431,7 +454,10 @@ func (b *backend) ownDemand(now time.Time) peerDemand {
 	for u := range b.active {
 		d.Users[u] = 0
 	}
-	d.Anonymous = b.activeAnon + len(b.anonSeen)
+	d.Anonymous = b.activeAnon
+	for _, a := range b.anonSeen {
+		d.Anonymous += a.n
+	}
 	return d
 }
 
@@ -443,7 +469,7 @@ func (b *backend) prune(now time.Time) {
 		}
 	}
 	i := 0
-	for i < len(b.anonSeen) && now.Sub(b.anonSeen[i]) > b.cfg.Idle {
+	for i < len(b.anonSeen) && now.Sub(b.anonSeen[i].last) > b.cfg.Idle {
 		i++
 	}
 	b.anonSeen = b.anonSeen[i:]
@@ -467,10 +493,17 @@ func (b *backend) end(user string, now time.Time) {
 	}
 	if user == "" {
 		b.activeAnon--
-		if n := len(b.anonSeen); n > 0 && b.anonSeen[n-1].After(now) {
-			now = b.anonSeen[n-1] // keep it ascending under a clock that steps back
+		if n := len(b.anonSeen); n > 0 && now.Sub(b.anonSeen[n-1].first) < time.Second {
+			// Within the same second (or a clock that stepped back): one bucket,
+			// so that memory stays bounded by Idle in seconds, not requests.
+			last := &b.anonSeen[n-1]
+			last.n++
+			if now.After(last.last) {
+				last.last = now
+			}
+		} else {
+			b.anonSeen = append(b.anonSeen, anonBucket{first: now, last: now, n: 1})
 		}
-		b.anonSeen = append(b.anonSeen, now)
 		b.prune(now)
 		return
 	}

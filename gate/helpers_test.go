@@ -16,8 +16,9 @@ import (
 // testGate is a Gate served on loopback and run until the test ends.
 type testGate struct {
 	*Gate
-	srv *httptest.Server
-	url string
+	srv  *httptest.Server
+	url  string
+	stop func() // ends it (also at the end of the test)
 }
 
 // startGate creates a Gate from cfg (backends from urls when cfg has none),
@@ -43,13 +44,17 @@ func startGate(t testing.TB, cfg Config, tune ...func(*Gate)) *testGate {
 		g.Run(ctx)
 	}()
 	srv := httptest.NewServer(g)
-	t.Cleanup(func() {
-		cancel()
-		srv.CloseClientConnections() // ends what a test left held
-		srv.Close()
-		<-done
-	})
-	return &testGate{Gate: g, srv: srv, url: srv.URL}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			srv.CloseClientConnections() // ends what a test left held
+			srv.Close()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return &testGate{Gate: g, srv: srv, url: srv.URL, stop: stop}
 }
 
 func backendURL(t testing.TB, raw string) BackendConfig {
@@ -228,4 +233,11 @@ func withVersion(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// queued is how many requests wait in b's queue, bodies read.
+func queued(g *Gate, name string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.byName[name].queue.Len()
 }

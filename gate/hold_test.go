@@ -96,7 +96,7 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 	var clients []*heldClient
 	for i, rq := range requests {
 		clients = append(clients, sendAsync(context.Background(), http.DefaultClient, rq.method, g.url+rq.path, rq.body(), rq.hdr))
-		eventually(t, fmt.Sprintf("request %d held", i+1), func() bool { return mustDemand(t, g.Gate, DefaultName).Held == i+1 })
+		eventually(t, fmt.Sprintf("request %d held", i+1), func() bool { return queued(g.Gate, DefaultName) == i+1 })
 	}
 	select {
 	case <-changed:
@@ -183,7 +183,7 @@ func TestHeldRequestsAreReleasedInArrivalOrder(t *testing.T) {
 	var clients []*heldClient
 	for i := 0; i < n; i++ {
 		clients = append(clients, sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/pool/api/chat", strings.NewReader(fmt.Sprint(i)), nil))
-		eventually(t, "held", func() bool { return mustDemand(t, g.Gate, "pool").Held == i+1 })
+		eventually(t, "queued", func() bool { return queued(g.Gate, "pool") == i+1 }) // arrival: the body read
 	}
 	sb.serve()
 	for _, c := range clients {
@@ -245,7 +245,7 @@ func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		sendAsync(ctx, http.DefaultClient, "POST", g.url+"/api/chat", strings.NewReader(strings.Repeat("a", 30)), nil)
 	}
-	eventually(t, "two held", func() bool { return mustDemand(t, g.Gate, DefaultName).Held == 2 })
+	eventually(t, "two held", func() bool { return queued(g.Gate, DefaultName) == 2 })
 
 	cases := []struct {
 		name, path string
@@ -351,8 +351,8 @@ func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
 	for i := 0; i < n; i++ {
 		clients = append(clients, sendAsync(ctx, client, "POST", g.url+"/api/chat", strings.NewReader(strings.Repeat("z", 1000)), nil))
 	}
-	eventually(t, "all held", func() bool { return mustDemand(t, g.Gate, DefaultName).Held == n })
-	if s := stats(g.Gate, DefaultName); s.HeldBytes != n*1000 {
+	eventually(t, "all held", func() bool { return queued(g.Gate, DefaultName) == n })
+	if s := stats(g.Gate, DefaultName); s.HeldBytes != n*1000 || s.Held != n {
 		t.Errorf("HeldBytes %d, want %d", s.HeldBytes, n*1000)
 	}
 	cancel()

@@ -75,7 +75,7 @@ func (g *Gate) serveList(w http.ResponseWriter, r *http.Request, b *backend, rel
 		g.mu.Unlock()
 	}
 	if st == StateUp {
-		a := g.pass(w, r, b, rel, nil, true)
+		a := g.pass(w, r, b, rel, r.Body, true)
 		if !a.retry {
 			g.count(b, passOutcome(a, OutcomePassed))
 			return
@@ -132,7 +132,7 @@ func (g *Gate) learnWake(w http.ResponseWriter, r *http.Request, b *backend, rel
 	defer t.Stop()
 	select {
 	case <-up:
-		a := g.pass(w, r, b, rel, nil, true)
+		a := g.pass(w, r, b, rel, r.Body, true)
 		if !a.retry {
 			g.count(b, passOutcome(a, OutcomePassed))
 			return

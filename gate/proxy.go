@@ -2,6 +2,7 @@ package gate
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -85,14 +86,38 @@ func (g *Gate) modifyResponse(res *http.Response) error {
 		g.setState(a.b, StateUp, "")
 	}
 	g.mu.Unlock()
+	enc := res.Header.Get("Content-Encoding")
 	if a.capture && res.StatusCode == http.StatusOK && res.Request.Method == http.MethodGet &&
-		(res.Header.Get("Content-Encoding") == "" || res.Header.Get("Content-Encoding") == "identity") &&
-		res.ContentLength <= maxListBytes {
+		(enc == "" || enc == "identity" || enc == "gzip") && res.ContentLength <= maxListBytes {
 		b, path := a.b, a.rel.Path
 		ctype := res.Header.Get("Content-Type")
-		res.Body = &captureBody{ReadCloser: res.Body, done: func(body []byte) { g.remember(b, path, ctype, body) }}
+		res.Body = &captureBody{ReadCloser: res.Body, done: func(body []byte) {
+			if enc == "gzip" { // kept as identity: that suits every client
+				var err error
+				if body, err = gunzip(body); err != nil {
+					return
+				}
+			}
+			g.remember(b, path, ctype, body)
+		}}
 	}
 	return nil
+}
+
+// gunzip decodes a remembered list that came compressed, within maxListBytes.
+func gunzip(body []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, maxListBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > maxListBytes {
+		return nil, errors.New("over 4 MiB")
+	}
+	return out, nil
 }
 
 // trackingBody tells whether the transport ever read the request body (then
@@ -209,11 +234,12 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	hr, status, code, msg = g.admit(w, r, b, arrived)
 	if status != 0 {
 		outcome = OutcomeRejected
-		if r.Context().Err() != nil {
-			outcome = OutcomeClientGone
-			return
+		if status == http.StatusBadRequest || r.Context().Err() != nil {
+			outcome = OutcomeClientGone // it did not send its whole body
 		}
-		writeError(w, rel.Path, status, code, msg)
+		if r.Context().Err() == nil {
+			writeError(w, rel.Path, status, code, msg)
+		}
 		return
 	}
 	body := hr.body

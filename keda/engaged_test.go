@@ -48,6 +48,16 @@ func newIdleSetup(t *testing.T, idle time.Duration) (*grpcSetup, *fakeopenwebui.
 	return s, clock, keda.ActiveUsersHandler(demand.New(cache, nil), log.NewNopLogger())
 }
 
+// advancePolled lets d pass on the fake clock with a fetch every minute, as
+// KEDA polls: a gap of over 180 s without a fetch would count everybody as
+// just arrived (issue 19, item 2).
+func advancePolled(s *grpcSetup, clock *fakeopenwebui.Clock, d time.Duration) {
+	for ; d > 0; d -= time.Minute {
+		clock.Advance(min(d, time.Minute))
+		s.cache.Get(context.Background())
+	}
+}
+
 func activeUsersBody(t *testing.T, h http.Handler) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
@@ -69,9 +79,9 @@ func TestEngagedCountIsWhatKEDAGets(t *testing.T) {
 		want int
 	}{
 		{"two arrive", func() {}, 2},
-		{"their tabs idle past the timeout", func() { clock.Advance(15 * time.Minute) }, 0},
+		{"their tabs idle past the timeout", func() { advancePolled(s, clock, 15*time.Minute) }, 0},
 		{"one writes from an idle tab", func() { s.fake.SetOllamaDown(true); s.fake.Send("human-1") }, 1},
-		{"the writer's timeout passes", func() { clock.Advance(15 * time.Minute) }, 0},
+		{"the writer's timeout passes", func() { advancePolled(s, clock, 15*time.Minute) }, 0},
 	}
 	for _, st := range steps {
 		st.do()
@@ -103,7 +113,7 @@ func TestMessageFromAnIdleTabIsPushed(t *testing.T) {
 	}
 	expect := func(want bool) { t.Helper(); expectPush(t, stream, want) }
 	expect(true) // arrived
-	clock.Advance(15 * time.Minute)
+	advancePolled(s, clock, 15*time.Minute)
 	expect(false) // idle tab: KEDA may scale Ollama to zero
 	s.fake.SetOllamaDown(true)
 	before := s.fake.Requests("/api/v1/analytics/users")

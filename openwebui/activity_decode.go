@@ -3,7 +3,6 @@ package openwebui
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 )
 
 // AnalyticsUser is one entry of GET /api/v1/analytics/users: how many
@@ -13,61 +12,84 @@ type AnalyticsUser struct {
 	Count  int
 }
 
+// Reasons a row of an answer is skipped (the reason label of
+// openwebui_skipped_rows_total).
+const (
+	SkipAnalyticsEntry   = "analytics_entry_invalid"
+	SkipChatUpdatedAt    = "chat_updated_at_invalid"
+	SkipChatMilliseconds = "chat_updated_at_not_seconds"
+)
+
 // ParseAnalyticsUsers decodes a GET /api/v1/analytics/users body,
-// {"users":[{"user_id":..,"count":N,...}]}. Strict like the other decoders:
-// a writer misread as a non-writer would turn the GPUs off under them.
-func ParseAnalyticsUsers(body []byte) ([]AnalyticsUser, error) {
+// {"users":[{"user_id":..,"count":N,...}]}. The shape is strict (an answer
+// without a users array is an error), but one entry that cannot be read is
+// skipped and counted in skipped, so that one user's bad row cannot fail
+// the count for everybody.
+func ParseAnalyticsUsers(body []byte) ([]AnalyticsUser, map[string]int, error) {
 	var r struct {
 		Users *[]map[string]json.RawMessage `json:"users"`
 	}
 	if err := decodeInto(body, &r); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if r.Users == nil {
-		return nil, errors.New("no users array in the response")
+		return nil, nil, errors.New("no users array in the response")
 	}
 	out := make([]AnalyticsUser, 0, len(*r.Users))
-	for i, u := range *r.Users {
+	skipped := map[string]int{}
+	for _, u := range *r.Users {
 		var id string
 		if err := json.Unmarshal(u["user_id"], &id); err != nil || id == "" {
-			return nil, fmt.Errorf("users[%d].user_id: want a non-empty string", i)
+			skipped[SkipAnalyticsEntry]++
+			continue
 		}
 		n, err := decodeCount(u["count"])
 		if err != nil {
-			return nil, fmt.Errorf("users[%d].count: %w", i, err)
+			skipped[SkipAnalyticsEntry]++
+			continue
 		}
 		out = append(out, AnalyticsUser{UserID: id, Count: n})
 	}
-	return out, nil
+	return out, skipped, nil
 }
 
-// ParseChatListNewest decodes a GET /api/v1/chats/list/user/{id} body,
-// [{"id","title","updated_at","created_at",...}], and returns the newest
-// updated_at (epoch seconds), 0 for a user without chats. It takes the
-// maximum rather than trusting the order.
-func ParseChatListNewest(body []byte) (int64, error) {
+// ChatList is a decoded GET /api/v1/chats/list/user/{id} body.
+type ChatList struct {
+	UpdatedAt []int64        // every readable updated_at, epoch seconds
+	Skipped   map[string]int // rows skipped, by reason
+}
+
+// ParseChatList decodes a GET /api/v1/chats/list/user/{id} body,
+// [{"id","title","updated_at","created_at",...}]. A body that is not an
+// array of objects is an error; a row whose updated_at is missing, not an
+// integer or not in epoch seconds (a chat import takes it from the browser)
+// is skipped and counted.
+func ParseChatList(body []byte) (ChatList, error) {
 	var chats *[]map[string]json.RawMessage
 	if err := decodeInto(body, &chats); err != nil {
-		return 0, err
+		return ChatList{}, err
 	}
 	if chats == nil {
-		return 0, errors.New("body is null, want an array of chats")
+		return ChatList{}, errors.New("body is null, want an array of chats")
 	}
-	var newest int64
-	for i, c := range *chats {
+	list := ChatList{Skipped: map[string]int{}}
+	for _, c := range *chats {
 		raw, ok := c["updated_at"]
 		if !ok {
-			return 0, fmt.Errorf("[%d].updated_at: missing", i)
+			list.Skipped[SkipChatUpdatedAt]++
+			continue
 		}
 		t, err := decodeInt(raw)
-		if err != nil {
-			return 0, fmt.Errorf("[%d].updated_at: %w", i, err)
+		if err != nil || t < 0 {
+			list.Skipped[SkipChatUpdatedAt]++
+			continue
 		}
 		if t > 1e11 {
 			// Open WebUI's chat timestamps are int(time.time()): seconds.
-			return 0, fmt.Errorf("[%d].updated_at: %d is not in epoch seconds", i, t)
+			list.Skipped[SkipChatMilliseconds]++
+			continue
 		}
-		newest = max(newest, t)
+		list.UpdatedAt = append(list.UpdatedAt, t)
 	}
-	return newest, nil
+	return list, nil
 }

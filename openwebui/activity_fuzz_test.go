@@ -20,9 +20,14 @@ func FuzzParseAnalyticsUsers(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		users, err := openwebui.ParseAnalyticsUsers(body)
+		users, skipped, err := openwebui.ParseAnalyticsUsers(body)
 		if err != nil {
 			return
+		}
+		for reason, n := range skipped {
+			if reason != openwebui.SkipAnalyticsEntry || n <= 0 {
+				t.Fatalf("skipped %d for reason %q from %q", n, reason, body)
+			}
 		}
 		for _, u := range users {
 			if u.UserID == "" || u.Count < 0 {
@@ -32,8 +37,9 @@ func FuzzParseAnalyticsUsers(f *testing.F) {
 	})
 }
 
-// The chat list decoder errors or returns a timestamp in epoch seconds.
-func FuzzParseChatListNewest(f *testing.F) {
+// The chat list decoder errors or returns timestamps in epoch seconds, and
+// skips (and counts) the rows it cannot read.
+func FuzzParseChatList(f *testing.F) {
 	for _, seed := range []string{
 		`[]`,
 		`[{"id":"c","title":"New Chat","updated_at":1785000000,"created_at":1784000000}]`,
@@ -45,9 +51,19 @@ func FuzzParseChatListNewest(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		newest, err := openwebui.ParseChatListNewest(body)
-		if err == nil && newest > 1e11 {
-			t.Fatalf("accepted %d (not seconds) from %q", newest, body)
+		list, err := openwebui.ParseChatList(body)
+		if err != nil {
+			return
+		}
+		for _, at := range list.UpdatedAt {
+			if at < 0 || at > 1e11 {
+				t.Fatalf("accepted %d (not seconds) from %q", at, body)
+			}
+		}
+		for reason, n := range list.Skipped {
+			if (reason != openwebui.SkipChatUpdatedAt && reason != openwebui.SkipChatMilliseconds) || n <= 0 {
+				t.Fatalf("skipped %d for reason %q from %q", n, reason, body)
+			}
 		}
 	})
 }

@@ -60,6 +60,10 @@ type Config struct {
 	// IdlePolicy, when set (admin mode only), also counts who is engaged:
 	// see activity.go and --activity.idle-timeout.
 	IdlePolicy *IdlePolicy
+	// MaxClockSkew, when not 0, replaces the clock tolerance (maxClockSkew,
+	// or the idle policy's): only for simulations whose Open WebUI runs on
+	// a compressed clock.
+	MaxClockSkew time.Duration
 }
 
 // Count is one answer to "how many people use Open WebUI right now".
@@ -71,6 +75,10 @@ type Count struct {
 	// then the count of active users who arrived or wrote within its timeout.
 	IdlePolicy   bool
 	EngagedUsers int
+	// SkippedRows counts, by reason, the rows of Open WebUI's answers that
+	// were skipped as unreadable since the client started (a copy; nil if
+	// none): one user's bad row must not fail everybody's count.
+	SkippedRows map[string]uint64
 }
 
 // Scaling is the number KEDA scales Ollama by: the engaged users when the
@@ -100,6 +108,10 @@ type Client struct {
 	seenActive     map[string]struct{} // active users other than self
 	seenAt         time.Time           // the server's clock when they were read
 	analyticsOffAt time.Time           // when the analytics router was found missing
+	wroteAt        map[string]int64    // active user -> newest write seen (epoch seconds, server clock)
+	futureSeen     map[string]int64    // active user -> newest future write already counted as now
+	skipped        map[string]uint64   // unreadable rows skipped, by reason (openwebui_skipped_rows_total)
+	stampMu        sync.Mutex          // guards lastStamp while chat lists are read in parallel
 
 	// scrubbedToken is the token scrub was built for.
 	scrubbedToken string
@@ -131,7 +143,8 @@ func NewClient(cfg Config) *Client {
 	// Location points, and it almost always means a wrong base URL.
 	copied := *hc
 	copied.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Client{cfg: cfg, http: &copied, used: map[string]time.Time{}}
+	return &Client{cfg: cfg, http: &copied, used: map[string]time.Time{},
+		wroteAt: map[string]int64{}, futureSeen: map[string]int64{}, skipped: map[string]uint64{}}
 }
 
 // Count fetches the number of active users other than the exporter's own account.
@@ -143,7 +156,6 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	defer c.mu.Unlock()
 	token, err := c.cfg.Token()
 	if err != nil {
-		c.cfg.IdlePolicy.miss()
 		return Count{}, fmt.Errorf("reading the Open WebUI token: %w", err)
 	}
 	if token != c.token || c.cfg.Now().Sub(c.learnedAt) >= relearnEvery {
@@ -166,13 +178,20 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	}
 	c.rememberSelf()
 	if err != nil {
-		c.cfg.IdlePolicy.miss()
-		if forgetsIdentity(err) {
-			c.self = nil
-		}
+		// Whatever failed, the version and own account are learned again
+		// at the next fetch: a failure is often a restart, which may have
+		// come with an upgrade (and a new write source), a new database or
+		// another account.
+		c.self = nil
 		return Count{}, c.scrub.err(err)
 	}
 	n.Version = c.scrub.text(n.Version)
+	if len(c.skipped) > 0 {
+		n.SkippedRows = make(map[string]uint64, len(c.skipped))
+		for reason, k := range c.skipped {
+			n.SkippedRows[reason] = k
+		}
+	}
 	return n, nil
 }
 
@@ -215,16 +234,6 @@ func (c *Client) formerSelves() []string {
 // relearnEvery bounds how long the version and own account are trusted, so
 // an upgraded Open WebUI or a changed role is noticed without an error.
 const relearnEvery = 10 * time.Minute
-
-// forgetsIdentity reports whether an error may mean that the token, its
-// account or the Open WebUI behind the URL changed, so that the version and
-// own account must be learned again. Outages (no answer, 5xx) do not: keeping
-// what is known keeps the error, and its one log line, the same throughout.
-func forgetsIdentity(err error) bool {
-	var api *APIError
-	var html *htmlError
-	return (errors.As(err, &api) && (api.StatusCode == http.StatusUnauthorized || api.StatusCode == http.StatusForbidden)) || errors.As(err, &html)
-}
 
 // countUsage reads /api/usage and removes the exporter's own account from it.
 //
@@ -426,9 +435,13 @@ func validatePage(p UserPage, page int, newestAllowed int64, read int) error {
 	return nil
 }
 
-// maxClockSkew is how far the Date header of Open WebUI's answer may be from
-// the local clock (or from the exporter's own fresh stamp) and still place
-// the activity window. Beyond it, a proxy or host has a wrong clock.
+// maxClockSkew is how far the clock of Open WebUI's answer (its Date header,
+// and with an API key the exporter's own fresh stamp) may be from the
+// exporter's own clock. Beyond it the answer is an error, whatever else
+// agrees with it: a caching proxy keeps the origin's Date on a replayed
+// answer (RFC 9111), so Date and stamp agree on a list that is an hour old.
+// With the idle-tab policy the tolerance shrinks to a quarter of its
+// timeout (see IdlePolicy.ClockTolerance).
 const maxClockSkew = 30 * time.Second
 
 // stampsSelfFirst reports whether the token's own account is stamped active
@@ -437,21 +450,36 @@ func (c *Client) stampsSelfFirst(token string) bool {
 	return !isJWT(token) && stampsByTime(c.version)
 }
 
+// clockTolerance is how far an answer's clock may be from the local one.
+func (c *Client) clockTolerance() time.Duration {
+	if c.cfg.MaxClockSkew > 0 {
+		return c.cfg.MaxClockSkew
+	}
+	if c.cfg.IdlePolicy != nil {
+		return c.cfg.IdlePolicy.ClockTolerance()
+	}
+	return maxClockSkew
+}
+
+// cacheAdvice ends every error about an answer that is old or from another clock.
+const cacheAdvice = "a caching proxy between the exporter and Open WebUI replays old answers (let it pass /api/ uncached: the exporter sends Cache-Control: no-cache), or the clocks disagree (check NTP on Open WebUI, the proxy and this host)"
+
 // serverNow is "now" on Open WebUI's clock, which last_active_at is compared
-// with. Its Date header is used when a second clock agrees with it: with an
-// API key on 0.6.41+ the own account's stamp, written by this very request;
-// otherwise the local clock. A Date that disagrees by more than maxClockSkew
-// comes from a proxy or host with a wrong clock: an hour ahead it would count
-// 0 users, an hour behind it would count people idle for an hour. Then the
-// own stamp is used if the local clock confirms it; any other disagreement
-// is an error.
+// with: the Date header, else the own fresh stamp (API key on 0.6.41+), else
+// the local clock. Every clock the answer carries must be within the
+// tolerance of the local clock: an answer an hour old (a cache) or an hour
+// ahead (a wrong clock) would count idle people, or nobody, with up 1.
 func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (time.Time, error) {
 	local := c.cfg.Now()
+	tolerance := c.clockTolerance()
 	date, dateErr := http.ParseTime(header.Get("Date"))
 	hasDate := dateErr == nil
 	near := func(a, b time.Time, tolerance time.Duration) bool { return absDuration(a.Sub(b)) <= tolerance }
+	if hasDate && !near(date, local, tolerance) {
+		return time.Time{}, fmt.Errorf("GET /api/v1/users/: the Date header of Open WebUI's answer is %s off the local clock (tolerance %s), so the answer is not from now; %s", date.Sub(local).Round(time.Second), tolerance, cacheAdvice)
+	}
+	var stamp time.Time
 	if c.stampsSelfFirst(token) {
-		var stamp time.Time
 		for _, u := range page1.Users {
 			if u.ID == c.self.ID {
 				stamp = time.Unix(u.LastActiveAt, 0)
@@ -459,43 +487,35 @@ func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (ti
 		}
 		// With a status update interval T, Open WebUI writes the stamp at
 		// most once per T: it may be up to T old, and more than a page of
-		// people stamped since may have pushed it past page 1. Then the
-		// Date header is checked against the local clock, as for a JWT.
+		// people stamped since may have pushed it past page 1. Then Date
+		// and the local clock place the window, as for a JWT.
 		if stamp.IsZero() && c.cfg.StatusUpdateInterval == 0 {
 			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account, which this request marked active, is not on the first page of users by last_active_at; %s", listAdvice)
 		}
-		tolerance := maxClockSkew + c.cfg.StatusUpdateInterval
-		switch {
-		case stamp.IsZero():
-			// Not on page 1 (see above): the checks below the switch.
-		case hasDate && near(date, stamp, tolerance):
-			c.clockWarned = false
-			return date, nil
-		case near(stamp, local, tolerance):
-			if hasDate && !c.clockWarned {
-				level.Warn(c.cfg.Logger).Log("msg", "the Date header of Open WebUI's answers disagrees with Open WebUI's own clock (a proxy or host with a wrong clock?); placing the activity window by the exporter's own last_active_at instead", "date_minus_stamp", date.Sub(stamp).Round(time.Second))
-				c.clockWarned = true
-			}
-			return stamp, nil
-		default:
-			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request set, is %s off the local clock and %s off the Date header, so the list is stale (a caching proxy?) or the clocks disagree; check the proxy and the clocks (NTP) of Open WebUI, the proxy and this host", stamp.Sub(local).Round(time.Second), describeSkew(hasDate, stamp, date))
+		if !stamp.IsZero() && !near(stamp, local, tolerance+c.cfg.StatusUpdateInterval) {
+			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request set, is %s off the local clock (tolerance %s), so the list is stale; %s", stamp.Sub(local).Round(time.Second), tolerance+c.cfg.StatusUpdateInterval, cacheAdvice)
 		}
 	}
-	if !hasDate {
+	now := local
+	switch {
+	case hasDate:
+		now = date
+	case !stamp.IsZero():
+		now = stamp
+	default:
 		level.Debug(c.cfg.Logger).Log("msg", "no Date header from Open WebUI, using the local clock for the activity window")
-		return local, nil
 	}
-	if !near(date, local, maxClockSkew) {
-		return time.Time{}, fmt.Errorf("GET /api/v1/users/: the Date header of Open WebUI's answer is %s off the local clock, so the 180s activity window cannot be placed; fix the clock (NTP) of Open WebUI, of a proxy in front of it, or of this host, or use an API key, whose own stamp then serves as Open WebUI's clock", date.Sub(local).Round(time.Second))
+	// A third of the tolerance is a warning: the clocks drift apart, and
+	// past the tolerance every fetch fails.
+	if skew := now.Sub(local); absDuration(skew) > tolerance/3 {
+		if !c.clockWarned {
+			level.Warn(c.cfg.Logger).Log("msg", "Open WebUI's clock is drifting from the exporter's; past the tolerance every fetch fails", "skew", skew.Round(time.Second), "tolerance", tolerance)
+			c.clockWarned = true
+		}
+	} else {
+		c.clockWarned = false
 	}
-	return date, nil
-}
-
-func describeSkew(hasDate bool, stamp, date time.Time) string {
-	if !hasDate {
-		return "(no Date header)"
-	}
-	return stamp.Sub(date).Round(time.Second).String()
+	return now, nil
 }
 
 func absDuration(d time.Duration) time.Duration {
@@ -637,6 +657,10 @@ func (c *Client) do(ctx context.Context, route, id string, query url.Values, tok
 		return nil, nil, fmt.Errorf("GET %s: %w", route, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	// Never an answer from a cache: a count that is minutes old looks
+	// exactly like a live one (Pragma for HTTP/1.0 caches).
+	req.Header.Set("Cache-Control", "no-cache")
+	req.Header.Set("Pragma", "no-cache")
 	if c.cfg.UserAgent != "" {
 		req.Header.Set("User-Agent", c.cfg.UserAgent)
 	}
@@ -656,6 +680,9 @@ func (c *Client) do(ctx context.Context, route, id string, query url.Values, tok
 	if len(body) > maxBodyBytes {
 		return nil, nil, fmt.Errorf("GET %s: body larger than %d bytes", route, maxBodyBytes)
 	}
+	if age := strings.TrimSpace(resp.Header.Get("Age")); age != "" && age != "0" {
+		return nil, nil, fmt.Errorf("GET %s: the answer has an Age header of %s s, so it came from a cache, not from Open WebUI now; %s", route, truncate(age, 20), cacheAdvice)
+	}
 	if resp.StatusCode != http.StatusOK {
 		if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
 			return nil, nil, fmt.Errorf("GET %s: HTTP %d redirect to %s, not followed: set --openwebui.url to the address Open WebUI answers on", route, resp.StatusCode, redactURL(loc))
@@ -667,7 +694,9 @@ func (c *Client) do(ctx context.Context, route, id string, query url.Values, tok
 		return nil, nil, &APIError{Path: route, StatusCode: resp.StatusCode, Detail: truncate(c.scrub.text(detail), 300), Hint: hintFor(route, resp.StatusCode, detail, isJWT(token))}
 	}
 	if token != "" {
+		c.stampMu.Lock()
 		c.lastStamp = sent
+		c.stampMu.Unlock()
 	}
 	ct := resp.Header.Get("Content-Type")
 	if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {

@@ -109,8 +109,36 @@ func ParseVersion(body []byte) (string, error) {
 	if v.Version == nil || *v.Version == "" {
 		return "", errors.New("no version in the response")
 	}
+	if !plainVersion(*v.Version) {
+		return "", fmt.Errorf("version %q is not a version: want at most %d letters, digits and . + - _, starting with a letter or digit (e.g. 0.11.0)", truncateRunes(*v.Version, 40), maxVersionLen)
+	}
 	return *v.Version, nil
 }
+
+// maxVersionLen bounds the version, which becomes a label value.
+const maxVersionLen = 64
+
+// plainVersion reports whether v looks like a version: 0.11.0, v0.6.5,
+// 0.12.0-rc.1+fork, a dev build's main_2026. It becomes the version label
+// of openwebui_version_info, so nothing that could not be one passes.
+func plainVersion(v string) bool {
+	if len(v) > maxVersionLen || !isAlnum(v[0]) {
+		return false
+	}
+	for i := range len(v) {
+		if c := v[i]; !isAlnum(c) && c != '.' && c != '+' && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+// truncateRunes is truncate on a UTF-8 character boundary.
+func truncateRunes(s string, n int) string { return cutRunes(s, n, "…") }
 
 // UserActivity is one entry of the admin user list: only what counting needs.
 type UserActivity struct {
@@ -234,14 +262,14 @@ func decodeInt(raw json.RawMessage) (int64, error) {
 		return 0, errors.New("missing, want an integer")
 	}
 	if s == "null" || s[0] == '"' || s[0] == '[' || s[0] == '{' || s == "true" || s == "false" {
-		return 0, fmt.Errorf("is %s, want an integer", truncate(s, 40))
+		return 0, fmt.Errorf("is %s, want an integer", truncateRunes(s, 40))
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
 		// Python may serialise an integral float as 2.0; accept that, nothing fractional.
 		f, ferr := strconv.ParseFloat(s, 64)
 		if ferr != nil || f < -(1<<53) || f > 1<<53 || f != float64(int64(f)) {
-			return 0, fmt.Errorf("is %s, want an integer", truncate(s, 40))
+			return 0, fmt.Errorf("is %s, want an integer", truncateRunes(s, 40))
 		}
 		n = int64(f)
 	}
@@ -252,9 +280,5 @@ func isNull(raw json.RawMessage) bool {
 	return strings.TrimSpace(string(raw)) == "null"
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+// truncate cuts s to n bytes on a character boundary.
+func truncate(s string, n int) string { return truncateRunes(s, n) }

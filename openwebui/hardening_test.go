@@ -30,9 +30,17 @@ type rawUpstream struct {
 	usage string
 	// active answers GET /api/v1/users/{id}/active.
 	active map[string]bool
+	// header is added to every answer (e.g. Age from a cache).
+	header http.Header
+	// requests records the request headers received, newest last.
+	requests []http.Header
 }
 
 func (u *rawUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.requests = append(u.requests, r.Header.Clone())
+	for k, v := range u.header {
+		w.Header()[k] = v
+	}
 	if u.date.IsZero() {
 		w.Header()["Date"] = nil // net/http would add one
 	} else {
@@ -142,16 +150,32 @@ func TestAdminModeCountsOnlyFromATrustworthyList(t *testing.T) {
 		{name: "JWT, Date an hour behind: would count people idle for 1,000 s", token: testJWT, date: now.Add(-time.Hour),
 			pages:   map[int]string{1: page(2, entry{"alice", at(n - 10)}, entry{"bob", at(n - 1000)})},
 			wantErr: "is -1h0m0s off the local clock"},
-		{name: "API key, Date an hour ahead: the own fresh stamp is Open WebUI's clock", token: testKey, date: now.Add(time.Hour),
-			pages: map[int]string{1: page(3, entry{"self", at(n)}, entry{"alice", at(n - 10)}, entry{"bob", at(n - 1000)})}, want: 1},
-		{name: "API key, the local clock an hour off but Date and stamp agree", token: testKey, date: now.Add(time.Hour),
-			pages: map[int]string{1: page(3, entry{"self", at(n + 3600)}, entry{"alice", at(n + 3590)}, entry{"bob", at(n + 2600)})}, want: 1},
+		// Every clock of the answer is checked against the exporter's own
+		// (issue 19, item 1): a caching proxy keeps Date and the own stamp
+		// of a replayed list in agreement.
+		{name: "API key, Date an hour ahead, the own stamp fresh: an error, not the stamp's count", token: testKey, date: now.Add(time.Hour),
+			pages:   map[int]string{1: page(3, entry{"self", at(n)}, entry{"alice", at(n - 10)}, entry{"bob", at(n - 1000)})},
+			wantErr: "the Date header of Open WebUI's answer is 1h0m0s off the local clock (tolerance 30s)"},
+		{name: "API key, Date and stamp agree, an hour ahead of the local clock", token: testKey, date: now.Add(time.Hour),
+			pages:   map[int]string{1: page(3, entry{"self", at(n + 3600)}, entry{"alice", at(n + 3590)}, entry{"bob", at(n + 2600)})},
+			wantErr: "1h0m0s off the local clock"},
+		{name: "API key, a replayed page 1: own stamp and Date an hour old, a user 10 s older (counted 1 with up 1)", token: testKey, date: now.Add(-time.Hour),
+			pages:   map[int]string{1: page(2, entry{"self", at(n - 3600)}, entry{"alice", at(n - 3610)})},
+			wantErr: "a caching proxy between the exporter and Open WebUI replays old answers"},
+		{name: "API key, a frozen page from when nobody was there (counted 0)", token: testKey, date: now.Add(-time.Hour),
+			pages:   map[int]string{1: page(2, entry{"self", at(n - 3600)}, entry{"alice", at(n - 7200)})},
+			wantErr: "a caching proxy"},
+		{name: "JWT, a replayed page: names the proxy, does not advise an API key", token: testJWT, date: now.Add(-time.Hour),
+			pages:   map[int]string{1: page(1, entry{"alice", at(n - 3610)})},
+			wantErr: "so the answer is not from now; a caching proxy"},
+		{name: "API key, stamp and Date 20 s old: within the tolerance", token: testKey, date: now.Add(-20 * time.Second),
+			pages: map[int]string{1: page(2, entry{"self", at(n - 20)}, entry{"alice", at(n - 30)})}, want: 1},
 		{name: "API key whose own account is not listed", token: testKey, date: now,
 			pages:   map[int]string{1: page(1, entry{"alice", at(n - 10)})},
 			wantErr: "the exporter's own account, which this request marked active, is not on the first page"},
 		{name: "API key whose own account is listed as idle (a stale list)", token: testKey, date: now,
 			pages:   map[int]string{1: page(2, entry{"alice", at(n - 10)}, entry{"self", at(n - 4000)})},
-			wantErr: "the exporter's own last_active_at, which this request set, is -1h6m40s off the local clock"},
+			wantErr: "the exporter's own last_active_at, which this request set, is -1h6m40s off the local clock (tolerance 30s), so the list is stale"},
 		{name: "API key, own account only on page 2", token: testKey, date: now,
 			pages:   map[int]string{1: page(31, fullPage[1:]...), 2: page(31, entry{"x", at(n - 40)}, entry{"self", at(n - 50)})},
 			wantErr: "is not on the first page"},

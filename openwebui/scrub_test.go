@@ -2,8 +2,10 @@ package openwebui
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestScrubber: every form in which a server can echo the token, whole or
@@ -67,9 +69,14 @@ func FuzzScrub(f *testing.F) {
 		if from > to {
 			from, to = to, from
 		}
-		out := newScrubber(token).text(before + token[from:to] + after)
+		in := before + token[from:to] + after
+		out := newScrubber(token).text(in)
+		if utf8.ValidString(in) && !utf8.ValidString(out) {
+			t.Fatalf("text(%q) = %q: not valid UTF-8", in, out)
+		}
+		lower := asciiLower(out)
 		for i := 0; i+minSecretPiece <= len(token); i++ {
-			if strings.Contains(out, token[i:i+minSecretPiece]) {
+			if strings.Contains(lower, asciiLower(token[i:i+minSecretPiece])) {
 				t.Fatalf("%q of the token survives in %q", token[i:i+minSecretPiece], out)
 			}
 		}
@@ -84,4 +91,54 @@ func clamp(n, hi int) int {
 		return 0
 	}
 	return n % (hi + 1)
+}
+
+// TestScrubberEncodings (issue 19, item 8): the three encodings that got
+// through, and the cut on a character boundary (item 7).
+func TestScrubberEncodings(t *testing.T) {
+	const key = "sk-0123456789abcdef0123456789abcdef"
+	every7th := func(s string) string { // JSON-escape every seventh character
+		var b strings.Builder
+		for i, r := range s {
+			if i%7 == 6 {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			} else {
+				b.WriteRune(r)
+			}
+		}
+		return b.String()
+	}
+	pct := func(s string) string { // percent-encode every byte
+		var b strings.Builder
+		for i := range len(s) {
+			fmt.Fprintf(&b, "%%%02X", s[i])
+		}
+		return b.String()
+	}
+	const mixed = "sk-a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6" // no 8 digits in a row, which match in any case
+	for _, tc := range []struct{ name, key, in string }{
+		{"whole token percent-encoded in a Location", key, "redirect to http://x/p/" + pct(key) + " not followed"},
+		{"whole key in upper case in a detail", mixed, `HTTP 401 "` + strings.ToUpper(mixed) + `"`},
+		{"JSON \\u-escapes in a quoted value (decodeInt's quote)", key, `is "` + every7th(key) + `", want an integer`},
+		{"double percent-encoding", mixed, strings.ReplaceAll(pct(mixed), "%", "%25")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := tc.key
+			out := strings.ToLower(newScrubber(key).text(tc.in))
+			for i := 0; i+minSecretPiece <= len(key); i++ {
+				if strings.Contains(out, key[i:i+minSecretPiece]) {
+					t.Fatalf("%q of the token survives in %q", key[i:i+minSecretPiece], out)
+				}
+			}
+			if !strings.Contains(out, "<redacted>") {
+				t.Fatalf("nothing redacted in %q", out)
+			}
+		})
+	}
+	// A cut never splits a character: the text stays valid UTF-8.
+	for _, in := range []string{strings.Repeat("é", maxScrubbedText), "x" + strings.Repeat("€", maxScrubbedText), "\xff\xfe" + key} {
+		if out := newScrubber(key).text(in); !utf8.ValidString(out) || len(out) > maxScrubbedText+len("…") {
+			t.Errorf("text(%d bytes) = %d bytes, valid UTF-8 %v", len(in), len(out), utf8.ValidString(out))
+		}
+	}
 }

@@ -1,75 +1,161 @@
 // Command simday runs a scripted day of a team through the real exporter
 // binary and a fake Open WebUI on a compressed clock, and reports how many
 // hours Ollama would run with and without the idle-tab policy
-// (--activity.idle-timeout), and every moment somebody sent a message while
-// Ollama was at zero.
+// (--activity.idle-timeout), and every message that failed because Ollama
+// was asleep. With -wake it also models Ollama's start-up and the wake gate
+// (issue 17) and a day with two pools (issue 18).
 //
 //	go run ./bench/simday                          # off, 15m, 30m, 60m; 20 people; seed 1
 //	go run ./bench/simday -timeouts 0,15m -people 40 -seeds 7
 //	go run ./bench/simday -people 5 -seeds 1,2,3   # three days, then a summary per timeout
+//	go run ./bench/simday -wake -seeds 1,2,3 -check # gate off/on x 5,15,30m x 5,20 people x 30s,120s start-up; two pools
 //
 // What is real: the exporter binary (admin mode, --cache.ttl=0), its HTTP
-// requests to Open WebUI, and what it answers on /active_users. What is
-// modelled: Open WebUI (internal/fakeopenwebui: tabs heartbeat every 30 s,
-// a send writes the chat and chat_message rows as Open WebUI 0.11 does), the
-// people (a seeded random trace, see trace), and KEDA: an external-push
-// trigger that activates Ollama as soon as a served value is above 0, and
-// polls every 30 s for scale-in after a 300 s cooldown (KEDA's defaults).
-// Ollama's own start-up time is not modelled: "on" means KEDA wants a replica.
+// requests to Open WebUI, and what it answers on /active_users. The clock is
+// compressed by stepping the fake's clock (which the exporter reads through
+// the Date header) by -step and asking the exporter once per step; a day
+// takes seconds, not 24 hours. Open WebUI is internal/fakeopenwebui (tabs
+// heartbeat every 30 s, a send writes the chat and chat_message rows as Open
+// WebUI 0.11 does); the people are a seeded random trace (trace.go).
 //
-// The clock is compressed by stepping the fake's clock (which the exporter
-// reads through the Date header) by -step and asking the exporter once per
-// step; a day takes seconds, not 24 hours.
+// What is modelled (model.go), and the assumptions of the model:
+//   - KEDA, one ScaledObject per pool with an external-push trigger: each
+//     step's read of the exporter, each poll and each push is a value; a
+//     value above 0 marks the trigger active and, at 0 replicas, scales to 1
+//     -push-latency later (1 s: the p99 through KEDA's real operator in
+//     BENCHMARKS.md section 7, rounded up; 0 where start-up is not
+//     modelled, so those rows are the model from before the gate, number
+//     for number). Scale-in happens at a poll (-polling, 30 s) once
+//     no value above 0 was seen for -cooldown (300 s), KEDA's defaults.
+//     The exporter pushes at once when its value goes from 0 to above 0;
+//     the gate's held requests raise it at the moment they are held.
+//   - Ollama: from KEDA's scale-up to its first HTTP answer takes the
+//     start-up delay (pod, image, model load); it answers nothing before.
+//     A scale-in stops it at once (answers still running would fail, and
+//     are counted, but none happen: a writer keeps the count above 0 longer
+//     than the cooldown). Every answer takes -answer (20 s) in flight.
+//   - Without the gate, Open WebUI calls Ollama directly: a message sent
+//     while Ollama is at zero or starting fails ("Cannot connect"), and a
+//     page load then gets no model list ("lists lost"; the failures of a
+//     later message from such a page, "Model not found", are not counted).
+//   - With the gate (gateModel, the decisions of gate-spec.md): a message
+//     sent while Ollama is not up is held, in arrival order; held and
+//     in-flight requests are demand at once; the gate sees Ollama's first
+//     HTTP answer within one probe (100 ms) and releases everything held;
+//     past -hold-timeout (5m) a held message fails. Page loads get the
+//     lists from memory (the gate learned them before the day: state file)
+//     and are never demand. Title and tag generation is left out (with two
+//     pools, TASK_MODEL points it at the small pool, which is up then).
+//   - Two pools: the small pool wakes on arrival (the exporter's count of
+//     people plus its own held and in-flight requests); the big pool on
+//     request: its value is the distinct people with a request within its
+//     idle time (-big-idle), at least 1 while one is held or in flight.
+//   - Two pools: which messages go to the big model is seeded too
+//     (bigModel): -big-users people send whole bursts there until about
+//     -big-share of all messages do.
+//   - Events are handled on a 100 ms clock, so hold times are exact to 100 ms.
+//
+// -check fails when a target is not met. Without -startups: a send went
+// unseen, /active_users failed, or a policy run kept Ollama on no shorter than
+// the run without it. With them (issue 17): with the gate 0 failed messages
+// in every cell; 20 people at 5m with the gate run fewer hours than 20 people
+// at 15m with start-up not modelled; the p99 hold is at most the start-up
+// delay plus 2 s. With -pools (issue 18): the big pool runs at most a quarter
+// of the small pool's hours, with 0 failed.
 package main
 
 import (
 	"flag"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
+type config struct {
+	people                   []int
+	seeds                    []uint64
+	timeouts, startups       []time.Duration
+	step, cooldown, polling  time.Duration
+	pushLatency, holdTimeout time.Duration
+	answer                   time.Duration
+	pools                    bool
+	poolPeople, bigUsers     int
+	poolTimeout              time.Duration
+	bigShare                 float64
+	smallStartup, bigStartup time.Duration
+	bigIdle, bigCooldown     time.Duration
+	verbose, check           bool
+	parallel                 int
+}
+
 func main() {
-	people := flag.Int("people", 20, "team size")
-	seedList := flag.String("seeds", "1", "comma-separated seeds: one simulated day (trace) each")
-	step := flag.Duration("step", 10*time.Second, "simulated time between two reads of /active_users")
-	timeouts := flag.String("timeouts", "0,15m,30m,60m", "comma-separated --activity.idle-timeout values to run (0 = policy off)")
-	cooldown := flag.Duration("cooldown", 300*time.Second, "KEDA cooldownPeriod")
-	polling := flag.Duration("polling", 30*time.Second, "KEDA pollingInterval (scale-in checks)")
-	verbose := flag.Bool("v", false, "print every moment a writer found Ollama at zero")
-	check := flag.Bool("check", false, "exit 1 if a send went unseen, /active_users failed, or a policy run kept Ollama on no shorter than the run without it (for CI)")
+	var (
+		c                                 config
+		people, seeds, timeouts, startups string
+		wake                              bool
+	)
+	flag.StringVar(&people, "people", "20", "comma-separated team sizes")
+	flag.StringVar(&seeds, "seeds", "1", "comma-separated seeds: one simulated day (trace) each")
+	flag.DurationVar(&c.step, "step", 10*time.Second, "simulated time between two reads of /active_users")
+	flag.StringVar(&timeouts, "timeouts", "0,15m,30m,60m", "comma-separated --activity.idle-timeout values to run (0 = policy off)")
+	flag.DurationVar(&c.cooldown, "cooldown", 300*time.Second, "KEDA cooldownPeriod")
+	flag.DurationVar(&c.polling, "polling", 30*time.Second, "KEDA pollingInterval (scale-in checks)")
+	flag.BoolVar(&wake, "wake", false, "the wake gate's day (issues 17 and 18): defaults -people 5,20 -timeouts 5m,15m,30m -startups 30s,120s -pools")
+	flag.StringVar(&startups, "startups", "", "comma-separated Ollama start-up delays (KEDA's scale-up to the first HTTP answer) to model, each with the gate off and on; empty: start-up not modelled")
+	flag.DurationVar(&c.pushLatency, "push-latency", time.Second, "with -startups: from a pushed value to KEDA's scale-up")
+	flag.DurationVar(&c.holdTimeout, "hold-timeout", 5*time.Minute, "the gate's --gate.hold-timeout")
+	flag.DurationVar(&c.answer, "answer", 20*time.Second, "how long an answer is in flight")
+	flag.BoolVar(&c.pools, "pools", false, "also run the day with two pools (small: wake on arrival, big: wake on request)")
+	flag.IntVar(&c.poolPeople, "pool-people", 20, "-pools: team size")
+	flag.DurationVar(&c.poolTimeout, "pool-timeout", 15*time.Minute, "-pools: --activity.idle-timeout of the people count that wakes the small pool")
+	flag.IntVar(&c.bigUsers, "big-users", 3, "-pools: people who use the big model")
+	flag.Float64Var(&c.bigShare, "big-share", 0.10, "-pools: share of all messages they send to the big model")
+	flag.DurationVar(&c.smallStartup, "small-startup", 30*time.Second, "-pools: the small pool's start-up delay")
+	flag.DurationVar(&c.bigStartup, "big-startup", 120*time.Second, "-pools: the big pool's start-up delay")
+	flag.DurationVar(&c.bigIdle, "big-idle", 5*time.Minute, "-pools: the big pool's idle= (wake=request); 5m, the recommended setting (BENCHMARKS.md 6.3)")
+	flag.DurationVar(&c.bigCooldown, "big-cooldown", 30*time.Second, "-pools: the big pool's KEDA cooldownPeriod; 30s, the recommended setting (its idle time is the hysteresis)")
+	flag.BoolVar(&c.verbose, "v", false, "print every message that failed")
+	flag.BoolVar(&c.check, "check", false, "exit 1 if a target is not met (for CI): without -startups, a send went unseen, /active_users failed, or a policy run kept Ollama on no shorter than the run without it; with them, the targets printed")
+	flag.IntVar(&c.parallel, "parallel", 2, "exporter runs at once")
 	flag.Parse()
-	var runs []time.Duration
-	for _, s := range strings.Split(*timeouts, ",") {
-		d, err := time.ParseDuration(strings.TrimSpace(s))
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "-timeouts: %v\n", err)
-			os.Exit(2)
+	if wake {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		preset := map[string]*string{"people": &people, "timeouts": &timeouts, "startups": &startups}
+		for name, value := range map[string]string{"people": "5,20", "timeouts": "5m,15m,30m", "startups": "30s,120s"} {
+			if !set[name] {
+				*preset[name] = value
+			}
 		}
-		runs = append(runs, d)
-	}
-	var seeds []uint64
-	for _, s := range strings.Split(*seedList, ",") {
-		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "-seeds: %v\n", err)
-			os.Exit(2)
+		if !set["pools"] {
+			c.pools = true
 		}
-		seeds = append(seeds, n)
 	}
-	if *step <= 0 || *polling%*step != 0 || *people < 1 {
-		fmt.Fprintln(os.Stderr, "-step must be positive and divide -polling; -people at least 1")
-		os.Exit(2)
+	var err error
+	if c.people, err = parseList(people, strconv.Atoi); err != nil {
+		usage("-people", err)
 	}
+	if c.seeds, err = parseList(seeds, func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) }); err != nil {
+		usage("-seeds", err)
+	}
+	if c.timeouts, err = parseList(timeouts, time.ParseDuration); err != nil {
+		usage("-timeouts", err)
+	}
+	if startups != "" {
+		if c.startups, err = parseList(startups, time.ParseDuration); err != nil {
+			usage("-startups", err)
+		}
+	}
+	if err := c.validate(); err != nil {
+		usage("flags", err)
+	}
+
 	dir, err := os.MkdirTemp("", "simday")
 	if err != nil {
 		fail(err)
@@ -79,64 +165,156 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	type total struct {
-		on                          []float64
-		sends, atZero, unseen, errs int
+	runs := c.exporterRuns()
+	days, err := runExporter(bin, runs, c.step, c.parallel)
+	if err != nil {
+		fail(err)
 	}
-	totals := make([]total, len(runs))
-	for _, seed := range seeds {
-		tr := trace(*people, seed)
-		fmt.Printf("simulated day: %d people, seed %d, %d events (%d messages, %d tab opens), step %s, KEDA cooldown %s, polling %s\n",
-			*people, seed, len(tr), count(tr, send), count(tr, open), *step, *cooldown, *polling)
-		fmt.Printf("%-14s %10s %12s %16s %14s %14s %10s %14s\n", "idle timeout", "Ollama on", "tabs open*", "sends at zero", "sends unseen", "scale-ups", "errors", "req/fetch")
-		for i, timeout := range runs {
-			r, err := simulate(bin, tr, timeout, *step, *cooldown, *polling)
-			if err != nil {
-				fail(err)
-			}
-			fmt.Printf("%-14s %9.2fh %11.2fh %16d %14d %14d %10d %14.2f\n", name(timeout), r.onHours, r.activeHours, len(r.atZero), r.unseen, r.scaleUps, r.errors, r.requestsPerFetch)
-			if *verbose {
-				for _, m := range r.atZero {
-					fmt.Printf("    %s\n", m)
-				}
-			}
-			t := &totals[i]
-			t.on = append(t.on, r.onHours)
-			t.sends += count(tr, send)
-			t.atZero += len(r.atZero)
-			t.unseen += r.unseen
-			t.errs += r.errors
+	var problems []string
+	if len(c.startups) == 0 {
+		problems = classic(c, days)
+	} else {
+		problems = wakeDay(c, days)
+		if c.pools {
+			problems = append(problems, twoPools(c, days)...)
 		}
 	}
-	fmt.Println("* tabs open: hours in which Open WebUI counted at least one active user (what keeps Ollama on without the policy)")
-	if *check {
-		var problems []string
-		for i, timeout := range runs {
-			t := totals[i]
-			if t.unseen > 0 || t.errs > 0 {
-				problems = append(problems, fmt.Sprintf("idle timeout %s: %d sends unseen, %d errors", name(timeout), t.unseen, t.errs))
-			}
-			for j, off := range runs {
-				if off == 0 && timeout > 0 && sum(t.on) >= sum(totals[j].on) {
-					problems = append(problems, fmt.Sprintf("idle timeout %s: Ollama on %.2fh, not less than %.2fh without the policy", name(timeout), sum(t.on), sum(totals[j].on)))
-				}
-			}
-		}
+	if c.check {
 		if len(problems) > 0 {
 			fmt.Fprintln(os.Stderr, "simday -check failed:\n  "+strings.Join(problems, "\n  "))
 			os.Exit(1)
 		}
-		fmt.Println("simday -check: every send reached the served count at the next read, no errors, the policy saved GPU hours")
+		fmt.Println("simday -check: every target met")
 	}
-	if len(seeds) > 1 {
-		fmt.Printf("summary over %d days of %d people:\n", len(seeds), *people)
-		fmt.Printf("%-14s %18s %26s %14s %10s\n", "idle timeout", "Ollama on, median", "sends at zero / sends", "sends unseen", "errors")
-		for i, timeout := range runs {
-			t := totals[i]
-			sort.Float64s(t.on)
-			fmt.Printf("%-14s %17.2fh %15d / %-8d %14d %10d\n", name(timeout), t.on[len(t.on)/2], t.atZero, t.sends, t.unseen, t.errs)
+}
+
+func (c config) validate() error {
+	for _, n := range c.people {
+		if n < 1 {
+			return fmt.Errorf("a team needs at least 1 person, not %d", n)
 		}
 	}
+	for _, d := range append(append([]time.Duration{}, c.timeouts...), c.startups...) {
+		if d < 0 {
+			return fmt.Errorf("negative duration %s", d)
+		}
+	}
+	switch {
+	case c.step <= 0 || c.step%tick != 0 || c.polling%c.step != 0:
+		return fmt.Errorf("-step must be a positive multiple of %s and divide -polling", tick)
+	case c.cooldown < 0 || c.pushLatency < 0 || c.holdTimeout <= 0 || c.answer <= 0:
+		return fmt.Errorf("-cooldown and -push-latency must not be negative, -hold-timeout and -answer must be positive")
+	case c.pools && (c.poolPeople < 1 || c.bigUsers < 1 || c.bigShare <= 0 || c.bigShare >= 1 || c.bigIdle <= 0 || c.bigCooldown < 0 || c.poolTimeout < 0):
+		return fmt.Errorf("-pools needs -pool-people and -big-users at least 1, -big-share in (0,1), a positive -big-idle")
+	case c.parallel < 1:
+		return fmt.Errorf("-parallel must be at least 1")
+	}
+	return nil
+}
+
+func parseList[T any](s string, parse func(string) (T, error)) ([]T, error) {
+	var xs []T
+	for _, f := range strings.Split(s, ",") {
+		x, err := parse(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		xs = append(xs, x)
+	}
+	return xs, nil
+}
+
+func usage(what string, err error) {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
+	os.Exit(2)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "simday:", err)
+	os.Exit(1)
+}
+
+// run is one exporter run: a team's day (seed) at one idle timeout.
+type run struct {
+	people  int
+	timeout time.Duration
+	seed    uint64
+}
+
+type day struct {
+	trace  []event
+	served served
+}
+
+func (c config) exporterRuns() []run {
+	var runs []run
+	seen := map[run]bool{}
+	add := func(r run) {
+		if !seen[r] {
+			seen[r] = true
+			runs = append(runs, r)
+		}
+	}
+	for _, seed := range c.seeds {
+		for _, n := range c.people {
+			for _, t := range c.timeouts {
+				add(run{n, t, seed})
+			}
+		}
+		if c.pools && len(c.startups) > 0 {
+			add(run{c.poolPeople, c.poolTimeout, seed})
+		}
+	}
+	return runs
+}
+
+// runExporter runs the exporter through every day, parallel at a time; the
+// runs are independent (each has its own fake and exporter, and waits for
+// every answer), so the results do not depend on the machine's speed.
+func runExporter(bin string, runs []run, step time.Duration, parallel int) (map[run]day, error) {
+	days := make(map[run]day, len(runs))
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, parallel)
+	)
+	for _, r := range runs {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			tr := trace(r.people, r.seed)
+			s, err := simulate(bin, tr, r.timeout, step)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = fmt.Errorf("%d people, idle timeout %s, seed %d: %w", r.people, name(r.timeout), r.seed, err)
+			}
+			days[r] = day{tr, s}
+		}()
+	}
+	wg.Wait()
+	return days, first
+}
+
+func name(timeout time.Duration) string {
+	if timeout == 0 {
+		return "off"
+	}
+	return timeout.String()
+}
+
+// short prints a duration without trailing zero units: 5m, 2m0s -> 2m, 30s.
+func short(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func sum(xs []float64) float64 {
@@ -147,238 +325,47 @@ func sum(xs []float64) float64 {
 	return t
 }
 
-func name(timeout time.Duration) string {
-	if timeout == 0 {
-		return "off"
-	}
-	return timeout.String()
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "simday:", err)
-	os.Exit(1)
-}
-
-type kind int
-
-const (
-	open kind = iota
-	closeTab
-	send
-)
-
-type event struct {
-	at     time.Duration // since midnight
-	person string
-	kind   kind
-}
-
-func count(tr []event, k kind) int {
-	n := 0
-	for _, e := range tr {
-		if e.kind == k {
-			n++
-		}
-	}
-	return n
-}
-
-// trace is a seeded working day of a team:
-//   - a quarter left a tab open the evening before (open at midnight);
-//   - everybody arrives between 08:00 and 10:00 (opening a tab, or coming
-//     back to the one left open: no signal to anybody);
-//   - at work they write in bursts of 2-6 messages 30 s to 3 min apart; the
-//     gaps between bursts average 45 min (3 h for the fifth who mostly read);
-//   - lunch starts between 12:00 and 13:00 and lasts 30-60 min; 30% close
-//     the tab for it, the others leave it open;
-//   - they leave between 16:30 and 18:30; 35% leave the tab open overnight;
-//   - one person opens Open WebUI from home around 21:00 and writes 3
-//     messages, the first 1-2 min after opening it.
-func trace(people int, seed uint64) []event {
-	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	between := func(a, b time.Duration) time.Duration { return a + time.Duration(rng.Int64N(int64(b-a))) }
-	var tr []event
-	add := func(at time.Duration, p string, k kind) { tr = append(tr, event{at, p, k}) }
-	bursts := func(p string, from, to, meanGap time.Duration) {
-		t := from + time.Duration(rng.ExpFloat64()*float64(meanGap)/2)
-		for t < to {
-			for range 2 + rng.IntN(5) {
-				if t >= to {
-					break
-				}
-				add(t, p, send)
-				t += between(30*time.Second, 3*time.Minute)
-			}
-			t += time.Duration(rng.ExpFloat64() * float64(meanGap))
-		}
-	}
-	for i := range people {
-		p := "person-" + strconv.Itoa(i+1)
-		openOvernight := rng.Float64() < 0.25
-		if openOvernight {
-			add(0, p, open)
-		}
-		arrive := between(8*time.Hour, 10*time.Hour)
-		if !openOvernight {
-			add(arrive, p, open)
-		}
-		meanGap := 45 * time.Minute
-		if rng.Float64() < 0.2 {
-			meanGap = 3 * time.Hour
-		}
-		lunch := between(12*time.Hour, 13*time.Hour)
-		back := lunch + between(30*time.Minute, 60*time.Minute)
-		leave := between(16*time.Hour+30*time.Minute, 18*time.Hour+30*time.Minute)
-		bursts(p, arrive, lunch, meanGap)
-		if rng.Float64() < 0.3 {
-			add(lunch, p, closeTab)
-			add(back, p, open)
-		}
-		bursts(p, back, leave, meanGap)
-		if rng.Float64() >= 0.35 {
-			add(leave, p, closeTab)
-		}
-	}
-	p := "person-" + strconv.Itoa(1+rng.IntN(people))
-	evening := between(20*time.Hour+45*time.Minute, 21*time.Hour+15*time.Minute)
-	add(evening, p, open)
-	for k := range 3 { // the first a minute or two after opening Open WebUI
-		add(evening+between(time.Minute, 2*time.Minute)+time.Duration(k)*2*time.Minute, p, send)
-	}
-	sort.SliceStable(tr, func(i, j int) bool { return tr[i].at < tr[j].at })
-	return tr
-}
-
-type result struct {
-	onHours, activeHours float64
-	atZero               []string // sends while Ollama was at zero
-	unseen               int      // sends after which the next served value was still 0
-	scaleUps             int
-	errors               int // non-200 answers of /active_users
-	requestsPerFetch     float64
-}
-
-func simulate(bin string, tr []event, timeout, step, cooldown, polling time.Duration) (result, error) {
-	midnight := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
-	clock := fakeopenwebui.NewClock(midnight)
-	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true})
-	fake.RegisterToken(fake.AddUser("exporter", "admin"), harness.Token)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return result{}, err
-	}
-	srv := &http.Server{Handler: fake, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-
-	// Events at midnight happen before the exporter starts (tabs left open).
-	next := 0
-	for ; next < len(tr) && tr[next].at == 0; next++ {
-		apply(fake, tr[next])
-	}
-	addr := harness.FreeAddr()
-	args := []string{"--openwebui.count-mode=admin", "--cache.ttl=0", "--cache.max-stale=0"}
-	if timeout > 0 {
-		args = append(args, "--activity.idle-timeout="+timeout.String())
-	}
-	cmd, err := harness.StartExporter(bin, addr, ln.Addr().String(), args...)
-	if err != nil {
-		return result{}, err
-	}
-	defer harness.Stop(cmd)
-	client := &http.Client{Timeout: 10 * time.Second}
-	read := func() (int, bool) {
-		status, body := harness.Get(client, "http://"+addr+"/active_users")
-		var n int
-		if _, err := fmt.Sscanf(body, `{"active_users":%d}`, &n); status != http.StatusOK || err != nil {
-			return 0, false
-		}
-		return n, true
-	}
-
-	var (
-		r          result
-		on         bool
-		lastActive time.Duration
-		pending    int // sends since the last read
-		fetches    int
-		openSince  = map[string]time.Duration{} // people with a tab open -> since when
-	)
-	track := func(e event) {
-		switch e.kind {
-		case open:
-			if _, ok := openSince[e.person]; !ok {
-				openSince[e.person] = e.at
-			}
-		case closeTab:
-			delete(openSince, e.person)
-		}
-	}
-	for _, e := range tr[:next] {
-		track(e)
-	}
-	for now := time.Duration(0); now < 24*time.Hour; now += step {
-		for ; next < len(tr) && tr[next].at <= now; next++ {
-			e := tr[next]
-			if e.kind == send {
-				pending++
-				if !on {
-					since, ok := openSince[e.person]
-					how := "from a tab open since " + fmtClock(since)
-					if !ok {
-						how = "without an open tab"
-					}
-					r.atZero = append(r.atZero, fmt.Sprintf("%s %s, %s", fmtClock(e.at), e.person, how))
-				}
-			}
-			track(e)
-			apply(fake, e)
-		}
-		n, ok := read()
-		fetches++
-		if !ok {
-			r.errors++ // KEDA keeps the replica count as it is
-		} else {
-			if pending > 0 && n == 0 {
-				r.unseen += pending
-			}
-			pending = 0
-			if n > 0 {
-				if !on {
-					r.scaleUps++ // external-push: activated at once
-				}
-				on, lastActive = true, now
-			} else if on && now%polling == 0 && now-lastActive >= cooldown {
-				on = false
-			}
-		}
-		if on {
-			r.onHours += step.Hours()
-		}
-		if active := fake.ActiveCount(); active > 0 {
-			r.activeHours += step.Hours()
-		}
-		clock.Advance(step)
-	}
-	total := 0
-	for _, p := range []string{"/api/v1/users/", "/api/v1/analytics/users", "/api/version", "/api/v1/auths/"} {
-		total += fake.Requests(p)
-	}
-	r.requestsPerFetch = float64(total+fake.RequestsWithPrefix("/api/v1/chats/list/user/")) / float64(fetches)
-	return r, nil
-}
-
-func apply(fake *fakeopenwebui.Server, e event) {
-	switch e.kind {
-	case open:
-		fake.Touch(fake.AddUserIfMissing(e.person))
-	case closeTab:
-		fake.CloseTab(fake.AddUserIfMissing(e.person))
-	case send:
-		fake.Send(e.person)
-	}
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }
 
 func fmtClock(d time.Duration) string {
 	return fmt.Sprintf("%02d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60)
+}
+
+// tabSince says since when the person had a tab open at the moment at.
+func tabSince(tr []event, person string, at time.Duration) string {
+	since, isOpen := time.Duration(0), false
+	for _, e := range tr {
+		if e.at > at {
+			break
+		}
+		if e.person != person {
+			continue
+		}
+		switch e.kind {
+		case open:
+			if !isOpen {
+				since, isOpen = e.at, true
+			}
+		case closeTab:
+			isOpen = false
+		}
+	}
+	if !isOpen {
+		return "without an open tab"
+	}
+	return "from a tab open since " + fmtClock(since)
+}
+
+func printFailures(tr []event, fs []failure) {
+	for _, f := range fs {
+		if f.person == "" {
+			fmt.Printf("    %s an answer, %s\n", fmtClock(f.at), f.reason)
+			continue
+		}
+		fmt.Printf("    %s %s, %s, %s\n", fmtClock(f.at), f.person, tabSince(tr, f.person, f.at), f.reason)
+	}
 }

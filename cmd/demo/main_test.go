@@ -25,10 +25,12 @@ func TestBusyPortFailsAtOnceAndStartsNothing(t *testing.T) {
 		wantText  []string
 		stillFree string
 	}{
-		{"fake's port busy", config{fakeAddr: busy.Addr().String(), exporterAddr: free, humans: 2, cacheTTL: time.Second},
+		{"fake's port busy", config{fakeAddr: busy.Addr().String(), exporterAddr: free, gateAddr: harness.FreeAddr(), humans: 2, cacheTTL: time.Second},
 			[]string{"cannot listen on " + busy.Addr().String() + " for the fake Open WebUI", "address already in use", "-fake.listen"}, free},
-		{"exporter's port busy", config{fakeAddr: free, exporterAddr: busy.Addr().String(), humans: 2, cacheTTL: time.Second},
+		{"exporter's port busy", config{fakeAddr: free, exporterAddr: busy.Addr().String(), gateAddr: harness.FreeAddr(), humans: 2, cacheTTL: time.Second},
 			[]string{"cannot listen on " + busy.Addr().String() + " for the exporter", "address already in use", "-listen"}, free},
+		{"gate's port busy", config{fakeAddr: free, exporterAddr: harness.FreeAddr(), gateAddr: busy.Addr().String(), humans: 2, cacheTTL: time.Second},
+			[]string{"cannot listen on " + busy.Addr().String() + " for the wake gate", "address already in use", "-gate.listen"}, free},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,13 +61,14 @@ func TestBusyPortFailsAtOnceAndStartsNothing(t *testing.T) {
 }
 
 func TestBothServeAndCancelStopsBoth(t *testing.T) {
-	cfg := config{fakeAddr: harness.FreeAddr(), exporterAddr: harness.FreeAddr(), humans: 2, cacheTTL: 0}
+	cfg := config{fakeAddr: harness.FreeAddr(), exporterAddr: harness.FreeAddr(), gateAddr: harness.FreeAddr(), humans: 2, cacheTTL: 0,
+		startDelay: 300 * time.Millisecond, cooldown: 500 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &harness.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, out, io.Discard) }()
-	if err := harness.WaitFor(10*time.Second, func() bool { return strings.Contains(out.String(), "Ctrl-C stops both") }); err != nil {
+	if err := harness.WaitFor(10*time.Second, func() bool { return strings.Contains(out.String(), "Ctrl-C stops all of it") }); err != nil {
 		t.Fatalf("no instructions printed: %v\n%s", err, out)
 	}
 	for _, want := range []string{"curl -sS " + cfg.exporterAddr + "/active_users", "curl -sS -X POST '" + cfg.fakeAddr + "/_fake/humans?active=0'"} {
@@ -88,6 +91,28 @@ func TestBothServeAndCancelStopsBoth(t *testing.T) {
 		t.Errorf("after everybody left: %d %q, want 200 {\"active_users\":0}", code, body)
 	}
 
+	// The README's gate lines: once Ollama sleeps, the models are listed
+	// from memory, and a chat is held, wakes it, and is delivered.
+	gateURL := "http://" + cfg.gateAddr
+	if err := harness.WaitFor(20*time.Second, func() bool {
+		_, body := harness.Get(client, gateURL+"/_gate/status")
+		return strings.Contains(body, `"state":"asleep"`)
+	}); err != nil {
+		t.Fatalf("Ollama never went to sleep after everybody left: %v", err)
+	}
+	if code, body := harness.Get(client, gateURL+"/api/tags"); code != 200 || !strings.Contains(body, `"name":"tiny:1b"`) {
+		t.Errorf("gate /api/tags while Ollama sleeps: %d %q, want the remembered list", code, body)
+	}
+	resp, err := client.Post(gateURL+"/api/chat", "application/json", strings.NewReader(`{"model":"tiny:1b","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(chat), `"done":true`) {
+		t.Errorf("held chat: %d %q, want the whole streamed answer", resp.StatusCode, chat)
+	}
+
 	cancel() // what Ctrl-C does
 	select {
 	case err := <-done:
@@ -97,7 +122,7 @@ func TestBothServeAndCancelStopsBoth(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return within 10s of cancel")
 	}
-	for _, addr := range []string{cfg.fakeAddr, cfg.exporterAddr} {
+	for _, addr := range []string{cfg.fakeAddr, cfg.exporterAddr, cfg.gateAddr} {
 		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			c.Close()
 			t.Errorf("%s still accepts connections after cancel", addr)
@@ -109,6 +134,7 @@ func TestBadFlagValues(t *testing.T) {
 	for _, cfg := range []config{
 		{fakeAddr: "127.0.0.1:0", exporterAddr: "127.0.0.1:0", humans: -1},
 		{fakeAddr: "127.0.0.1:0", exporterAddr: "127.0.0.1:0", cacheTTL: -time.Second},
+		{fakeAddr: "127.0.0.1:0", exporterAddr: "127.0.0.1:0", startDelay: -time.Second},
 	} {
 		if err := run(context.Background(), cfg, io.Discard, io.Discard); err == nil {
 			t.Errorf("run(%+v) succeeded, want an error", cfg)

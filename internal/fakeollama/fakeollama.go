@@ -237,11 +237,11 @@ func final(path, model string, created time.Time, text string, n int) any {
 	case "/v1/chat/completions":
 		return map[string]any{"id": "chatcmpl-1", "object": "chat.completion", "created": created.Unix(), "model": model, "system_fingerprint": "fp_ollama",
 			"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": text}, "finish_reason": "stop"}},
-			"usage": map[string]any{"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}}
+			"usage":   map[string]any{"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}}
 	case "/v1/completions":
 		return map[string]any{"id": "cmpl-1", "object": "text_completion", "created": created.Unix(), "model": model, "system_fingerprint": "fp_ollama",
 			"choices": []any{map[string]any{"index": 0, "text": text, "finish_reason": "stop"}},
-			"usage": map[string]any{"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}}
+			"usage":   map[string]any{"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}}
 	}
 	m := last(path, model, created, n).(map[string]any)
 	if path == "/api/generate" {

@@ -263,3 +263,50 @@ func (s *Server) RequestsWithPrefix(prefix string) int {
 	}
 	return n
 }
+
+// ImportChat models POST /api/v1/chats/import by the user called name
+// (created if missing): Open WebUI takes the chat's updated_at from the
+// browser (models/chats.py, form_data.updated_at or int(time.time())), so
+// it may be in the future or in milliseconds. On 0.8.0+ the chat's messages
+// are also written to chat_message, with the browser's timestamp normalised
+// as chat_messages.py _normalize_timestamp does: milliseconds become
+// seconds, and anything before 2020 or more than a day ahead becomes now.
+func (s *Server) ImportChat(name string, updatedAt int64) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.userByName(name)
+	if u == nil {
+		u = s.addUser(name, "user")
+	}
+	s.stamp(u.id) // the authenticated import request
+	now := s.cfg.Now().Unix()
+	s.seq++
+	c := &chat{id: fmt.Sprintf("c%07x-0000-4000-8000-%012x", s.seq, s.seq), userID: u.id, title: "Imported", created: updatedAt, updated: updatedAt}
+	s.chats = append(s.chats, c)
+	if s.at("0.8.0") {
+		created := updatedAt
+		if created > 10_000_000_000 {
+			created /= 1000
+		}
+		if created < 1577836800 || created > now+86400 {
+			created = now
+		}
+		s.messages = append(s.messages, chatMessage{chatID: c.id, userID: u.id, role: "assistant", created: created})
+	}
+	return u.id
+}
+
+// SetVersion models an upgrade (or downgrade) of Open WebUI: a restart
+// with another version behind the same URL and database.
+func (s *Server) SetVersion(v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.Version, s.ver = v, parseVersion(v)
+}
+
+// ResetRequests forgets the request counts (Requests, RequestsWithPrefix).
+func (s *Server) ResetRequests() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = map[string]int{}
+}

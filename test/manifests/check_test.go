@@ -3,11 +3,13 @@ package manifests
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,19 +25,23 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // expect is what a rendering must contain: the set-up it was asked for.
 type expect struct {
-	namespace   string          // of every object
-	trigger     string          // the ScaledObject's trigger type; "" for none
-	basicAuth   bool            // the exporter requires basic auth
-	webTLS      bool            // the exporter serves HTTPS
-	grpcTLS     bool            // the push trigger uses mutual TLS
-	minReplicas int32           // of the exporter
-	external    map[string]bool // Secrets the user creates, referenced but not rendered
-	extraKinds  []string        // kinds beyond Deployment, Service and ScaledObject that must be there
+	namespace   string            // of every object
+	trigger     string            // the ScaledObject's trigger type; "" for none
+	basicAuth   bool              // the exporter requires basic auth
+	webTLS      bool              // the exporter serves HTTPS
+	grpcTLS     bool              // the push trigger uses mutual TLS
+	minReplicas int32             // of the exporter
+	external    map[string]bool   // Secrets the user creates, referenced but not rendered
+	extraKinds  []string          // kinds beyond Deployment, Service and ScaledObject that must be there
+	flags       map[string]string // exporter flags that must have these values
+	gate        bool              // the wake gate is on (--gate.listen-address)
+	backends    []string          // the gate's named backends, in flag order; nil: the one unnamed backend
 }
 
 // setup indexes a rendering by kind and name.
@@ -109,10 +115,15 @@ func flags(t *testing.T, where string, args []string) map[string]string {
 			continue
 		}
 		name, value, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		if !exporterFlags[name] {
+		switch {
+		case exporterFlags[name]:
+		case strings.HasPrefix(name, "gate.") && !gateInBinary:
+			// The binary predates the gate (gateflags.go not merged yet):
+			// only the gate's flags go unchecked, and TestMain says so.
+		default:
 			t.Errorf("%s: %q is not a flag of the exporter (see --help-long)", where, a)
 		}
-		if _, dup := out[name]; dup && !repeatable[name] {
+		if _, dup := out[name]; dup && !repeatable[name] && !(name == "gate.backend" && !gateInBinary) {
 			t.Errorf("%s: --%s given twice: the exporter refuses to start", where, name)
 		}
 		out[name] = value
@@ -182,6 +193,12 @@ func checkSetup(t *testing.T, s setup, want expect) {
 	}
 	c := pod.Containers[0]
 	f := flags(t, where, c.Args)
+	for name, value := range want.flags {
+		if got, ok := f[name]; !ok || got != value {
+			t.Errorf("%s: --%s=%q, want %q", where, name, got, value)
+		}
+	}
+	checkNames(t, s)
 	if version, err := os.ReadFile(repoRoot + "/VERSION"); err != nil {
 		t.Error(err)
 	} else if want := "ghcr.io/openwebui-exporter/openwebui_exporter:" + strings.TrimSpace(string(version)); c.Image != want {
@@ -254,7 +271,11 @@ func checkSetup(t *testing.T, s setup, want expect) {
 	if webTLS != want.webTLS {
 		t.Errorf("%s: HTTPS %v, want %v", where, webTLS, want.webTLS)
 	}
-	for _, probe := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+	webProbes := []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe}
+	if want.gate {
+		webProbes = webProbes[:1] // readiness is the gate's (checkGate)
+	}
+	for _, probe := range webProbes {
 		switch {
 		case probe == nil:
 			t.Errorf("%s: a probe is missing", where)
@@ -279,9 +300,19 @@ func checkSetup(t *testing.T, s setup, want expect) {
 	}
 
 	// The Service.
-	svcs := s.all("Service")
+	// The exporter's Service is the one with the http port; the gate's are
+	// checked in checkGate.
+	var svcs []Decoded
+	for _, d := range s.all("Service") {
+		for _, p := range d.Obj.(*corev1.Service).Spec.Ports {
+			if p.Name == "http" {
+				svcs = append(svcs, d)
+				break
+			}
+		}
+	}
 	if len(svcs) != 1 {
-		t.Fatalf("want one Service, found %d", len(svcs))
+		t.Fatalf("want one Service with a port named http (the exporter's), found %d", len(svcs))
 	}
 	svc := svcs[0].Obj.(*corev1.Service)
 	svcPorts := map[string]corev1.ServicePort{}
@@ -408,112 +439,212 @@ func checkSetup(t *testing.T, s setup, want expect) {
 			t.Errorf("want no ScaledObject, found %d", len(sos))
 		}
 		checkNothingDangles(t, s)
+		checkGate(t, s, want, dep, f)
+		checkPDBs(t, s, want, dep)
 		return
 	}
-	if len(sos) != 1 {
-		t.Fatalf("want one ScaledObject, found %d", len(sos))
+	wantSOs := max(1, len(want.backends))
+	if len(sos) != wantSOs {
+		t.Fatalf("want %d ScaledObject(s), one per gate backend, found %d", wantSOs, len(sos))
 	}
-	so := sos[0].Obj.(*kedav1alpha1.ScaledObject)
-	sow := sos[0].String()
-	if so.Spec.ScaleTargetRef == nil || so.Spec.ScaleTargetRef.Name == "" {
-		t.Errorf("%s: no scaleTargetRef", sow)
-	}
-	if fb := so.Spec.Fallback; fb == nil || fb.FailureThreshold < 1 || fb.Replicas < 1 {
-		t.Errorf("%s: fallback %+v, want failureThreshold and replicas >= 1: without it KEDA freezes scaling while the count is unknown", sow, so.Spec.Fallback)
-	}
-	if len(so.Spec.Triggers) == 0 || so.Spec.Triggers[0].Type != want.trigger {
-		t.Fatalf("%s: want %s as the first trigger, found %+v", sow, want.trigger, so.Spec.Triggers)
-	}
-	tr := so.Spec.Triggers[0]
-	md := tr.Metadata
-	for _, each := range so.Spec.Triggers {
-		checkMetadataKeys(t, sow, each)
-	}
-	authParams := s.triggerAuth(t, want, sow, tr)
+	scaledTargets := map[string]string{}
+	scaledBackends := map[string]string{}
+	for _, d := range sos {
+		so := d.Obj.(*kedav1alpha1.ScaledObject)
+		sow := d.String()
+		if ref := so.Spec.ScaleTargetRef; ref != nil {
+			key := ref.Kind + "/" + ref.Name
+			if other, dup := scaledTargets[key]; dup {
+				t.Errorf("%s: scaleTargetRef %s is also %s's: KEDA allows one ScaledObject per workload", sow, key, other)
+			}
+			scaledTargets[key] = sow
+		}
+		if so.Spec.ScaleTargetRef == nil || so.Spec.ScaleTargetRef.Name == "" {
+			t.Errorf("%s: no scaleTargetRef", sow)
+		}
+		if fb := so.Spec.Fallback; fb == nil || fb.FailureThreshold < 1 || fb.Replicas < 1 {
+			t.Errorf("%s: fallback %+v, want failureThreshold and replicas >= 1: without it KEDA freezes scaling while the count is unknown", sow, so.Spec.Fallback)
+		}
+		if len(so.Spec.Triggers) == 0 || so.Spec.Triggers[0].Type != want.trigger {
+			t.Fatalf("%s: want %s as the first trigger, found %+v", sow, want.trigger, so.Spec.Triggers)
+		}
+		tr := so.Spec.Triggers[0]
+		md := tr.Metadata
+		backend := triggerBackend(t, sow, tr)
+		if other, dup := scaledBackends[backend]; dup {
+			t.Errorf("%s: backend %q is also scaled by %s", sow, backend, other)
+		}
+		scaledBackends[backend] = sow
+		if backend != "" && !slices.Contains(want.backends, backend) {
+			t.Errorf("%s: its trigger asks for backend %q, which is not one of the gate's %v", sow, backend, want.backends)
+		}
+		if backend == "" && len(want.backends) > 0 {
+			t.Errorf("%s: its trigger names no backend, but the gate has the named backends %v", sow, want.backends)
+		}
+		for _, each := range so.Spec.Triggers {
+			checkMetadataKeys(t, sow, each)
+		}
+		authParams := s.triggerAuth(t, want, sow, tr)
 
-	switch tr.Type {
-	case "metrics-api":
-		u, err := url.Parse(md["url"])
-		if err != nil {
-			t.Fatalf("%s: url: %v", sow, err)
-		}
-		if u.Hostname() != svcHost || u.Port() != strconv.Itoa(int(svcPorts["http"].Port)) || u.Path != "/active_users" {
-			t.Errorf("%s: url %s, want %s:%d (the Service's http port) and path /active_users", sow, u, svcHost, svcPorts["http"].Port)
-		}
-		if (u.Scheme == "https") != want.webTLS {
-			t.Errorf("%s: url scheme %s, want HTTPS %v", sow, u.Scheme, want.webTLS)
-		}
-		if md["format"] != "json" || md["valueLocation"] != "active_users" || md["activationTargetValue"] != "0" {
-			t.Errorf("%s: want format json, valueLocation active_users, activationTargetValue \"0\"; got %v", sow, md)
-		}
-		modes := splitModes(md["authMode"])
-		if slices.Contains(modes, "basic") != want.basicAuth {
-			t.Errorf("%s: authMode %q, want basic %v", sow, md["authMode"], want.basicAuth)
-		}
-		if want.basicAuth {
-			login(sow+" TriggerAuthentication", authParams["username"], authParams["password"])
-		}
-		if want.webTLS {
-			// KEDA's metrics-api scaler applies a CA only with authMode tls,
-			// which needs a client certificate as well.
-			if !slices.Contains(modes, "tls") {
-				t.Errorf("%s: HTTPS without authMode tls: KEDA would not trust the exporter's CA", sow)
+		switch tr.Type {
+		case "metrics-api":
+			u, err := url.Parse(md["url"])
+			if err != nil {
+				t.Fatalf("%s: url: %v", sow, err)
 			}
-			for _, p := range []string{"ca", "cert", "key"} {
-				if _, ok := authParams[p]; !ok {
-					t.Errorf("%s: TriggerAuthentication without parameter %s", sow, p)
+			if q := u.Query(); len(q) > 1 || (len(q) == 1 && !q.Has("backend")) {
+				t.Errorf("%s: url %s: the exporter reads no query parameter but backend", sow, u)
+			}
+			if u.Hostname() != svcHost || u.Port() != strconv.Itoa(int(svcPorts["http"].Port)) || u.Path != "/active_users" {
+				t.Errorf("%s: url %s, want %s:%d (the Service's http port) and path /active_users", sow, u, svcHost, svcPorts["http"].Port)
+			}
+			if (u.Scheme == "https") != want.webTLS {
+				t.Errorf("%s: url scheme %s, want HTTPS %v", sow, u.Scheme, want.webTLS)
+			}
+			if md["format"] != "json" || md["valueLocation"] != "active_users" || md["activationTargetValue"] != "0" {
+				t.Errorf("%s: want format json, valueLocation active_users, activationTargetValue \"0\"; got %v", sow, md)
+			}
+			modes := splitModes(md["authMode"])
+			if slices.Contains(modes, "basic") != want.basicAuth {
+				t.Errorf("%s: authMode %q, want basic %v", sow, md["authMode"], want.basicAuth)
+			}
+			if want.basicAuth {
+				login(sow+" TriggerAuthentication", authParams["username"], authParams["password"])
+			}
+			if want.webTLS {
+				// KEDA's metrics-api scaler applies a CA only with authMode tls,
+				// which needs a client certificate as well.
+				if !slices.Contains(modes, "tls") {
+					t.Errorf("%s: HTTPS without authMode tls: KEDA would not trust the exporter's CA", sow)
+				}
+				for _, p := range []string{"ca", "cert", "key"} {
+					if _, ok := authParams[p]; !ok {
+						t.Errorf("%s: TriggerAuthentication without parameter %s", sow, p)
+					}
 				}
 			}
-		}
-	case "external-push":
-		host, port, err := net.SplitHostPort(md["scalerAddress"])
-		grpc, ok := svcPorts["grpc"]
-		if err != nil || !ok || host != svcHost || port != strconv.Itoa(int(grpc.Port)) {
-			t.Errorf("%s: scalerAddress %q, want %s:<the Service's grpc port> (Service ports %v)", sow, md["scalerAddress"], svcHost, keys(svcPorts))
-		}
-		if _, lport, err := net.SplitHostPort(f["keda.listen-address"]); err != nil || lport != strconv.Itoa(int(ports["grpc"])) {
-			t.Errorf("%s: --keda.listen-address=%q, want the container port named grpc (%d)", where, f["keda.listen-address"], ports["grpc"])
-		}
-		if ok && !targets(grpc.TargetPort, []corev1.ContainerPort{{Name: "grpc", ContainerPort: ports["grpc"]}}) {
-			t.Errorf("%s: the Service's grpc port targets %s, not the container's grpc port", svcs[0], grpc.TargetPort.String())
-		}
-		tlsOn := md["enableTLS"] == "true"
-		if tlsOn != want.grpcTLS || (f["keda.tls.cert-file"] != "") != want.grpcTLS || (f["keda.tls.client-ca-file"] != "") != want.grpcTLS {
-			t.Errorf("%s: enableTLS %q, exporter TLS flags %q/%q; want mutual TLS %v on both sides", sow, md["enableTLS"], f["keda.tls.cert-file"], f["keda.tls.client-ca-file"], want.grpcTLS)
-		}
-		if want.grpcTLS {
-			for _, p := range []string{"caCert", "tlsClientCert", "tlsClientKey"} {
-				if _, ok := authParams[p]; !ok {
-					t.Errorf("%s: TriggerAuthentication without parameter %s", sow, p)
+		case "external-push":
+			host, port, err := net.SplitHostPort(md["scalerAddress"])
+			grpc, ok := svcPorts["grpc"]
+			if err != nil || !ok || host != svcHost || port != strconv.Itoa(int(grpc.Port)) {
+				t.Errorf("%s: scalerAddress %q, want %s:<the Service's grpc port> (Service ports %v)", sow, md["scalerAddress"], svcHost, keys(svcPorts))
+			}
+			if _, lport, err := net.SplitHostPort(f["keda.listen-address"]); err != nil || lport != strconv.Itoa(int(ports["grpc"])) {
+				t.Errorf("%s: --keda.listen-address=%q, want the container port named grpc (%d)", where, f["keda.listen-address"], ports["grpc"])
+			}
+			if ok && !targets(grpc.TargetPort, []corev1.ContainerPort{{Name: "grpc", ContainerPort: ports["grpc"]}}) {
+				t.Errorf("%s: the Service's grpc port targets %s, not the container's grpc port", svcs[0], grpc.TargetPort.String())
+			}
+			tlsOn := md["enableTLS"] == "true"
+			if tlsOn != want.grpcTLS || (f["keda.tls.cert-file"] != "") != want.grpcTLS || (f["keda.tls.client-ca-file"] != "") != want.grpcTLS {
+				t.Errorf("%s: enableTLS %q, exporter TLS flags %q/%q; want mutual TLS %v on both sides", sow, md["enableTLS"], f["keda.tls.cert-file"], f["keda.tls.client-ca-file"], want.grpcTLS)
+			}
+			if want.grpcTLS {
+				for _, p := range []string{"caCert", "tlsClientCert", "tlsClientKey"} {
+					if _, ok := authParams[p]; !ok {
+						t.Errorf("%s: TriggerAuthentication without parameter %s", sow, p)
+					}
+				}
+				if serverCertSecret == "" {
+					t.Errorf("%s: no server certificate mounted", where)
 				}
 			}
-			if serverCertSecret == "" {
-				t.Errorf("%s: no server certificate mounted", where)
+			if *dep.Spec.Replicas >= 2 && len(s.all("PodDisruptionBudget")) != 1 {
+				t.Errorf("push: want a PodDisruptionBudget for the exporter's %d replicas, found %d", *dep.Spec.Replicas, len(s.all("PodDisruptionBudget")))
+			}
+		case "prometheus":
+			if md["ignoreNullValues"] != "false" {
+				t.Errorf("%s: ignoreNullValues %q, want \"false\": an empty result must not read as 0", sow, md["ignoreNullValues"])
+			}
+			wantQuery := "max(openwebui_active_users)"
+			if backend != "" {
+				wantQuery = `max(openwebui_backend_demand{backend="` + backend + `"})`
+			}
+			if q := strings.Join(strings.Fields(md["query"]), ""); q != wantQuery {
+				t.Errorf("%s: query %q, want %s", sow, md["query"], wantQuery)
+			}
+			if md["activationThreshold"] != "0" || md["threshold"] == "" {
+				t.Errorf("%s: want threshold and activationThreshold \"0\"", sow)
 			}
 		}
-		if want.minReplicas < 2 {
-			t.Errorf("case error: push needs at least 2 exporter replicas (kedacore/keda#8056)")
-		}
-		pdbs := s.all("PodDisruptionBudget")
-		if len(pdbs) != 1 {
-			t.Errorf("push: want a PodDisruptionBudget for the exporter, found %d", len(pdbs))
-		}
-	case "prometheus":
-		if md["ignoreNullValues"] != "false" {
-			t.Errorf("%s: ignoreNullValues %q, want \"false\": an empty result must not read as 0", sow, md["ignoreNullValues"])
-		}
-		if q := strings.Join(strings.Fields(md["query"]), ""); q != "max(openwebui_active_users)" {
-			t.Errorf("%s: query %q, want max(openwebui_active_users)", sow, md["query"])
-		}
-		if md["activationThreshold"] != "0" || md["threshold"] == "" {
-			t.Errorf("%s: want threshold and activationThreshold \"0\"", sow)
+	}
+	for _, b := range want.backends {
+		if _, ok := scaledBackends[b]; !ok {
+			t.Errorf("gate backend %s has no ScaledObject", b)
 		}
 	}
 	checkNothingDangles(t, s)
+	checkGate(t, s, want, dep, f)
+	checkPDBs(t, s, want, dep)
+}
+
+// checkPDBs: a PodDisruptionBudget selects the exporter's pods and can be
+// satisfied: minAvailable below the replicas (else no node drain ever
+// evicts one), maxUnavailable above 0.
+func checkPDBs(t *testing.T, s setup, want expect, dep *appsv1.Deployment) {
+	t.Helper()
+	replicas := int(*dep.Spec.Replicas)
 	for _, d := range s.all("PodDisruptionBudget") {
 		pdb := d.Obj.(*policyv1.PodDisruptionBudget)
 		if sel, err := metav1LabelSelector(pdb.Spec.Selector); err != nil || !sel.Matches(labels.Set(dep.Spec.Template.Labels)) {
 			t.Errorf("%s: selector does not select the exporter's pods", d)
+		}
+		if m := pdb.Spec.MinAvailable; m != nil && m.Type == intstr.Int && int(m.IntVal) >= replicas {
+			t.Errorf("%s: minAvailable %d with %d replica(s) blocks every node drain", d, m.IntVal, replicas)
+		}
+		if m := pdb.Spec.MaxUnavailable; m != nil && m.Type == intstr.Int && m.IntVal < 1 {
+			t.Errorf("%s: maxUnavailable %d blocks every node drain", d, m.IntVal)
+		}
+	}
+}
+
+// triggerBackend is the gate backend a trigger asks for: the push trigger's
+// backend metadata, the metrics-api url's ?backend=, the prometheus query's
+// backend label; "" for none (Open WebUI's count, the unnamed backend).
+func triggerBackend(t *testing.T, where string, tr kedav1alpha1.ScaleTriggers) string {
+	t.Helper()
+	switch tr.Type {
+	case "external-push":
+		return tr.Metadata["backend"]
+	case "metrics-api":
+		u, err := url.Parse(tr.Metadata["url"])
+		if err != nil {
+			t.Errorf("%s: url: %v", where, err)
+			return ""
+		}
+		return u.Query().Get("backend")
+	case "prometheus":
+		if m := backendLabelRE.FindStringSubmatch(tr.Metadata["query"]); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+var backendLabelRE = regexp.MustCompile(`openwebui_backend_demand\{backend="([^"]*)"\}`)
+
+// checkNames: every object name is what the API server and KEDA accept
+// (a Service's a DNS-1035 label; every other name a DNS-1123 subdomain and,
+// being copied into label values by KEDA and cert-manager, at most 63
+// characters), and cert-manager's commonName limit of 64.
+func checkNames(t *testing.T, s setup) {
+	t.Helper()
+	for _, d := range s.objs {
+		name := d.Obj.GetName()
+		var errs []string
+		if d.Kind == "Service" {
+			errs = validation.IsDNS1035Label(name)
+		} else {
+			errs = validation.IsDNS1123Subdomain(name)
+			if len(name) > validation.LabelValueMaxLength {
+				errs = append(errs, fmt.Sprintf("longer than %d characters", validation.LabelValueMaxLength))
+			}
+		}
+		if len(errs) > 0 {
+			t.Errorf("%s: name %q: %s", d, name, strings.Join(errs, "; "))
+		}
+		if cert, ok := d.Obj.(*cmv1.Certificate); ok && len(cert.Spec.CommonName) > 64 {
+			t.Errorf("%s: commonName %q is %d characters, over cert-manager's 64", d, cert.Spec.CommonName, len(cert.Spec.CommonName))
 		}
 	}
 }
@@ -552,7 +683,7 @@ func (s setup) triggerAuth(t *testing.T, want expect, where string, tr kedav1alp
 // documented key differs per scaler, and older KEDA reads only that one.
 var triggerKeys = map[string][]string{
 	"metrics-api":   {"url", "format", "valueLocation", "targetValue", "activationTargetValue", "unsafeSsl", "timeout", "authMode", "aggregateFromKubeServiceEndpoints", "aggregationType"},
-	"external-push": {"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "targetValue", "activationValue"},
+	"external-push": {"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "targetValue", "activationValue", "backend"},
 	"prometheus":    {"serverAddress", "query", "threshold", "activationThreshold", "ignoreNullValues", "namespace", "customHeaders", "queryParameters", "unsafeSsl", "timeout", "authModes"},
 	"cron":          {"timezone", "start", "end", "desiredReplicas"},
 }

@@ -38,6 +38,11 @@ var kustomizeCases = map[string]expect{
 		extraKinds: []string{"ServiceMonitor"}},
 	"examples/kubernetes/variants/basic-auth-push": {trigger: "external-push", basicAuth: true, grpcTLS: true, minReplicas: 2,
 		extraKinds: []string{"Certificate", "TriggerAuthentication", "PodDisruptionBudget", "ServiceMonitor"}},
+	// The wake gate (issues 17 and 18).
+	"examples/kubernetes/variants/gate": {trigger: "metrics-api", minReplicas: 2, gate: true,
+		extraKinds: []string{"ServiceMonitor", "PodDisruptionBudget"}},
+	"examples/kubernetes/variants/gate-two-pools": {trigger: "metrics-api", minReplicas: 2, gate: true,
+		backends: []string{"small", "big"}, extraKinds: []string{"ServiceMonitor", "PodDisruptionBudget"}},
 	// docs/scaling.md: the push variant with KEDA's cron trigger for warm hours.
 	"examples/scaling/warm-hours": {trigger: "external-push", grpcTLS: true, minReplicas: 2,
 		extraKinds: []string{"Certificate", "Issuer", "TriggerAuthentication", "PodDisruptionBudget"}},

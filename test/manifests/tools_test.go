@@ -31,6 +31,11 @@ var bins struct {
 // repeatable names the flags that may be given more than once.
 var exporterFlags, repeatable map[string]bool
 
+// gateInBinary: the exporter has the wake gate's flags (--gate.listen-address).
+// Until gateflags.go is merged, a build of main lacks them: the gate's flags
+// are then the only ones not checked against --help-long.
+var gateInBinary bool
+
 var helpFlagRE = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--(\[no-\])?([a-z0-9][a-z0-9.\-]*)(=\S*)?( \.\.\.)?`)
 
 func TestMain(m *testing.M) {
@@ -73,6 +78,10 @@ func learnTools(dir string) error {
 		if m[4] != "" {
 			repeatable[m[2]] = true
 		}
+	}
+	gateInBinary = exporterFlags["gate.listen-address"]
+	if !gateInBinary {
+		fmt.Fprintf(os.Stderr, "NOTE: %s --help-long lists no --gate.* flags (the gate is not merged into this build): the chart's and examples' gate flags are not checked against it\n", bins.exporter)
 	}
 	if !exporterFlags["openwebui.token-file"] || !exporterFlags["web.config.file"] {
 		return fmt.Errorf("--help-long lists no --openwebui.token-file or --web.config.file: the pattern no longer matches\n%s", help)

@@ -17,6 +17,14 @@
 {{- end }}
 {{- end }}
 
+{{/* A name derived from the fullname: (list . "suffix") gives <fullname>-suffix, the fullname shortened (the way
+Helm's own helpers do: trunc, then trimSuffix "-") so that the whole stays a 63-character DNS label. Every
+object name and label value must fit, and cert-manager takes a commonName of at most 64 characters. */}}
+{{- define "openwebui-exporter.suffixed" -}}
+{{- $suffix := index . 1 }}
+{{- printf "%s-%s" (include "openwebui-exporter.fullname" (index . 0) | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
 {{- define "openwebui-exporter.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -53,7 +61,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The token Secret's name and key: the user's (existingSecret, by default <fullname>-token), or the one the chart creates from openwebui.token (<fullname>-token). */}}
 {{- define "openwebui-exporter.tokenSecretName" -}}
-{{- .Values.openwebui.existingSecret | default (printf "%s-token" (include "openwebui-exporter.fullname" .)) }}
+{{- .Values.openwebui.existingSecret | default (include "openwebui-exporter.suffixed" (list . "token")) }}
 {{- end }}
 {{- define "openwebui-exporter.tokenSecretKey" -}}
 {{- if .Values.openwebui.existingSecret }}{{ .Values.openwebui.existingSecretKey }}{{ else }}token{{ end }}
@@ -85,10 +93,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "openwebui-exporter.serverTLSSecret" -}}
-{{- if .Values.tls.certManager.enabled }}{{ include "openwebui-exporter.fullname" . }}-server-tls{{ else }}{{ .Values.tls.existingSecret }}{{ end }}
+{{- if .Values.tls.certManager.enabled }}{{ include "openwebui-exporter.suffixed" (list . "server-tls") }}{{ else }}{{ .Values.tls.existingSecret }}{{ end }}
 {{- end }}
 {{- define "openwebui-exporter.kedaClientTLSSecret" -}}
-{{- if .Values.tls.certManager.enabled }}{{ include "openwebui-exporter.fullname" . }}-keda-client-tls{{ else }}{{ .Values.tls.kedaClientExistingSecret }}{{ end }}
+{{- if .Values.tls.certManager.enabled }}{{ include "openwebui-exporter.suffixed" (list . "keda-client-tls") }}{{ else }}{{ .Values.tls.kedaClientExistingSecret }}{{ end }}
 {{- end }}
 
 {{/* "true" when the exporter reads a web config file. */}}
@@ -112,12 +120,150 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.keda.enabled (eq .Values.keda.trigger "metrics-api") }}["keda","prometheus"]{{ else }}["prometheus"]{{ end }}
 {{- end }}
 
+{{/* Exporter replicas: replicaCount, else 2 where the exporter must not be a single point of failure (the push
+trigger: KEDA's fallback does not cover an unreachable external scaler; the gate: it is in Open WebUI's data
+path), else 1. */}}
 {{- define "openwebui-exporter.replicas" -}}
-{{- if not (kindIs "invalid" .Values.replicaCount) }}{{ .Values.replicaCount }}{{ else if include "openwebui-exporter.push" . }}2{{ else }}1{{ end }}
+{{- if not (kindIs "invalid" .Values.replicaCount) }}{{ .Values.replicaCount }}{{ else if or (include "openwebui-exporter.push" .) .Values.gate.enabled }}2{{ else }}1{{ end }}
 {{- end }}
 
+{{/* "true" when the PodDisruptionBudget is asked for: podDisruptionBudget.enabled, or by default with the push
+trigger or the gate. */}}
+{{- define "openwebui-exporter.pdbWanted" -}}
+{{- if not (kindIs "invalid" .Values.podDisruptionBudget.enabled) }}{{ if .Values.podDisruptionBudget.enabled }}true{{ end }}{{ else if or (include "openwebui-exporter.push" .) .Values.gate.enabled }}true{{ end }}
+{{- end }}
+
+{{/* "true" when a PDB with minAvailable (an integer) could never let a pod go: it would block every node drain. */}}
+{{- define "openwebui-exporter.pdbUnsatisfiable" -}}
+{{- $min := .Values.podDisruptionBudget.minAvailable }}
+{{- if and (not (kindIs "string" $min)) (ge (int $min) (int (include "openwebui-exporter.replicas" .))) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the PodDisruptionBudget is rendered: asked for by default and satisfiable (an explicit one that
+is not satisfiable is refused in validate). */}}
 {{- define "openwebui-exporter.pdb" -}}
-{{- if not (kindIs "invalid" .Values.podDisruptionBudget.enabled) }}{{ if .Values.podDisruptionBudget.enabled }}true{{ end }}{{ else if include "openwebui-exporter.push" . }}true{{ end }}
+{{- if and (include "openwebui-exporter.pdbWanted" .) (not (include "openwebui-exporter.pdbUnsatisfiable" .)) }}true{{ end }}
+{{- end }}
+
+{{/* A flag's name, without the dashes, the value and a kingpin "no-" negation: --no-x=1 and --x are both "x". */}}
+{{- define "openwebui-exporter.flagName" -}}
+{{- regexReplaceAll "^--(no-)?([^=]*).*$" . "${2}" }}
+{{- end }}
+
+{{/* The flags whose values the rest of the rendering depends on (ports, mounted files): extraArgs may not
+override them, each names the value to set instead. */}}
+{{- define "openwebui-exporter.wiredFlags" -}}
+{{- dict
+  "openwebui.token-file" "openwebui.existingSecret and openwebui.existingSecretKey"
+  "openwebui.tls.ca-file" "openwebui.tlsCaSecret"
+  "web.listen-address" "web.port"
+  "web.config.file" "web.basicAuth and web.tls"
+  "keda.listen-address" "keda.push.port"
+  "keda.tls.cert-file" "keda.push.tls and the tls section"
+  "keda.tls.key-file" "keda.push.tls and the tls section"
+  "keda.tls.client-ca-file" "keda.push.tls and the tls section"
+  "gate.listen-address" "gate.port"
+  "gate.backend" "gate.backend or gate.backends"
+  "gate.state-file" "nothing (the chart keeps it on an emptyDir)"
+  "gate.peers" "nothing (the chart points it at its headless Service)"
+  | toJson }}
+{{- end }}
+
+{{/* The flags KEDA's and Kubernetes' objects do not depend on: extraArgs replace these. */}}
+{{- define "openwebui-exporter.args" -}}
+{{- $args := list }}
+{{- $args = append $args (printf "--openwebui.url=%s" (include "openwebui-exporter.openwebuiURL" .)) }}
+{{- /* A mounted file, never an env var: re-read on every fetch, so a rotated Secret needs no restart (no subPath:
+the kubelet updates it). */}}
+{{- $args = append $args (printf "--openwebui.token-file=/etc/openwebui-exporter/token/%s" (include "openwebui-exporter.tokenSecretKey" .)) }}
+{{- $args = append $args (printf "--openwebui.count-mode=%s" .Values.openwebui.countMode) }}
+{{- with .Values.openwebui.timeout }}{{ $args = append $args (printf "--openwebui.timeout=%s" .) }}{{ end }}
+{{- if .Values.openwebui.tlsCaSecret.name }}
+{{- $args = append $args (printf "--openwebui.tls.ca-file=/etc/openwebui-exporter/openwebui-ca/%s" .Values.openwebui.tlsCaSecret.key) }}
+{{- end }}
+{{- with .Values.activity.idleTimeout }}{{ $args = append $args (printf "--activity.idle-timeout=%s" .) }}{{ end }}
+{{- $args = append $args (printf "--web.listen-address=:%v" .Values.web.port) }}
+{{- if include "openwebui-exporter.webConfig" . }}
+{{- $args = append $args "--web.config.file=/etc/openwebui-exporter/web/web-config.yml" }}
+{{- end }}
+{{- $args = append $args (printf "--cache.ttl=%s" .Values.cache.ttl) }}
+{{- $args = append $args (printf "--log.level=%s" .Values.log.level) }}
+{{- $args = append $args (printf "--log.format=%s" .Values.log.format) }}
+{{- if include "openwebui-exporter.push" . }}
+{{- $args = append $args (printf "--keda.listen-address=:%v" .Values.keda.push.port) }}
+{{- $args = append $args (printf "--keda.push-interval=%s" .Values.keda.push.interval) }}
+{{- if include "openwebui-exporter.grpcTLS" . }}
+{{- $args = append $args "--keda.tls.cert-file=/etc/openwebui-exporter/tls/tls.crt" }}
+{{- $args = append $args "--keda.tls.key-file=/etc/openwebui-exporter/tls/tls.key" }}
+{{- /* Mutual TLS: only KEDA's client certificate, signed by this CA, gets in. */}}
+{{- $args = append $args "--keda.tls.client-ca-file=/etc/openwebui-exporter/tls/ca.crt" }}
+{{- end }}
+{{- end }}
+{{- if .Values.gate.enabled }}
+{{- $g := .Values.gate }}
+{{- $args = append $args (printf "--gate.listen-address=:%v" $g.port) }}
+{{- range include "openwebui-exporter.gateBackendFlags" . | fromJsonArray }}
+{{- $args = append $args (printf "--gate.backend=%s" .) }}
+{{- end }}
+{{- with $g.holdTimeout }}{{ $args = append $args (printf "--gate.hold-timeout=%s" .) }}{{ end }}
+{{- if not (kindIs "invalid" $g.maxHeld) }}{{ $args = append $args (printf "--gate.max-held=%v" (int $g.maxHeld)) }}{{ end }}
+{{- with $g.maxHeldBytes }}{{ $args = append $args (printf "--gate.max-held-bytes=%s" .) }}{{ end }}
+{{- $args = append $args "--gate.state-file=/var/lib/openwebui-exporter/gate/state.json" }}
+{{- if include "openwebui-exporter.gatePeers" . }}
+{{- $args = append $args (printf "--gate.peers=%s" (include "openwebui-exporter.gatePeers" .)) }}
+{{- end }}
+{{- end }}
+{{- toJson $args }}
+{{- end }}
+
+{{/* The gate's backends as a list of dicts: gate.backends, or the one unnamed backend (name "", gate.backend, by
+default the Ollama of Open WebUI's official chart in this namespace). */}}
+{{- define "openwebui-exporter.gateBackends" -}}
+{{- if .Values.gate.backends }}
+{{- toJson .Values.gate.backends }}
+{{- else }}
+{{- toJson (list (dict "name" "" "url" (.Values.gate.backend | default (printf "http://open-webui-ollama.%s.svc:11434" .Release.Namespace)))) }}
+{{- end }}
+{{- end }}
+
+{{/* The --gate.backend values: URL for the unnamed backend, NAME=URL,wake=...[,idle=...] for named ones. */}}
+{{- define "openwebui-exporter.gateBackendFlags" -}}
+{{- $out := list }}
+{{- range include "openwebui-exporter.gateBackends" . | fromJsonArray }}
+{{- if not .name }}
+{{- $out = append $out .url }}
+{{- else }}
+{{- $v := printf "%s=%s,wake=%s" .name .url (.wake | default "arrival") }}
+{{- with .idle }}{{ $v = printf "%s,idle=%s" $v . }}{{ end }}
+{{- $out = append $out $v }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* The gate's Service (what Open WebUI talks to) and the headless one its replicas find each other by. */}}
+{{- define "openwebui-exporter.gateService" -}}
+{{- include "openwebui-exporter.suffixed" (list . "gate") }}
+{{- end }}
+{{- define "openwebui-exporter.gatePeersService" -}}
+{{- include "openwebui-exporter.suffixed" (list . "gate-peers") }}
+{{- end }}
+
+{{/* --gate.peers: the headless Service, when there is more than one replica to exchange demand with. */}}
+{{- define "openwebui-exporter.gatePeers" -}}
+{{- if and .Values.gate.enabled (gt (int (include "openwebui-exporter.replicas" .)) 1) }}
+{{- printf "%s.%s.svc:%v" (include "openwebui-exporter.gatePeersService" .) .Release.Namespace .Values.gate.port }}
+{{- end }}
+{{- end }}
+
+{{/* What Open WebUI's OLLAMA_BASE_URLS gets: the gate's Service, one URL per backend (its prefix). */}}
+{{- define "openwebui-exporter.ollamaURLs" -}}
+{{- $base := printf "http://%s.%s.svc:%v" (include "openwebui-exporter.gateService" .) .Release.Namespace .Values.gate.port }}
+{{- $out := list }}
+{{- range include "openwebui-exporter.gateBackends" . | fromJsonArray }}
+{{- $out = append $out (ternary (printf "%s/%s" $base .name) $base (ne .name "")) }}
+{{- end }}
+{{- toJson $out }}
 {{- end }}
 
 {{/* Refuses combinations that would install something that cannot work. */}}
@@ -170,5 +316,74 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if eq (int .Values.keda.push.port) (int .Values.web.port) }}
 {{- fail "keda.push.port and web.port must differ" }}
+{{- end }}
+{{- include "openwebui-exporter.validateIssue19" . }}
+{{- include "openwebui-exporter.validateGate" . }}
+{{- end }}
+
+
+{{/* Refusals for values that rendered objects the exporter or the cluster rejects. */}}
+{{- define "openwebui-exporter.validateIssue19" -}}
+{{- /* bcrypt reads at most 72 bytes: Sprig's bcrypt renders its error text as the "hash", and the exporter
+exits at start. Bytes, not characters: the schema's maxLength counts characters. */}}
+{{- if .Values.web.basicAuth.enabled }}
+{{- range $who := include "openwebui-exporter.basicAuthClients" . | fromJsonArray }}
+{{- $c := index $.Values.web.basicAuth $who }}
+{{- if gt (len $c.password) 72 }}
+{{- fail (printf "web.basicAuth.%s.password: %d bytes, but bcrypt (the web config's hash) takes at most 72: use a shorter one, e.g. openssl rand -base64 48 (64 characters)" $who (len $c.password)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (include "openwebui-exporter.pdbUnsatisfiable" .) }}
+{{- fail (printf "podDisruptionBudget.minAvailable=%v with %s exporter replicas blocks every node drain: raise replicaCount, lower minAvailable, or set podDisruptionBudget.enabled=false" .Values.podDisruptionBudget.minAvailable (include "openwebui-exporter.replicas" .)) }}
+{{- end }}
+{{- $wired := include "openwebui-exporter.wiredFlags" . | fromJson }}
+{{- $seen := dict }}
+{{- range .Values.extraArgs }}
+{{- $name := include "openwebui-exporter.flagName" . }}
+{{- if hasKey $wired $name }}
+{{- fail (printf "extraArgs: --%s is set by the chart, and other objects (ports, mounts, KEDA's trigger) depend on it: set %s instead" $name (index $wired $name)) }}
+{{- end }}
+{{- if hasKey $seen $name }}
+{{- fail (printf "extraArgs: --%s is given twice: the exporter refuses a repeated flag" $name) }}
+{{- end }}
+{{- $_ := set $seen $name true }}
+{{- end }}
+{{- end }}
+
+{{/* The gate's values: one form of backends, unique names, one ScaledObject per workload. */}}
+{{- define "openwebui-exporter.validateGate" -}}
+{{- $g := .Values.gate }}
+{{- if and (not $g.enabled) (or $g.backend $g.backends) }}
+{{- fail "gate.backend and gate.backends need gate.enabled=true" }}
+{{- end }}
+{{- if $g.enabled }}
+{{- if and $g.backend $g.backends }}
+{{- fail "gate: set either gate.backend (one Ollama, served at /) or gate.backends (named, served under /NAME/), not both" }}
+{{- end }}
+{{- if has (int $g.port) (list (int .Values.web.port) (int .Values.keda.push.port)) }}
+{{- fail "gate.port must differ from web.port and keda.push.port" }}
+{{- end }}
+{{- $names := dict }}
+{{- $targets := dict }}
+{{- range $i, $b := $g.backends }}
+{{- if hasKey $names $b.name }}
+{{- fail (printf "gate.backends[%d]: name %q is used twice: each backend gets the prefix /NAME/ and a ScaledObject of its own" $i $b.name) }}
+{{- end }}
+{{- $_ := set $names $b.name true }}
+{{- if and $b.idle (ne ($b.wake | default "arrival") "request") }}
+{{- fail (printf "gate.backends[%d] (%s): idle applies only to wake: request (an arrival backend follows the people in Open WebUI)" $i $b.name) }}
+{{- end }}
+{{- if $.Values.keda.enabled }}
+{{- if not (and $b.scaleTargetRef $b.scaleTargetRef.name) }}
+{{- fail (printf "gate.backends[%d] (%s): scaleTargetRef.name is required with keda.enabled (the Deployment this backend's ScaledObject scales)" $i $b.name) }}
+{{- end }}
+{{- $t := printf "%s/%s" ($b.scaleTargetRef.kind | default "Deployment") $b.scaleTargetRef.name }}
+{{- if hasKey $targets $t }}
+{{- fail (printf "gate.backends[%d] (%s): scaleTargetRef %s is also %s's: KEDA allows one ScaledObject per workload" $i $b.name $t (index $targets $t)) }}
+{{- end }}
+{{- $_ := set $targets $t $b.name }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -1,4 +1,4 @@
-package main
+package binary
 
 // Tests of the built binary: what only the whole process shows (flags and
 // env, --web.config.file, signals, everything it prints).
@@ -26,23 +26,33 @@ import (
 
 var (
 	buildOnce sync.Once
+	buildDir  string
 	binary    string
 	buildErr  error
 )
 
-// exporterBinary builds the exporter once per test run.
+// TestMain removes the binary that exporterBinary built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// exporterBinary builds the exporter once per test run: every test of the
+// binary (this package's files, the gate's too) starts that one build.
 func exporterBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "openwebui_exporter-test")
-		if err != nil {
-			buildErr = err
+		buildDir, buildErr = os.MkdirTemp("", "openwebui_exporter-test")
+		if buildErr != nil {
 			return
 		}
-		binary, buildErr = harness.GoBuild(dir, ".", "openwebui_exporter")
+		binary, buildErr = harness.GoBuild(buildDir, ".", "openwebui_exporter")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -95,6 +105,26 @@ func fetch(t *testing.T, client *http.Client, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// reply is an upstream fault: one fixed answer.
+func reply(status int, contentType, body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}
+}
+
+// leakedPiece returns the first piece of 8 characters in a row of token
+// that appears in out, or "".
+func leakedPiece(token, out string) string {
+	for i := 0; i+8 <= len(token); i++ {
+		if strings.Contains(out, token[i:i+8]) {
+			return token[i : i+8]
+		}
+	}
+	return ""
 }
 
 // fakeUpstream is a fake Open WebUI with one active human; it returns the

@@ -27,7 +27,7 @@ import (
 )
 
 // moduleRoot is where go test runs the package from, relative.
-const moduleRoot = ".."
+const moduleRoot = "../.."
 
 // requireTool finds a program on PATH and fails (never skips) without it:
 // CI must not pass by not testing.

@@ -1,0 +1,119 @@
+package gate
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseBackend(t *testing.T) {
+	cases := []struct {
+		in      string
+		name    string
+		url     string
+		wake    WakeRule
+		idle    time.Duration
+		wantErr string
+	}{
+		{in: "http://ollama:11434", url: "http://ollama:11434", wake: WakeArrival},
+		{in: "https://ollama.example/prefix/", url: "https://ollama.example/prefix/", wake: WakeArrival},
+		{in: "small=http://ollama-small:11434", name: "small", url: "http://ollama-small:11434", wake: WakeArrival},
+		{in: "big=http://ollama-big:11434,wake=request", name: "big", url: "http://ollama-big:11434", wake: WakeRequest, idle: 10 * time.Minute},
+		{in: "big=http://b:1/ollama,wake=request,idle=30m", name: "big", url: "http://b:1/ollama", wake: WakeRequest, idle: 30 * time.Minute},
+		{in: "a-1=http://b:1,idle=1m,wake=request", name: "a-1", url: "http://b:1", wake: WakeRequest, idle: time.Minute},
+		{in: "p=http://b:1,wake=arrival", name: "p", url: "http://b:1", wake: WakeArrival},
+		{in: "", wantErr: "empty backend"},
+		{in: "Big=http://b:1", wantErr: `bad name "Big"`},
+		{in: "-x=http://b:1", wantErr: `bad name "-x"`},
+		{in: "x-=http://b:1", wantErr: `bad name "x-"`},
+		{in: "_gate=http://b:1", wantErr: `bad name "_gate"`},
+		{in: "=http://b:1", wantErr: `bad name ""`},
+		{in: strings.Repeat("a", 33) + "=http://b:1", wantErr: "bad name"},
+		{in: "ollama:11434", wantErr: "scheme must be http or https"},
+		{in: "ftp://b:1", wantErr: "scheme must be http or https"},
+		{in: "http://", wantErr: "no host"},
+		{in: "http://b:1/?x=1", wantErr: "a query is not supported"},
+		{in: "http://b:1/?", wantErr: "a query is not supported"},
+		{in: "http://b:1/#f", wantErr: "a fragment is not supported"},
+		{in: "http://u:p@b:1", wantErr: "user information is not supported"},
+		{in: "http://b:1,wake=request", wantErr: "options need a named backend"},
+		{in: "x=http://b:1,wake=sometimes", wantErr: `wake="sometimes": want arrival or request`},
+		{in: "x=http://b:1,speed=fast", wantErr: `unknown option "speed"`},
+		{in: "x=http://b:1,wake", wantErr: "want KEY=VALUE"},
+		{in: "x=http://b:1,idle=10m", wantErr: "idle= needs wake=request"},
+		{in: "x=http://b:1,wake=arrival,idle=10m", wantErr: "idle= needs wake=request"},
+		{in: "x=http://b:1,wake=request,idle=30s", wantErr: "idle=30s: want between 1m0s and 24h0m0s"},
+		{in: "x=http://b:1,wake=request,idle=25h", wantErr: "want between"},
+		{in: "x=http://b:1,wake=request,idle=soon", wantErr: `idle="soon"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			bc, err := ParseBackend(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bc.Name != tc.name || bc.URL.String() != tc.url || bc.Wake != tc.wake || bc.Idle != tc.idle {
+				t.Errorf("got %q %s %s %s, want %q %s %s %s", bc.Name, bc.URL, bc.Wake, bc.Idle, tc.name, tc.url, tc.wake, tc.idle)
+			}
+		})
+	}
+}
+
+func TestNewChecksTheConfig(t *testing.T) {
+	p := func(s string) BackendConfig { return backendURL(t, s) }
+	cases := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{"no backend", Config{}, "no backend"},
+		{"unnamed mixed with named", Config{Backends: []BackendConfig{p("http://a:1"), p("b=http://b:1")}}, "cannot be mixed"},
+		{"two unnamed", Config{Backends: []BackendConfig{p("http://a:1"), p("http://b:1")}}, "cannot be mixed"},
+		{"a name twice", Config{Backends: []BackendConfig{p("b=http://a:1"), p("b=http://b:1")}}, `"b" given twice`},
+		{"no URL", Config{Backends: []BackendConfig{{Name: "x"}}}, "no URL"},
+		{"negative hold timeout", Config{Backends: []BackendConfig{p("http://a:1")}, HoldTimeout: -1}, "negative"},
+		{"negative max held", Config{Backends: []BackendConfig{p("http://a:1")}, MaxHeld: -1}, "negative"},
+		{"bad peers", Config{Backends: []BackendConfig{p("http://a:1")}, Peers: "gate"}, "want HOST:PORT"},
+		{"idle without wake=request", Config{Backends: []BackendConfig{{Name: "x", URL: mustURL(t, "http://a:1"), Idle: time.Hour}}}, "idle needs wake=request"},
+		{"ok", Config{Backends: []BackendConfig{p("small=http://a:1"), p("big=http://b:1,wake=request")}, Peers: "gate:11434"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestBackendsAreReportedInFlagOrder(t *testing.T) {
+	g, err := New(Config{Backends: []BackendConfig{backendURL(t, "http://a:1/x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := g.Backends()
+	if len(bs) != 1 || bs[0].Name != DefaultName || bs[0].URL.String() != "http://a:1/x" || bs[0].Wake != WakeArrival {
+		t.Errorf("unnamed: %+v", bs)
+	}
+	g, _ = New(Config{Backends: []BackendConfig{backendURL(t, "small=http://a:1"), backendURL(t, "big=http://b:1,wake=request,idle=1h")}})
+	bs = g.Backends()
+	if len(bs) != 2 || bs[0].Name != "small" || bs[1].Name != "big" || bs[1].Idle != time.Hour || bs[1].Wake != WakeRequest {
+		t.Errorf("named: %+v", bs)
+	}
+	if _, ok := g.Demand("nope"); ok {
+		t.Error("Demand of an unknown backend says ok")
+	}
+}

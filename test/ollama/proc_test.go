@@ -1,0 +1,136 @@
+package ollama
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proc is a process a test started. It runs in its own process group (so
+// Ollama's runner goes with it), dies with the test binary (Pdeathsig), and is
+// stopped by pid: SIGTERM to the group, SIGKILL after a bounded wait.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	once sync.Once
+}
+
+// start starts bin for the test t: stopped in t's cleanup at the latest, its
+// output logged if t failed.
+func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s (%s): %v", name, bin, err)
+	}
+	t.Logf("started %s (pid %d): %s %s", name, p.cmd.Process.Pid, filepath.Base(bin), strings.Join(args, " "))
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, p.tail(6000))
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the process group: SIGTERM, then SIGKILL after 5 s, and waits
+// (bounded) for the exit. Safe to call more than once.
+func (p *proc) stop() {
+	p.once.Do(func() {
+		if p.exited() {
+			return
+		}
+		pgid := p.cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			select {
+			case <-p.done:
+			case <-time.After(5 * time.Second):
+				fmt.Fprintf(os.Stderr, "ollama suite: %s (pid %d) did not exit after SIGKILL\n", p.name, pgid)
+			}
+		}
+	})
+}
+
+func (p *proc) tail(n int) string {
+	s := p.out.String()
+	if len(s) > n {
+		s = "...\n" + s[len(s)-n:]
+	}
+	return s
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("no free loopback port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// eventually calls check every 50 ms until it returns true, for at most
+// timeout; then the test fails with what check last saw.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
+	t.Helper()
+	begin := time.Now()
+	for {
+		ok, seen := check()
+		if ok {
+			t.Logf("ok: %s (after %s)", what, time.Since(begin).Round(time.Millisecond))
+			return
+		}
+		if time.Since(begin) > timeout {
+			t.Fatalf("timed out after %s waiting for: %s; last seen: %s", timeout, what, seen)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
