@@ -6,6 +6,12 @@
 // the exporter's go.mod; it drives kubectl and the API server's HTTP/JSON
 // API instead of importing client-go.
 //
+// The wake gate's scenarios (gate_test.go) add a stand-in Ollama process
+// (cmd/fakeollama) that plays the kubelet's part: it is started when KEDA
+// sets its stub Deployment's spec.replicas to 1, answers no HTTP for a
+// start-up delay, and is stopped when spec.replicas returns to 0
+// (ollama_test.go).
+//
 // Run it with .ci/cluster.sh, or, from this directory:
 //
 //	./build-binaries.sh      # etcd, kube-apiserver, kubectl, keda-operator; cached by version
@@ -20,7 +26,8 @@
 //   - CLUSTER_ETCD, CLUSTER_KUBE_APISERVER, CLUSTER_KUBECTL, CLUSTER_KEDA_OPERATOR,
 //     CLUSTER_KEDA_VERSION: the binaries (build-binaries.sh prints them);
 //   - CLUSTER_REPO_ROOT: the exporter's repository (default ../..);
-//   - CLUSTER_EXPORTER_BINARY, CLUSTER_FAKE_BINARY: prebuilt binaries (default: go build);
+//   - CLUSTER_EXPORTER_BINARY, CLUSTER_FAKE_BINARY, CLUSTER_FAKEOLLAMA_BINARY: prebuilt
+//     binaries (default: go build of the exporter, cmd/fakeopenwebui, cmd/fakeollama);
 //   - CLUSTER_CHART_DIR: the Helm chart (default charts/openwebui-exporter);
 //   - CLUSTER_HELM, CLUSTER_KUSTOMIZE: the tool commands (default
 //     go tool -modfile=tools/helm.mod helm, go tool -modfile=tools/kustomize.mod kustomize;

@@ -18,11 +18,12 @@ import (
 
 // The suite's shared state, set up once by TestMain.
 var (
-	cp          *controlPlane
-	repoRoot    string // the exporter's repository (CLUSTER_REPO_ROOT, default ../..)
-	exporterBin string // the exporter, built from the root module (or CLUSTER_EXPORTER_BINARY)
-	fakeBin     string // cmd/fakeopenwebui (or CLUSTER_FAKE_BINARY)
-	workDir     string
+	cp            *controlPlane
+	repoRoot      string // the exporter's repository (CLUSTER_REPO_ROOT, default ../..)
+	exporterBin   string // the exporter, built from the root module (or CLUSTER_EXPORTER_BINARY)
+	fakeBin       string // cmd/fakeopenwebui (or CLUSTER_FAKE_BINARY)
+	fakeOllamaBin string // cmd/fakeollama, the stand-in Ollama (or CLUSTER_FAKEOLLAMA_BINARY)
+	workDir       string
 )
 
 func TestMain(m *testing.M) {
@@ -56,6 +57,10 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	if fakeBin, err = buildOrEnv("CLUSTER_FAKE_BINARY", "./cmd/fakeopenwebui", "fakeopenwebui"); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster:", err)
+		return 1
+	}
+	if fakeOllamaBin, err = buildOrEnv("CLUSTER_FAKEOLLAMA_BINARY", "./cmd/fakeollama", "fakeollama"); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster:", err)
 		return 1
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -79,6 +80,9 @@ func TestShippedManifestsAcceptedByAPIServer(t *testing.T) {
 					t.Fatalf("helm template: %v", err)
 				}
 				assertAccepted(t, out)
+				if len(cases[name]) > 0 {
+					assertScaledObjectPerBackend(t, cases[name][1], out)
+				}
 			})
 		}
 	})
@@ -124,6 +128,79 @@ func assertAccepted(t *testing.T, manifests string) {
 		t.Fatalf("%d objects rendered (%s), %d accepted:\n%s", len(kinds), strings.Join(kinds, ", "), accepted, out)
 	}
 	t.Logf("accepted (%d): %s", accepted, strings.Join(kinds, ", "))
+}
+
+// assertScaledObjectPerBackend checks, for a values file with the gate's
+// named backends (gate.backends) and KEDA on, that the chart rendered one
+// ScaledObject per backend, each trigger reading its own backend (push
+// metadata backend, metrics-api ?backend=, prometheus backend="...").
+func assertScaledObjectPerBackend(t *testing.T, valuesFile, manifests string) {
+	t.Helper()
+	b, err := os.ReadFile(valuesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Gate struct {
+			Enabled  bool
+			Backends []struct{ Name string }
+		}
+		KEDA struct{ Enabled bool } `yaml:"keda"`
+	}
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		t.Fatalf("%s: %v", valuesFile, err)
+	}
+	if !values.Gate.Enabled || len(values.Gate.Backends) == 0 || !values.KEDA.Enabled {
+		return
+	}
+	var want, got []string
+	for _, be := range values.Gate.Backends {
+		want = append(want, be.Name)
+	}
+	for _, doc := range decodeDocs(t, manifests) {
+		if doc["kind"] != "ScaledObject" {
+			continue
+		}
+		triggers, _ := dig(doc, "spec", "triggers").([]any)
+		name := ""
+		for _, tr := range triggers {
+			if n := triggerBackend(tr.(map[string]any)); n != "" {
+				name = n
+			}
+		}
+		if name == "" {
+			t.Fatalf("ScaledObject %v reads no gate backend: %s", dig(doc, "metadata", "name"), yamlOf(triggers))
+		}
+		got = append(got, name)
+	}
+	sort.Strings(want)
+	sort.Strings(got)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("gate.backends %v, but the ScaledObjects read backends %v: want one ScaledObject per backend", want, got)
+	}
+	t.Logf("one ScaledObject per gate backend: %v", got)
+}
+
+// triggerBackend is the gate backend a KEDA trigger reads ("" none).
+func triggerBackend(trigger map[string]any) string {
+	md, _ := trigger["metadata"].(map[string]any)
+	switch trigger["type"] {
+	case triggerPush, "external":
+		b, _ := md["backend"].(string)
+		return b
+	case triggerMetricsAPI:
+		raw, _ := md["url"].(string)
+		if u, err := url.Parse(raw); err == nil {
+			return u.Query().Get("backend")
+		}
+	case triggerPrometheus:
+		q, _ := md["query"].(string)
+		if _, rest, ok := strings.Cut(q, `backend="`); ok {
+			name, _, _ := strings.Cut(rest, `"`)
+			return name
+		}
+	}
+	return ""
 }
 
 // objectKinds lists "Kind/name" of every object in a YAML stream.

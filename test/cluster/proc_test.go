@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -115,16 +116,37 @@ func (p *proc) tail(n int) string {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("no free loopback port: %v", err))
+func freePort() int { return freePortOn("127.0.0.1") }
+
+// freePortOn returns a port that was free a moment ago on every one of the
+// loopback addresses hosts (127.0.0.0/8 is all loopback on Linux).
+func freePortOn(hosts ...string) int {
+	for range 100 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
+		if err != nil {
+			panic(fmt.Sprintf("no free port on %s: %v", hosts[0], err))
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		free := true
+		for _, h := range hosts[1:] {
+			other, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+			if err != nil {
+				free = false
+				break
+			}
+			other.Close()
+		}
+		ln.Close()
+		if free {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	panic(fmt.Sprintf("no port free on all of %v", hosts))
 }
 
-func freeAddr() string { return fmt.Sprintf("127.0.0.1:%d", freePort()) }
+func freeAddr() string { return freeAddrOn("127.0.0.1") }
+
+func freeAddrOn(host string) string { return net.JoinHostPort(host, strconv.Itoa(freePortOn(host))) }
 
 // waitListening waits until addr accepts TCP connections or p exits.
 func waitListening(p *proc, addr string, timeout time.Duration) error {

@@ -125,6 +125,8 @@ func behaviourArgs(args []string) []string {
 		switch {
 		case name == "openwebui.url", name == "openwebui.token-file", name == "web.listen-address",
 			name == "web.config.file", name == "keda.listen-address",
+			// The gate's addresses and its state file (a mounted volume).
+			name == "gate.listen-address", name == "gate.backend", name == "gate.peers", name == "gate.state-file",
 			strings.HasPrefix(name, "keda.tls."), strings.HasPrefix(name, "openwebui.tls."):
 			continue
 		}

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +21,8 @@ const fakeToken = "sk-0123456789abcdef0123456789abcdef"
 
 // stack is one scenario's world: a fake Open WebUI, the exporter
 // replica(s), a Service-like proxy in front of their gRPC ports, and a
-// Prometheus for the prometheus trigger; the stub Ollama and the
-// ScaledObject live in their own namespace.
+// Prometheus for the prometheus trigger; the stub Ollama Deployment(s) and
+// their ScaledObject(s) live in their own namespace.
 type stack struct {
 	t         *testing.T
 	trigger   string
@@ -29,17 +31,28 @@ type stack struct {
 	exporters []*exporter
 	service   *serviceProxy
 	promURL   string
-	target    string // the stub Ollama Deployment
-	soName    string
+	target    string // the (first) stub Ollama Deployment
+	soName    string // its ScaledObject
 	replicas  *replicaWatcher
+	targets   []*scaledTarget // one per gate backend (stackOptions.backends), else just the one above
 	shipped   shipped
 	tuning    tuning
+}
+
+// scaledTarget is one stub Ollama Deployment and the ScaledObject that
+// scales it.
+type scaledTarget struct {
+	backend  string // the trigger's metadata backend ("": none, the old single-Ollama setup)
+	name     string // the Deployment
+	soName   string
+	replicas *replicaWatcher
 }
 
 type exporter struct {
 	proc     *proc
 	httpAddr string
 	grpcAddr string
+	gateAddr string // "" when the gate is off
 }
 
 type stackOptions struct {
@@ -48,6 +61,22 @@ type stackOptions struct {
 	fakeArgs     []string
 	startReplica int // Ollama's spec.replicas before KEDA takes over
 	scrape       time.Duration
+	// gate switches the wake gate on in every exporter replica.
+	gate *gateOptions
+	// backends: one stub Deployment "ollama-NAME" and one ScaledObject per
+	// name, whose trigger has metadata backend: NAME (the gate's named
+	// backends). Empty: one Deployment "ollama", no backend metadata.
+	backends []string
+}
+
+// gateOptions are the gate's flags for every replica. With several
+// replicas, each listens on its own loopback address 127.0.0.N (all on the
+// same gate port, like pods behind a headless Service) and is told the
+// other's address with --gate.peers.
+type gateOptions struct {
+	backends []string // --gate.backend values
+	peers    bool
+	args     []string // more --gate.* flags
 }
 
 func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack {
@@ -72,8 +101,37 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 			n = s.shipped.exporterCount
 		}
 	}
+	hosts, gatePort := make([]string, n), 0
+	for i := range hosts {
+		hosts[i] = "127.0.0.1"
+	}
+	if opt.gate != nil {
+		if opt.gate.peers {
+			if n != 2 {
+				t.Fatalf("gate peers on loopback are set up for 2 replicas, not %d", n)
+			}
+			hosts = []string{"127.0.0.1", "127.0.0.2"}
+			gatePort = freePortOn(hosts...)
+		}
+	}
 	for i := range n {
-		s.exporters = append(s.exporters, s.startExporter(fmt.Sprintf("exporter-%d", i), opt.extraArgs))
+		extra := opt.extraArgs
+		gateAddr := ""
+		if opt.gate != nil {
+			if gatePort != 0 {
+				gateAddr = net.JoinHostPort(hosts[i], strconv.Itoa(gatePort))
+				peer := net.JoinHostPort(hosts[1-i], strconv.Itoa(gatePort))
+				extra = append(slices.Clone(extra), "--gate.peers="+peer)
+			} else {
+				gateAddr = freeAddrOn(hosts[i])
+			}
+			extra = append(slices.Clone(extra), "--gate.listen-address="+gateAddr)
+			for _, b := range opt.gate.backends {
+				extra = append(extra, "--gate.backend="+b)
+			}
+			extra = append(extra, opt.gate.args...)
+		}
+		s.exporters = append(s.exporters, s.startExporter(fmt.Sprintf("exporter-%d", i), hosts[i], gateAddr, extra))
 	}
 	var grpcBackends []string
 	for _, e := range s.exporters {
@@ -100,32 +158,69 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 		}
 	}
 
-	stubOllama(t, s.ns, s.target, opt.startReplica)
-	s.replicas = watchReplicas(t, s.ns, s.target)
-	so, name := scaledObjectFor(t, s.shipped, s.ns, s.target, lb, tu)
-	s.soName = name
-	applyObject(t, s.ns, so)
+	backends := opt.backends
+	if len(backends) == 0 {
+		backends = []string{""}
+	}
+	for _, b := range backends {
+		st := &scaledTarget{backend: b, name: s.target}
+		if b != "" {
+			st.name = s.target + "-" + b
+		}
+		stubOllama(t, s.ns, st.name, opt.startReplica)
+		st.replicas = watchReplicas(t, s.ns, st.name)
+		so, name := scaledObjectFor(t, s.shipped, s.ns, st.name, lb, tu)
+		if b != "" {
+			// One ScaledObject per backend, its trigger reading that backend.
+			name += "-" + b
+			so["metadata"].(map[string]any)["name"] = name
+			trigger := so["spec"].(map[string]any)["triggers"].([]any)[0].(map[string]any)
+			trigger["metadata"].(map[string]any)["backend"] = b
+		}
+		st.soName = name
+		applyObject(t, s.ns, so)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("ScaledObject applied:\n%s", yamlOf(so))
+				t.Logf("ScaledObject status: %s", scaledObjectConditions(s.ns, st.soName))
+			}
+			// Stop KEDA from polling the processes this test is about to stop.
+			_, _ = cp.kubectl(nil, "delete", "scaledobject", "-n", s.ns, st.soName, "--wait=false")
+		})
+		s.targets = append(s.targets, st)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("ScaledObject applied:\n%s", yamlOf(so))
-			t.Logf("ScaledObject status: %s", scaledObjectConditions(s.ns, s.soName))
 			t.Logf("keda-operator log for %s:\n%s", s.ns, grepLines(cp.keda().out.String(), s.ns, 40))
 		}
-		// Stop KEDA from polling the processes this test is about to stop.
-		_, _ = cp.kubectl(nil, "delete", "scaledobject", "-n", s.ns, s.soName, "--wait=false")
 	})
-	// KEDA has taken over once the ScaledObject is Ready.
-	if err := poll(60*time.Second, 200*time.Millisecond, func() (bool, error) {
-		return strings.Contains(scaledObjectConditions(s.ns, s.soName), "Ready=True"), nil
-	}); err != nil {
-		t.Fatalf("ScaledObject never Ready: %s", scaledObjectConditions(s.ns, s.soName))
+	s.target, s.soName, s.replicas = s.targets[0].name, s.targets[0].soName, s.targets[0].replicas
+	// KEDA has taken over once the ScaledObjects are Ready.
+	for _, st := range s.targets {
+		if err := poll(60*time.Second, 200*time.Millisecond, func() (bool, error) {
+			return strings.Contains(scaledObjectConditions(s.ns, st.soName), "Ready=True"), nil
+		}); err != nil {
+			t.Fatalf("ScaledObject %s never Ready: %s", st.soName, scaledObjectConditions(s.ns, st.soName))
+		}
 	}
 	return s
 }
 
-func (s *stack) startExporter(name string, extra []string) *exporter {
+// backend is the stub Deployment and ScaledObject of a gate backend.
+func (s *stack) backend(name string) *scaledTarget {
 	s.t.Helper()
-	e := &exporter{httpAddr: freeAddr(), grpcAddr: freeAddr()}
+	for _, st := range s.targets {
+		if st.backend == name {
+			return st
+		}
+	}
+	s.t.Fatalf("no stub Ollama for backend %q", name)
+	return nil
+}
+
+func (s *stack) startExporter(name, host, gateAddr string, extra []string) *exporter {
+	s.t.Helper()
+	e := &exporter{httpAddr: freeAddrOn(host), grpcAddr: freeAddrOn(host), gateAddr: gateAddr}
 	args := mergeFlags(s.shipped.exporterArgs, extra)
 	args = append([]string{"--web.listen-address=" + e.httpAddr, "--keda.listen-address=" + e.grpcAddr}, args...)
 	e.proc = startT(s.t, name, exporterBin, []string{"API_URL=" + s.fakeURL, "TOKEN=" + fakeToken}, args...)
@@ -134,6 +229,11 @@ func (s *stack) startExporter(name string, extra []string) *exporter {
 	}
 	if err := waitListening(e.proc, e.grpcAddr, 30*time.Second); err != nil {
 		s.t.Fatal(err)
+	}
+	if gateAddr != "" {
+		if err := waitListening(e.proc, gateAddr, 30*time.Second); err != nil {
+			s.t.Fatal(err)
+		}
 	}
 	return e
 }
