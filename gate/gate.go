@@ -127,6 +127,7 @@ type heldReq struct {
 	bytes    int64
 	ready    chan struct{} // closed at release
 	released bool
+	observed bool // its hold time is in the histogram (once, even if it goes back to the queue)
 	elem     *list.Element
 	body     *heldBody // nil: no body
 	err      error     // reading the body failed
@@ -563,7 +564,10 @@ func (g *Gate) pump(b *backend) {
 		g.heldCount--
 		b.inFlight++
 		b.releasing++
-		b.hold.observe(time.Since(hr.arrived))
+		if !hr.observed {
+			hr.observed = true
+			b.hold.observe(time.Since(hr.arrived))
+		}
 		close(hr.ready)
 	}
 }

@@ -42,7 +42,7 @@ func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url
 	a := &attempt{b: b, rel: rel, capture: capture}
 	out := r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
 	if body != nil {
-		if r.ContentLength > 0 {
+		if body == io.Reader(r.Body) && r.ContentLength > 0 {
 			// The transport reads once more past the end to check the length;
 			// that read must not reach the client's body (see below).
 			body = io.LimitReader(body, r.ContentLength)
@@ -187,7 +187,7 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	)
 	g.mu.Lock()
 	b.begin(user)
-	direct := b.state == StateUp && b.queue.Len() == 0
+	direct := b.state == StateUp && b.queue.Len()+b.reading == 0 // never ahead of one held before it
 	if direct {
 		b.inFlight++
 		inFlight = true
@@ -272,7 +272,9 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 			b.queue.Remove(hr.elem)
 			hr.elem = nil
 			g.heldCount--
-			b.hold.observe(time.Since(arrived))
+			if !hr.observed {
+				b.hold.observe(time.Since(arrived))
+			}
 			st, reason := b.state, b.reason
 			g.mu.Unlock()
 			if gone {
@@ -431,14 +433,16 @@ func (g *Gate) freeLocked(b *backend, hr *heldReq) {
 
 // freeOnEOF calls free once the transport has read the whole body.
 type freeOnEOF struct {
-	r    io.Reader
+	r    *bytes.Reader
 	once sync.Once
 	free func()
 }
 
 func (f *freeOnEOF) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
-	if errors.Is(err, io.EOF) {
+	// A reader that wraps this one (a LimitReader) may stop at the length
+	// and never ask for the EOF: the last byte read is the end too.
+	if errors.Is(err, io.EOF) || f.r.Len() == 0 {
 		f.once.Do(f.free)
 	}
 	return n, err
