@@ -32,11 +32,10 @@ func startGate(t *testing.T, ollama *fakeollama.Server, args ...string) (*proces
 	return p, gateURL
 }
 
-const chatBody = `{"model":"tiny:1b","messages":[{"role":"user","content":"hi"}]}`
-
-// The whole wake-up, as Open WebUI and KEDA see it through the binary.
-func TestGateHoldsWhileOllamaSleeps(t *testing.T) {
-	ollama, err := fakeollama.NewServer("127.0.0.1:0", fakeollama.New(fakeollama.Config{ChunkInterval: -1}))
+// startStandIn starts a stand-in Ollama on a free port, serving at once.
+func startStandIn(t *testing.T, cfg fakeollama.Config) *fakeollama.Server {
+	t.Helper()
+	ollama, err := fakeollama.NewServer("127.0.0.1:0", fakeollama.New(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +43,14 @@ func TestGateHoldsWhileOllamaSleeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ollama.Stop)
+	return ollama
+}
+
+const chatBody = `{"model":"tiny:1b","messages":[{"role":"user","content":"hi"}]}`
+
+// The whole wake-up, as Open WebUI and KEDA see it through the binary.
+func TestGateHoldsWhileOllamaSleeps(t *testing.T) {
+	ollama := startStandIn(t, fakeollama.Config{ChunkInterval: -1})
 	p, gateURL := startGate(t, ollama)
 	client := &http.Client{Timeout: 20 * time.Second}
 
@@ -111,14 +118,7 @@ func TestGateHoldsWhileOllamaSleeps(t *testing.T) {
 // A stream still running at SIGTERM is finished, not cut: the gate gets
 // longer than the exporter's other endpoints to shut down.
 func TestGateSIGTERMLetsAStreamFinish(t *testing.T) {
-	ollama, err := fakeollama.NewServer("127.0.0.1:0", fakeollama.New(fakeollama.Config{Chunks: 20, ChunkInterval: 100 * time.Millisecond}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ollama.Start(0); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ollama.Stop)
+	ollama := startStandIn(t, fakeollama.Config{Chunks: 20, ChunkInterval: 100 * time.Millisecond})
 	p, gateURL := startGate(t, ollama)
 	resp, err := http.Post(gateURL+"/api/chat", "application/json", strings.NewReader(chatBody))
 	if err != nil {
