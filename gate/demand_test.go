@@ -8,27 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeclock"
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func TestRequestWakeCountsRecentUsers(t *testing.T) {
 	block := make(chan struct{})
@@ -38,7 +22,7 @@ func TestRequestWakeCountsRecentUsers(t *testing.T) {
 		}
 	})))
 	defer backend.Close()
-	clock := &fakeClock{t: time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC))
 	g := startGate(t, Config{
 		Backends: []BackendConfig{backendURL(t, "small="+backend.URL), backendURL(t, "big="+backend.URL+",wake=request,idle=10m")},
 		Now:      clock.Now,
@@ -73,7 +57,7 @@ func TestRequestWakeCountsRecentUsers(t *testing.T) {
 		// The gate ends its accounting just after the answer: wait for it, so
 		// the requests ended before the clock moves.
 		eventually(t, "the requests ended", func() bool { return mustDemand(t, g.Gate, "big").InFlight == 0 })
-		clock.Add(st.advance)
+		clock.Advance(st.advance)
 		if d := mustDemand(t, g.Gate, "big"); d.Recent != st.want {
 			t.Errorf("%s: Recent = %d, want %d", st.what, d.Recent, st.want)
 		}
@@ -83,7 +67,7 @@ func TestRequestWakeCountsRecentUsers(t *testing.T) {
 	// backend never reports Recent.
 	c := sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/big/api/chat-long", strings.NewReader("{}"), user("u3"))
 	eventually(t, "in flight", func() bool { return mustDemand(t, g.Gate, "big").InFlight == 1 })
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	if d := mustDemand(t, g.Gate, "big"); d.Recent != 1 {
 		t.Errorf("an hour into a request: Recent = %d, want 1", d.Recent)
 	}
