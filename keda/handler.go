@@ -6,18 +6,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+
+	"github.com/openwebui-exporter/openwebui_exporter/demand"
 )
 
 // Source is where the handler gets what KEDA gets: demand.Decider.
 type Source interface {
 	// Value is the value for backend ("" when the trigger names none).
 	Value(ctx context.Context, backend string) (int, error)
-	// Check says whether backend may be asked for.
+	// Check says whether backend may be asked for (trigger metadata is
+	// checked with it before any value is read).
 	Check(backend string) error
 }
 
@@ -47,12 +51,12 @@ func ActiveUsersHandler(source Source, logger log.Logger) http.Handler {
 		var backend string
 		if len(backends) == 1 {
 			backend = backends[0]
-			if err := source.Check(backend); err != nil {
-				writeJSON(w, r, http.StatusBadRequest, errorBody(err.Error()))
-				return
-			}
 		}
 		n, err := source.Value(r.Context(), backend)
+		if errors.Is(err, demand.ErrNoSuchBackend) {
+			writeJSON(w, r, http.StatusBadRequest, errorBody(err.Error()))
+			return
+		}
 		if err != nil {
 			level.Debug(logger).Log("msg", "answering /active_users with 503", "backend", backend, "err", err)
 			writeJSON(w, r, http.StatusServiceUnavailable, errorBody(err.Error()))
