@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -20,6 +21,89 @@ type heldReq struct {
 	elem     *list.Element
 	body     *heldBody // nil: no body
 	err      error     // reading the body failed
+}
+
+// holdAndDeliver holds r until b is up, then delivers it (again, if b went
+// back to sleep before a byte was sent), or answers why it was not sent. What
+// it counts is in d, for serveDemand to give back.
+func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, d *demandReq) {
+	arrived := time.Now()
+	deadline := arrived.Add(g.cfg.HoldTimeout)
+	var status int
+	var code, msg string
+	d.hr, status, code, msg = g.admit(w, r, b, arrived)
+	if status != 0 {
+		d.outcome = OutcomeRejected
+		if status == http.StatusBadRequest || r.Context().Err() != nil {
+			d.outcome = OutcomeClientGone // it did not send its whole body
+		}
+		if r.Context().Err() == nil {
+			writeError(w, rel.Path, status, code, msg)
+		}
+		return
+	}
+	body := d.hr.body
+
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		var gone bool
+		select {
+		case <-d.hr.ready:
+		case <-r.Context().Done():
+			gone = true
+		case <-timer.C:
+		}
+		g.mu.Lock()
+		if !d.hr.released {
+			// Gone or timed out while held: it stops counting now and is never sent.
+			b.queue.Remove(d.hr.elem)
+			d.hr.elem = nil
+			g.heldCount--
+			if !d.hr.observed {
+				b.hold.observe(time.Since(arrived))
+			}
+			st, reason := b.state, b.reason
+			g.mu.Unlock()
+			if gone {
+				d.outcome = OutcomeClientGone
+				return
+			}
+			d.outcome = OutcomeHoldTimeout
+			writeError(w, rel.Path, http.StatusGatewayTimeout, codeHoldTimeout, holdTimeoutMessage(b.name, st, reason, g.cfg.HoldTimeout))
+			return
+		}
+		// Released (pump moved it from held to in flight).
+		d.inFlight, d.releasing = true, true
+		g.mu.Unlock()
+
+		var rd io.Reader
+		if body != nil {
+			rd = &freeOnEOF{r: bytes.NewReader(body.data), free: func() {
+				g.mu.Lock()
+				g.freeLocked(b, d.hr)
+				g.mu.Unlock()
+			}}
+		}
+		a := g.pass(w, r, b, rel, rd, false)
+		if !a.retry {
+			d.outcome = passOutcome(a, OutcomeDelivered)
+			return
+		}
+		// Asleep again before a byte was sent: back to the front of the queue.
+		g.mu.Lock()
+		b.inFlight--
+		b.releasing--
+		d.inFlight, d.releasing = false, false
+		d.hr.released = false
+		d.hr.ready = make(chan struct{})
+		d.hr.elem = b.queue.PushFront(d.hr)
+		g.heldCount++
+		g.setState(b, StateAsleep, a.reason)
+		g.mu.Unlock()
+		b.kickProbe()
+		g.notify()
+	}
 }
 
 // admit counts r as held, reads its body within the bounds and queues it. On

@@ -1,13 +1,10 @@
 package gate
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // ServeHTTP serves the whole gate surface: /_gate/status, /_gate/demand, and
@@ -71,44 +68,39 @@ func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
 // starting, and delivers it when b is up.
 func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL) {
 	user := userKey(r.Header.Get(UserHeader))
-	var (
-		inFlight  bool // counted in b.inFlight
-		releasing bool // counted in b.releasing
-		hr        *heldReq
-		outcome   Outcome
-	)
+	d := &demandReq{}
 	g.mu.Lock()
 	b.begin(user)
 	direct := b.state == StateUp && b.queue.Len()+b.reading == 0 // never ahead of one held before it
 	if direct {
 		b.inFlight++
-		inFlight = true
+		d.inFlight = true
 	}
 	g.mu.Unlock()
 	g.notify()
 
 	defer func() {
 		p := recover() // an aborted stream (http.ErrAbortHandler) still ends the accounting
-		if p != nil && (outcome == "" || outcome == OutcomePassed || outcome == OutcomeDelivered) {
-			outcome = OutcomeBackendError
+		if p != nil && (d.outcome == "" || d.outcome == OutcomePassed || d.outcome == OutcomeDelivered) {
+			d.outcome = OutcomeBackendError
 			if r.Context().Err() != nil {
-				outcome = OutcomeClientGone
+				d.outcome = OutcomeClientGone
 			}
 		}
 		g.mu.Lock()
-		if inFlight {
+		if d.inFlight {
 			b.inFlight--
 		}
-		if releasing {
+		if d.releasing {
 			b.releasing--
 			g.pump(b)
 		}
-		if hr != nil {
-			g.freeLocked(b, hr)
+		if d.hr != nil {
+			g.freeLocked(b, d.hr)
 		}
 		b.end(user, g.now())
-		if outcome != "" {
-			b.requests[outcome]++
+		if d.outcome != "" {
+			b.requests[d.outcome]++
 		}
 		g.mu.Unlock()
 		g.notify()
@@ -120,92 +112,25 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	if direct {
 		a := g.pass(w, r, b, rel, r.Body, false)
 		if !a.retry {
-			outcome = passOutcome(a, OutcomePassed)
+			d.outcome = passOutcome(a, OutcomePassed)
 			return
 		}
 		// Nothing was sent: the backend went to sleep. Hold the request instead.
 		g.mu.Lock()
 		b.inFlight--
-		inFlight = false
+		d.inFlight = false
 		g.setState(b, StateAsleep, a.reason)
 		g.mu.Unlock()
 	}
 
-	arrived := time.Now()
-	deadline := arrived.Add(g.cfg.HoldTimeout)
-	var status int
-	var code, msg string
-	hr, status, code, msg = g.admit(w, r, b, arrived)
-	if status != 0 {
-		outcome = OutcomeRejected
-		if status == http.StatusBadRequest || r.Context().Err() != nil {
-			outcome = OutcomeClientGone // it did not send its whole body
-		}
-		if r.Context().Err() == nil {
-			writeError(w, rel.Path, status, code, msg)
-		}
-		return
-	}
-	body := hr.body
+	g.holdAndDeliver(w, r, b, rel, d)
+}
 
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
-		var gone bool
-		select {
-		case <-hr.ready:
-		case <-r.Context().Done():
-			gone = true
-		case <-timer.C:
-		}
-		g.mu.Lock()
-		if !hr.released {
-			// Gone or timed out while held: it stops counting now and is never sent.
-			b.queue.Remove(hr.elem)
-			hr.elem = nil
-			g.heldCount--
-			if !hr.observed {
-				b.hold.observe(time.Since(arrived))
-			}
-			st, reason := b.state, b.reason
-			g.mu.Unlock()
-			if gone {
-				outcome = OutcomeClientGone
-				return
-			}
-			outcome = OutcomeHoldTimeout
-			writeError(w, rel.Path, http.StatusGatewayTimeout, codeHoldTimeout, holdTimeoutMessage(b.name, st, reason, g.cfg.HoldTimeout))
-			return
-		}
-		// Released (pump moved it from held to in flight).
-		inFlight, releasing = true, true
-		g.mu.Unlock()
-
-		var rd io.Reader
-		if body != nil {
-			rd = &freeOnEOF{r: bytes.NewReader(body.data), free: func() {
-				g.mu.Lock()
-				g.freeLocked(b, hr)
-				g.mu.Unlock()
-			}}
-		}
-		a := g.pass(w, r, b, rel, rd, false)
-		if !a.retry {
-			outcome = passOutcome(a, OutcomeDelivered)
-			return
-		}
-		// Asleep again before a byte was sent: back to the front of the queue.
-		g.mu.Lock()
-		b.inFlight--
-		b.releasing--
-		inFlight, releasing = false, false
-		hr.released = false
-		hr.ready = make(chan struct{})
-		hr.elem = b.queue.PushFront(hr)
-		g.heldCount++
-		g.setState(b, StateAsleep, a.reason)
-		g.mu.Unlock()
-		b.kickProbe()
-		g.notify()
-	}
+// demandReq is what one demand request counts while it is served; serveDemand
+// gives it all back when the request ends, however it ends.
+type demandReq struct {
+	inFlight  bool // counted in b.inFlight
+	releasing bool // counted in b.releasing
+	hr        *heldReq
+	outcome   Outcome
 }
