@@ -8,6 +8,29 @@
 // holds and streams is the backend's demand (Demand, Changed), which another
 // package turns into what KEDA reads. The gate knows nothing of Open WebUI's
 // user count. See docs/gate.md.
+//
+// The files, in the order a request meets them:
+//
+//   - gate.go: the Gate, New, Run (the background loops), Changed.
+//   - route.go: ServeHTTP: the gate's own /_gate/ paths, or which backend and
+//     which path; a list goes to lists.go, any other request (demand) passes
+//     through while its backend is up and is held otherwise (serveDemand).
+//   - passthrough.go: one pass of a request to its backend (the reverse proxy
+//     and its hooks), the transport.
+//   - hold.go: holding a request while its backend is not up, its body in
+//     memory within the bounds, and the release in arrival order.
+//   - lists.go: the model lists, remembered and served from memory; the
+//     learning wake for a list never seen.
+//   - backend.go: a backend and its state (asleep, starting, up), and what a
+//     change of state sets off.
+//   - probe.go: the probes that find a backend's state.
+//   - demand.go: what a backend's requests ask of it (Demand): held, in flight,
+//     who was seen within Idle.
+//   - peers.go: demand exchanged with the other replicas (/_gate/demand).
+//   - state.go: --gate.state-file, the remembered lists across restarts.
+//   - stats.go, status.go: the numbers (Stats) and /_gate/status.
+//   - errors.go: errors in the backend's own shape; what a failed dial means.
+//   - config.go: Config and --gate.backend.
 package gate
 
 import (
