@@ -1,14 +1,12 @@
 package gate
 
 import (
-	"bytes"
 	"container/list"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 )
 
@@ -79,11 +77,11 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 
 		var rd io.Reader
 		if body != nil {
-			rd = &freeOnEOF{r: bytes.NewReader(body.data), free: func() {
+			rd = body.reader(func() {
 				g.mu.Lock()
 				g.freeLocked(b, d.hr)
 				g.mu.Unlock()
-			}}
+			})
 		}
 		a := g.pass(w, r, b, rel, rd, false)
 		if !a.retry {
@@ -171,39 +169,14 @@ func (g *Gate) readHeld(w http.ResponseWriter, r *http.Request, b *backend, hr *
 		hr.bytes += n
 		return true
 	}
-	if r.ContentLength > 0 {
-		if !reserve(r.ContentLength) {
-			return nil, errTooLarge
-		}
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return nil, err
-		}
-		return &heldBody{data: buf}, nil
+	length := r.ContentLength // -1: unknown (chunked), each read reserved as it comes
+	if length > 0 && !reserve(length) {
+		return nil, errTooLarge
 	}
-	var buf bytes.Buffer
-	chunk := make([]byte, 32<<10)
-	for {
-		n, err := r.Body.Read(chunk)
-		if n > 0 {
-			if !reserve(int64(n)) {
-				return nil, errTooLarge
-			}
-			buf.Write(chunk[:n])
-		}
-		if errors.Is(err, io.EOF) {
-			return &heldBody{data: buf.Bytes()}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
+	return readHeldBody(r.Body, length, reserve)
 }
 
 var errTooLarge = errors.New("held bodies over --gate.max-held-bytes")
-
-// heldBody is a held request's body, read into memory.
-type heldBody struct{ data []byte }
 
 // pump releases held requests of b in arrival order while it is up, at most
 // ReleaseConcurrency in flight at once (g.mu held).
@@ -231,23 +204,6 @@ func (g *Gate) freeLocked(b *backend, hr *heldReq) {
 	g.heldBytes -= hr.bytes
 	b.heldBytes -= hr.bytes
 	hr.bytes = 0
-}
-
-// freeOnEOF calls free once the transport has read the whole body.
-type freeOnEOF struct {
-	r    *bytes.Reader
-	once sync.Once
-	free func()
-}
-
-func (f *freeOnEOF) Read(p []byte) (int, error) {
-	n, err := f.r.Read(p)
-	// A reader that wraps this one (a LimitReader) may stop at the length
-	// and never ask for the EOF: the last byte read is the end too.
-	if errors.Is(err, io.EOF) || f.r.Len() == 0 {
-		f.once.Do(f.free)
-	}
-	return n, err
 }
 
 func holdTimeoutMessage(name string, st State, reason string, waited time.Duration) string {
