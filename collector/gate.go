@@ -50,7 +50,7 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 		held: desc("held_requests",
 			"Requests this replica holds until the backend answers.", "backend"),
 		heldBytes: desc("held_request_bytes",
-			"Bytes of the bodies of the requests this replica holds (bounded by --gate.max-held-bytes over all backends).", "backend"),
+			"Bytes of the requests this replica holds, headers and bodies (bounded by --gate.max-held-bytes over all backends).", "backend"),
 		inFlight: desc("inflight_requests",
 			"Requests passing through this replica to the backend right now, streaming answers included (model lists excluded).", "backend"),
 		hold: desc("hold_duration_seconds",

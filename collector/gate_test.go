@@ -93,7 +93,7 @@ openwebui_gate_backend_state{backend="small",state="up"} 1
 # TYPE openwebui_gate_held_requests gauge
 openwebui_gate_held_requests{backend="big"} 1
 openwebui_gate_held_requests{backend="small"} 0
-# HELP openwebui_gate_held_request_bytes Bytes of the bodies of the requests this replica holds (bounded by --gate.max-held-bytes over all backends).
+# HELP openwebui_gate_held_request_bytes Bytes of the requests this replica holds, headers and bodies (bounded by --gate.max-held-bytes over all backends).
 # TYPE openwebui_gate_held_request_bytes gauge
 openwebui_gate_held_request_bytes{backend="big"} 512
 openwebui_gate_held_request_bytes{backend="small"} 0

@@ -73,6 +73,9 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 		}
 		// Released (pump moved it from held to in flight).
 		d.inFlight, d.releasing = true, true
+		if body == nil {
+			g.freeLocked(b, d.hr) // its headers: a body's bytes go once it is sent
+		}
 		g.mu.Unlock()
 
 		var rd io.Reader
@@ -108,6 +111,7 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 // refusal it returns the status, code and message to answer (nothing queued,
 // nothing reserved).
 func (g *Gate) admit(w http.ResponseWriter, r *http.Request, b *backend, arrived time.Time) (*heldReq, int, string, string) {
+	hr := &heldReq{arrived: arrived, ready: make(chan struct{})}
 	g.mu.Lock()
 	if g.heldCount >= g.cfg.MaxHeld {
 		st, reason := b.state, b.reason
@@ -116,13 +120,17 @@ func (g *Gate) admit(w http.ResponseWriter, r *http.Request, b *backend, arrived
 			"gate: backend %q is %s (%s) and the gate already holds %d requests (--gate.max-held); try again once it is up",
 			b.name, st, reasonOr(reason), g.cfg.MaxHeld)
 	}
+	if !g.reserveLocked(b, hr, heldHeaderBytes(r)) {
+		st, reason := b.state, b.reason
+		g.mu.Unlock()
+		return nil, http.StatusServiceUnavailable, codeTooLarge, g.tooLargeMessage(b, st, reason)
+	}
 	g.heldCount++
 	b.reading++
 	g.mu.Unlock()
 	b.kickProbe()
 	g.notify()
 
-	hr := &heldReq{arrived: arrived, ready: make(chan struct{})}
 	hr.body, hr.err = g.readHeld(w, r, b, hr, arrived.Add(g.cfg.HoldTimeout))
 
 	g.mu.Lock()
@@ -133,9 +141,7 @@ func (g *Gate) admit(w http.ResponseWriter, r *http.Request, b *backend, arrived
 		st, reason := b.state, b.reason
 		g.mu.Unlock()
 		if errors.Is(hr.err, errTooLarge) {
-			return nil, http.StatusServiceUnavailable, codeTooLarge, fmt.Sprintf(
-				"gate: backend %q is %s (%s) and this request's body would take the held bodies over %d bytes (--gate.max-held-bytes); try again once it is up",
-				b.name, st, reasonOr(reason), g.cfg.MaxHeldBytes)
+			return nil, http.StatusServiceUnavailable, codeTooLarge, g.tooLargeMessage(b, st, reason)
 		}
 		return nil, http.StatusBadRequest, codeProxy, fmt.Sprintf("gate: reading the request body: %v", hr.err)
 	}
@@ -161,13 +167,7 @@ func (g *Gate) readHeld(w http.ResponseWriter, r *http.Request, b *backend, hr *
 	reserve := func(n int64) bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		if g.heldBytes+n > g.cfg.MaxHeldBytes {
-			return false
-		}
-		g.heldBytes += n
-		b.heldBytes += n
-		hr.bytes += n
-		return true
+		return g.reserveLocked(b, hr, n)
 	}
 	length := r.ContentLength // -1: unknown (chunked), each read reserved as it comes
 	if length > 0 && !reserve(length) {
@@ -176,7 +176,39 @@ func (g *Gate) readHeld(w http.ResponseWriter, r *http.Request, b *backend, hr *
 	return readHeldBody(r.Body, length, reserve)
 }
 
-var errTooLarge = errors.New("held bodies over --gate.max-held-bytes")
+// heldHeaderBytes is what r's request line and headers take as they were
+// sent. They stay in memory while r is held, up to the server's 1 MiB
+// MaxHeaderBytes a request, so they count in --gate.max-held-bytes like its
+// body: a bound on bodies alone let 150 requests with 900 KiB of headers take
+// 190 MiB past --gate.max-held-bytes=1KiB (issue 23).
+func heldHeaderBytes(r *http.Request) int64 {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return int64(n)
+}
+
+// reserveLocked counts n more bytes of hr within --gate.max-held-bytes, or
+// reports that they do not fit (g.mu held).
+func (g *Gate) reserveLocked(b *backend, hr *heldReq, n int64) bool {
+	if g.heldBytes+n > g.cfg.MaxHeldBytes {
+		return false
+	}
+	g.heldBytes += n
+	b.heldBytes += n
+	hr.bytes += n
+	return true
+}
+
+func (g *Gate) tooLargeMessage(b *backend, st State, reason string) string {
+	return fmt.Sprintf("gate: backend %q is %s (%s) and this request's headers and body would take the held requests over %d bytes (--gate.max-held-bytes); try again once it is up",
+		b.name, st, reasonOr(reason), g.cfg.MaxHeldBytes)
+}
+
+var errTooLarge = errors.New("held requests over --gate.max-held-bytes")
 
 // pump releases held requests of b in arrival order while it is up, at most
 // ReleaseConcurrency in flight at once (g.mu held).

@@ -57,7 +57,7 @@ type BackendStats struct {
 	Reason    string    // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
 	Held      int       // requests held now
 	InFlight  int       // demand requests being passed through or streamed now (delivered ones included)
-	HeldBytes int64     // bytes of request bodies in memory now: held ones and released ones not yet sent
+	HeldBytes int64     // bytes of held requests in memory now, headers and bodies: held ones and released ones whose body is not sent yet
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
 }
