@@ -53,6 +53,15 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 		case <-timer.C:
 		}
 		g.mu.Lock()
+		if !d.hr.released && !gone {
+			if left := g.holdLeft(b, arrived); left > 0 {
+				// Its backend is up (or was, within the hold timeout): it
+				// waits for a release slot, not for the backend.
+				g.mu.Unlock()
+				timer.Reset(left)
+				continue
+			}
+		}
 		if !d.hr.released {
 			// Gone or timed out while held: it stops counting now and is never sent.
 			b.queue.Remove(d.hr.elem)
@@ -236,6 +245,22 @@ func (g *Gate) freeLocked(b *backend, hr *heldReq) {
 	g.heldBytes -= hr.bytes
 	b.heldBytes -= hr.bytes
 	hr.bytes = 0
+}
+
+// holdLeft is how much longer a request held since arrived may wait for b
+// (g.mu held). The hold timeout bounds the wait for the backend to become
+// ready, not the wait for a release slot behind a slow burst: it runs from
+// the request's arrival or from the moment b was last up, whichever is later,
+// and not at all while b is up (then the next look is a hold timeout away).
+func (g *Gate) holdLeft(b *backend, arrived time.Time) time.Duration {
+	if b.state == StateUp {
+		return g.cfg.HoldTimeout
+	}
+	from := arrived
+	if b.upUntil.After(from) {
+		from = b.upUntil
+	}
+	return time.Until(from.Add(g.cfg.HoldTimeout))
 }
 
 func holdTimeoutMessage(name string, st State, reason string, waited time.Duration) string {
