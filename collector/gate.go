@@ -56,7 +56,7 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 		hold: desc("hold_duration_seconds",
 			"How long requests were held before they went on, timed out or their client went away.", "backend"),
 		requests: desc("requests_total",
-			"Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet).", "backend", "outcome"),
+			"Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet), shutdown (the replica's drain ended first).", "backend", "outcome"),
 		backendDemand: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "backend_demand"),
 			"What KEDA gets for the backend on every trigger (/active_users?backend=NAME, external-push metadata backend: NAME): people and the gate's demand, see the README. Absent while it depends on Open WebUI's count and that is unknown.", []string{"backend"}, nil),
 	}

@@ -113,7 +113,7 @@ openwebui_gate_hold_duration_seconds_bucket{backend="small",le="10"} 1
 openwebui_gate_hold_duration_seconds_bucket{backend="small",le="+Inf"} 1
 openwebui_gate_hold_duration_seconds_sum{backend="small"} 4.5
 openwebui_gate_hold_duration_seconds_count{backend="small"} 1
-# HELP openwebui_gate_requests_total Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet).
+# HELP openwebui_gate_requests_total Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet), shutdown (the replica's drain ended first).
 # TYPE openwebui_gate_requests_total counter
 openwebui_gate_requests_total{backend="small",outcome="delivered"} 1
 openwebui_gate_requests_total{backend="small",outcome="from_memory"} 3

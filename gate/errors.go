@@ -20,6 +20,9 @@ const (
 	codeProxy       = "gate_proxy_error"
 	codeNotFound    = "gate_not_found"
 	codeLearning    = "gate_learning"
+	// codeShuttingDown: the replica's drain ended before the request was
+	// delivered (503) or answered (504).
+	codeShuttingDown = "gate_shutting_down"
 )
 
 // writeError answers in the backend's own error shape, so that Open WebUI shows

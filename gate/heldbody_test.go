@@ -67,7 +67,7 @@ func (o oneByte) Read(p []byte) (int, error) {
 }
 
 func TestHeldBodyRefusals(t *testing.T) {
-	if _, err := readHeldBody(bytes.NewReader(make([]byte, 100)), -1, func(n int64) bool { return false }); !errors.Is(err, errTooLarge) {
+	if _, err := readHeldBody(bytes.NewReader(make([]byte, 100)), -1, func(int64) bool { return false }); !errors.Is(err, errTooLarge) {
 		t.Errorf("a refused reservation: %v, want errTooLarge", err)
 	}
 	if _, err := readHeldBody(bytes.NewReader(make([]byte, 10)), 20, func(int64) bool { return true }); !errors.Is(err, io.ErrUnexpectedEOF) {

@@ -25,7 +25,7 @@ func (zeros) Read(p []byte) (int, error) {
 // (issue 23, item 5). Allocation, not time: deterministic.
 func TestAHeldChunkedBodyTakesAboutItsSize(t *testing.T) {
 	const size = 32 << 20
-	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeldBytes: 64 << 20})
 	eventually(t, "the backend seen asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 
@@ -53,7 +53,7 @@ func TestAHeldChunkedBodyTakesAboutItsSize(t *testing.T) {
 // the 503 of a body over it, and held headers are in HeldBytes.
 func TestHeldHeadersCountInTheBound(t *testing.T) {
 	const limit = 64 << 10
-	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeldBytes: limit})
 	eventually(t, "the backend seen asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 
@@ -110,7 +110,7 @@ func BenchmarkHeldBodyMemory(b *testing.B) {
 		b.Run(framing.name, func(b *testing.B) {
 			var alloc, peak, held float64
 			for range b.N {
-				sb := newSleepyBackend(b, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+				sb := newSleepyBackend(b, withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 				g := startGate(b, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(b, sb.url())}, MaxHeldBytes: 2 * size})
 				eventually(b, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 				body := framing.body() // the client's side, outside the numbers
@@ -164,7 +164,7 @@ func bytesReader(n int) io.Reader { return bytes.NewReader(make([]byte, n)) }
 func sentHeaderBytes(t testing.TB, method, path string, body io.Reader, hdr http.Header) int64 {
 	t.Helper()
 	got := make(chan int64, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		got <- heldHeaderBytes(r)
 	}))
 	defer srv.Close()

@@ -45,15 +45,17 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {
-		var gone bool
+		var gone, drained bool
 		select {
 		case <-d.hr.ready:
 		case <-r.Context().Done():
 			gone = true
+		case <-g.drain.ended.Done():
+			drained = true
 		case <-timer.C:
 		}
 		g.mu.Lock()
-		if !d.hr.released && !gone {
+		if !d.hr.released && !gone && !drained {
 			if left := g.holdLeft(b, arrived); left > 0 {
 				// Its backend is up (or was, within the hold timeout): it
 				// waits for a release slot, not for the backend.
@@ -74,6 +76,11 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 			g.mu.Unlock()
 			if gone {
 				d.outcome = OutcomeClientGone
+				return
+			}
+			if drained {
+				d.outcome = OutcomeShutdown
+				g.shuttingDown(w, b, rel.Path)
 				return
 			}
 			d.outcome = OutcomeHoldTimeout

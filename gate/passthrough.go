@@ -24,7 +24,8 @@ type attempt struct {
 	b       *backend
 	rel     *url.URL // the backend-relative path (prefix stripped)
 	body    *trackingBody
-	capture bool // a list GET: remember a 200 answer
+	capture bool            // a list GET: remember a 200 answer
+	client  context.Context // the client's request context
 	// set by the hooks:
 	retry    bool   // the dial failed before any byte was sent: hold instead
 	reason   string // what the dial saw
@@ -40,8 +41,12 @@ var forwardHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host"
 
 // pass sends r to b once. body nil: r carries no body.
 func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, body io.Reader, capture bool) *attempt {
-	a := &attempt{b: b, rel: rel, capture: capture}
-	out := r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
+	a := &attempt{b: b, rel: rel, capture: capture, client: r.Context()}
+	// The end of a drain (EndDrain) cancels what is still in flight.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(g.drain.ended, cancel)()
+	out := r.WithContext(context.WithValue(ctx, attemptKey{}, a))
 	if body != nil {
 		if body == io.Reader(r.Body) && r.ContentLength > 0 {
 			// The transport reads once more past the end to check the length;
@@ -84,6 +89,11 @@ func (g *Gate) rewrite(pr *httputil.ProxyRequest) {
 func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 	a := out.Context().Value(attemptKey{}).(*attempt)
 	if out.Context().Err() != nil {
+		if a.client.Err() == nil && g.drain.ended.Err() != nil {
+			a.outcome = OutcomeShutdown
+			cutByDrain(w, a.b, a.rel.Path)
+			return
+		}
 		a.outcome = OutcomeClientGone
 		return
 	}

@@ -16,7 +16,7 @@ func TestWaitingForAReleaseSlotIsNotATimeout(t *testing.T) {
 	const hold = 2 * time.Second
 	var started atomic.Int32
 	unblock := make(chan struct{})
-	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		started.Add(1)
 		<-unblock // a slow generation: every slot stays taken
 		_, _ = w.Write([]byte(`{"done":true}`))

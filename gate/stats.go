@@ -28,11 +28,12 @@ const (
 	OutcomeClientGone   Outcome = "client_gone"   // the client went away before the answer ended
 	OutcomeBackendError Outcome = "backend_error" // the backend failed after the request may have reached it: 502 (or an aborted stream)
 	OutcomeLearning     Outcome = "learning"      // a never-seen list while not up: 503 after the learning wait
+	OutcomeShutdown     Outcome = "shutdown"      // the replica's drain ended first: 503 if held (not sent), 504 if sent without an answer yet, or a stream cut
 )
 
 // Outcomes lists every Outcome, in the order above.
 var Outcomes = []Outcome{OutcomePassed, OutcomeDelivered, OutcomeFromMemory, OutcomeHoldTimeout,
-	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning}
+	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning, OutcomeShutdown}
 
 // States lists every State.
 var States = []State{StateUnknown, StateAsleep, StateStarting, StateUp}
