@@ -20,6 +20,7 @@ const (
 	codeProxy       = "gate_proxy_error"
 	codeNotFound    = "gate_not_found"
 	codeLearning    = "gate_learning"
+	codeBadPath     = "gate_bad_path"
 )
 
 // writeError answers in the backend's own error shape, so that Open WebUI shows

@@ -66,6 +66,7 @@ const (
 	defaultLearnWait    = 8 * time.Second        // under Open WebUI's 10 s model-list timeout
 	defaultPeerEvery    = 250 * time.Millisecond
 	defaultPeerTTL      = 2 * time.Second
+	defaultPeerLookup   = time.Second // half the TTL: a hanging lookup still lets stale peers age out
 	dialTimeout         = 3 * time.Second
 	notifyCoalesce      = 5 * time.Millisecond
 )
@@ -85,6 +86,7 @@ type Gate struct {
 	bg        sync.WaitGroup
 
 	probeTimeout, probeHeld, probeIdle, learnWait, peerEvery, peerTTL time.Duration
+	peerLookupTimeout                                                 time.Duration
 	lookup                                                            func(ctx context.Context, host string) ([]net.IPAddr, error)
 
 	mu        sync.Mutex // guards everything below and every backend's mutable fields
@@ -136,22 +138,23 @@ func New(cfg Config) (*Gate, error) {
 		}
 	}
 	g := &Gate{
-		cfg:          cfg,
-		logger:       cfg.Logger,
-		now:          cfg.Now,
-		transport:    cfg.Transport,
-		byName:       map[string]*backend{},
-		instance:     randomID(),
-		probeTimeout: defaultProbeTimeout,
-		probeHeld:    defaultProbeHeld,
-		probeIdle:    defaultProbeIdle,
-		learnWait:    defaultLearnWait,
-		peerEvery:    defaultPeerEvery,
-		peerTTL:      defaultPeerTTL,
-		lookup:       net.DefaultResolver.LookupIPAddr,
-		peers:        map[string]*peerEntry{},
-		stateDirty:   make(chan struct{}, 1),
-		changed:      make(chan struct{}),
+		cfg:               cfg,
+		logger:            cfg.Logger,
+		now:               cfg.Now,
+		transport:         cfg.Transport,
+		byName:            map[string]*backend{},
+		instance:          randomID(),
+		probeTimeout:      defaultProbeTimeout,
+		probeHeld:         defaultProbeHeld,
+		probeIdle:         defaultProbeIdle,
+		learnWait:         defaultLearnWait,
+		peerEvery:         defaultPeerEvery,
+		peerTTL:           defaultPeerTTL,
+		peerLookupTimeout: defaultPeerLookup,
+		lookup:            net.DefaultResolver.LookupIPAddr,
+		peers:             map[string]*peerEntry{},
+		stateDirty:        make(chan struct{}, 1),
+		changed:           make(chan struct{}),
 	}
 	if g.logger == nil {
 		g.logger = log.NewNopLogger()

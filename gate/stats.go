@@ -60,6 +60,10 @@ type BackendStats struct {
 	HeldBytes int64     // bytes of request bodies in memory now: held ones and released ones not yet sent
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
+	// Learning: a learning wake is under way (a list never seen was asked
+	// while the backend was not up). ListsKnown: the gate has the backend's
+	// model list (/api/tags or /v1/models), learned or from the state file.
+	Learning, ListsKnown bool
 }
 
 // holdHist is the non-cumulative form kept while counting.
@@ -109,6 +113,7 @@ func (g *Gate) Stats() []BackendStats {
 			Name: b.name, State: b.state, Since: b.since, Reason: b.reason,
 			Held: b.queue.Len() + b.reading, InFlight: b.inFlight, HeldBytes: b.heldBytes,
 			Requests: req, Hold: b.hold.snapshot(),
+			Learning: b.learning, ListsKnown: b.lists[pathTags] != nil || b.lists[pathModels] != nil,
 		}
 	}
 	return out

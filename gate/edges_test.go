@@ -1,0 +1,301 @@
+package gate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+)
+
+// syncBuffer is a log sink tests read while the gate writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Item 9: a learning wake for a backend that never comes up (a bad image, a
+// wrong port) ends after the hold timeout; the backend is then reported as
+// not learnable (status and log), and page loads no longer ask for a wake.
+func TestALearningWakeEndsAfterTheHoldTimeout(t *testing.T) {
+	sb := newSleepyBackend(t, ollamaLike(nil, nil)) // never serves
+	logs := &syncBuffer{}
+	g := startGate(t, Config{
+		Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())},
+		HoldTimeout: 300 * time.Millisecond, Logger: log.NewLogfmtLogger(logs),
+	}, func(g *Gate) { g.learnWait = 50 * time.Millisecond })
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+	if code, _, _ := do(t, "GET", g.url+"/api/tags", nil, nil); code != 503 {
+		t.Fatalf("/api/tags never seen: %d, want 503", code)
+	}
+	if !mustDemand(t, g.Gate, DefaultName).Learning {
+		t.Fatal("no learning wake")
+	}
+	eventually(t, "the learning wake ended", func() bool { return !mustDemand(t, g.Gate, DefaultName).Learning })
+	st := g.status().Backends[0]
+	if st.Learning || !strings.Contains(st.NotLearnable, "did not come up within 300ms") {
+		t.Errorf("status learning=%v not_learnable=%q, want the backend reported as not learnable", st.Learning, st.NotLearnable)
+	}
+	if !strings.Contains(logs.String(), "not learnable") {
+		t.Errorf("no log line says the backend is not learnable:\n%s", logs.String())
+	}
+	// Another page load: answered at once, no new wake.
+	code, _, body := do(t, "GET", g.url+"/api/tags", nil, nil)
+	if code != 503 || !strings.Contains(body, "not learnable") {
+		t.Errorf("/api/tags after the learning wake gave up: %d %q", code, body)
+	}
+	if mustDemand(t, g.Gate, DefaultName).Learning {
+		t.Error("a page load started a new learning wake for a backend that is not learnable")
+	}
+	// Once the backend is up (a held chat woke it), lists are learned again.
+	c := sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/api/chat", strings.NewReader(`{}`), nil)
+	sb.serve()
+	c.wait(t)
+	eventually(t, "learnable again", func() bool { return g.status().Backends[0].NotLearnable == "" })
+}
+
+// Item 10: on a fresh gate whose backend accepts connections but does not
+// answer, the whole first-list wait (first probe and learning wake) is one
+// learnWait, not a probe timeout plus a learnWait.
+func TestTheFirstListWaitIsOneLearnWait(t *testing.T) {
+	sb := newSleepyBackend(t, ollamaLike(nil, nil))
+	sb.listen() // TCP accepted, no HTTP answer: the probe waits its whole timeout
+	const learn = time.Second
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}},
+		func(g *Gate) { g.probeTimeout, g.learnWait = time.Hour, learn })
+	start := time.Now()
+	code, _, _ := do(t, "GET", g.url+"/api/tags", nil, nil)
+	waited := time.Since(start)
+	if code != 503 {
+		t.Fatalf("status %d, want 503", code)
+	}
+	// A bound, not a timing: the old code waited 2×learn (probe wait, then learn wait).
+	if waited >= learn*3/2 {
+		t.Errorf("the first list waited %s, want at most learnWait (%s)", waited, learn)
+	}
+}
+
+// Item 11: Open WebUI asks //api/tags when the Ollama URL ends in a slash;
+// the unnamed backend takes it as /api/tags, as named ones do.
+func TestUnnamedBackendToleratesOpenWebUIsDoubleSlash(t *testing.T) {
+	sb := newSleepyBackend(t, ollamaLike(nil, nil))
+	sb.serve()
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, HoldTimeout: time.Second})
+	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
+	if code, _, body := do(t, "GET", g.url+"//api/tags", nil, nil); code != 200 || body != tagsBody {
+		t.Fatalf("//api/tags while up: %d %q", code, body)
+	}
+	sb.stop()
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+	code, hdr, body := do(t, "GET", g.url+"//api/tags", nil, nil)
+	if code != 200 || body != tagsBody || hdr.Get(FromMemoryHeader) != "1" {
+		t.Errorf("//api/tags while asleep: %d %q, want the remembered list", code, body)
+	}
+	if d := mustDemand(t, g.Gate, DefaultName); d != (Demand{}) {
+		t.Errorf("//api/tags is demand: %+v", d)
+	}
+}
+
+// Item 12: a CORS preflight is never demand: while asleep it is answered
+// without a wake and without granting anything the backend did not.
+func TestACORSPreflightIsNotDemand(t *testing.T) {
+	sb := newSleepyBackend(t, ollamaLike(nil, nil))
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, HoldTimeout: time.Second})
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+	for _, path := range []string{"/api/tags", "/v1/models", "/api/chat"} {
+		hdr := http.Header{"Origin": {"https://chat.example"}, "Access-Control-Request-Method": {"GET"}}
+		changed := g.Changed()
+		code, h, _ := do(t, "OPTIONS", g.url+path, nil, hdr)
+		if code != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("OPTIONS %s while asleep: %d, Allow-Origin %q; want 204 granting nothing", path, code, h.Get("Access-Control-Allow-Origin"))
+		}
+		select {
+		case <-changed:
+			t.Errorf("OPTIONS %s changed the demand", path)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if d := mustDemand(t, g.Gate, DefaultName); d != (Demand{}) {
+			t.Errorf("OPTIONS %s is demand: %+v", path, d)
+		}
+	}
+}
+
+// Item 13: dot segments never reach the backend above its path.
+func TestDotSegmentsAreRejected(t *testing.T) {
+	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {}}
+	backend := httptest.NewServer(withVersion(rec))
+	defer backend.Close()
+	for _, tc := range []struct{ flag, path string }{
+		{"big=" + backend.URL + "/ollama", "/big/../../admin/secret"},
+		{"big=" + backend.URL + "/ollama", "/big/api/%2e%2e/%2E%2E/admin"},
+		{"big=" + backend.URL + "/ollama", "/big/./api/tags"},
+		{backend.URL + "/ollama", "/../admin/secret"},
+		{backend.URL + "/ollama", "/api/.%2e/secret"},
+	} {
+		g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, tc.flag)}})
+		req, _ := http.NewRequest("GET", g.url+"/", nil)
+		req.URL.Opaque = tc.path // sent as written, not cleaned by the client
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", tc.path, res.StatusCode)
+		}
+		g.stop()
+	}
+	for _, s := range rec.requests() {
+		if s.RequestURI != "/ollama/api/version" {
+			t.Errorf("the backend got %s", s.RequestURI)
+		}
+	}
+}
+
+// Item 16: "/" is Ollama's liveness answer. While the backend sleeps the
+// gate answers GET and HEAD / as Ollama does, without demand or a wake, even
+// when it never saw the backend's answer.
+func TestRootIsAnsweredWhileAsleepWithoutDemand(t *testing.T) {
+	sb := newSleepyBackend(t, ollamaLike(nil, nil))
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+	for _, method := range []string{"HEAD", "GET"} {
+		code, hdr, body := do(t, method, g.url+"/", nil, nil)
+		want := "Ollama is running"
+		if method == "HEAD" {
+			want = ""
+		}
+		if code != 200 || body != want || hdr.Get("Content-Type") != "text/plain; charset=utf-8" {
+			t.Errorf("%s / while asleep: %d %q %q, want 200 %q", method, code, body, hdr.Get("Content-Type"), want)
+		}
+	}
+	if d := mustDemand(t, g.Gate, DefaultName); d != (Demand{}) {
+		t.Errorf("/ is demand: %+v", d)
+	}
+}
+
+// Item 8: what a peer sends is checked: negative or absurd counts are
+// refused with a log line, and never lower this replica's own demand.
+func TestBadPeerReportsAreRefused(t *testing.T) {
+	for _, tc := range []struct{ what, report, log string }{
+		{"negative held", `{"instance":"p1","backends":{"default":{"held":-1000,"in_flight":0}}}`, "negative"},
+		{"absurd in flight", `{"instance":"p1","backends":{"default":{"held":0,"in_flight":1000000000}}}`, "absurd"},
+		{"wrong type", `{"instance":"p1","backends":{"default":{"held":"1"}}}`, "unreadable"},
+		{"negative user age", `{"instance":"p1","backends":{"default":{"users":{"u":-5}}}}`, "negative"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = w.Write([]byte(tc.report))
+			}))
+			defer peer.Close()
+			sb := newSleepyBackend(t, ollamaLike(nil, nil))
+			logs := &syncBuffer{}
+			g := startGate(t, Config{
+				Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())},
+				Peers: peer.Listener.Addr().String(), Logger: log.NewLogfmtLogger(logs),
+			}, func(g *Gate) { g.peerEvery = 10 * time.Millisecond })
+			c := sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/api/chat", strings.NewReader(`{}`), nil)
+			defer c.wait(t)
+			defer g.stop()
+			eventually(t, "held", func() bool { return queued(g.Gate, DefaultName) == 1 })
+			eventually(t, "the bad report logged", func() bool { return strings.Contains(logs.String(), "peer") && strings.Contains(logs.String(), tc.log) })
+			if d := mustDemand(t, g.Gate, DefaultName); d.Held != 1 || d.InFlight != 0 || d.Recent != 0 {
+				t.Errorf("Demand %+v, want only this replica's held request", d)
+			}
+		})
+	}
+}
+
+// Item 7: a report of many users stays small (counts, not lists), and the
+// held and in-flight counts of a peer are never lost.
+func TestALargeDemandReportStaysBoundedAndKeepsCounts(t *testing.T) {
+	backend := httptest.NewServer(withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	defer backend.Close()
+	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, "big="+backend.URL+",wake=request,idle=10m")}})
+	b := g.byName["big"]
+	g.mu.Lock()
+	now := g.now()
+	for i := range 120000 {
+		b.lastSeen[userKey("u"+strconv.Itoa(i))] = now
+	}
+	b.reading++ // a held request still reading its body (never released by the probe)
+	b.inFlight += 2
+	g.mu.Unlock()
+	defer func() { g.mu.Lock(); b.reading--; b.inFlight -= 2; g.mu.Unlock() }()
+	_, _, body := do(t, "GET", g.url+"/_gate/demand", nil, nil)
+	if len(body) > 64<<10 {
+		t.Errorf("/_gate/demand is %d bytes for 120000 users, want it bounded", len(body))
+	}
+	var rep DemandReport
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// What a peer fetches and takes from it.
+	got, err := fetchDemand(context.Background(), http.DefaultClient, strings.TrimPrefix(g.url, "http://"))
+	if err != nil {
+		t.Fatalf("a peer could not read the report: %v", err)
+	}
+	other := startGate(t, Config{Backends: []BackendConfig{backendURL(t, "big="+backend.URL+",wake=request,idle=10m")}})
+	other.mergePeers([]*DemandReport{got})
+	if d := mustDemand(t, other.Gate, "big"); d.Held != 1 || d.InFlight != 2 || d.Recent != 120000 {
+		t.Errorf("the peer's demand as seen by another replica: %+v, want held 1, in flight 2, recent 120000", d)
+	}
+}
+
+// A lookup of --gate.peers that hangs is given up: the loop goes on, logs
+// it, and the peers' reports age out.
+func TestAHangingPeerLookupTimesOut(t *testing.T) {
+	backend := httptest.NewServer(withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	defer backend.Close()
+	logs := &syncBuffer{}
+	var lookups sync.WaitGroup
+	lookups.Add(2)
+	var once [2]sync.Once
+	n := 0
+	var mu sync.Mutex
+	startGate(t, Config{Backends: []BackendConfig{backendURL(t, backend.URL)}, Peers: "peers.test:9100", Logger: log.NewLogfmtLogger(logs)},
+		func(g *Gate) {
+			g.peerEvery, g.peerLookupTimeout = 10*time.Millisecond, 50*time.Millisecond
+			g.lookup = func(ctx context.Context, host string) ([]net.IPAddr, error) {
+				mu.Lock()
+				i := n
+				n++
+				mu.Unlock()
+				if i < 2 {
+					defer once[i].Do(lookups.Done)
+				}
+				<-ctx.Done() // a resolver that never answers
+				return nil, ctx.Err()
+			}
+		})
+	done := make(chan struct{})
+	go func() { lookups.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the peer loop never looked up again: the first lookup hangs")
+	}
+	if !strings.Contains(logs.String(), "resolving the gate's peers failed") || !strings.Contains(logs.String(), "deadline exceeded") {
+		t.Errorf("no log line for the timed-out lookup:\n%s", logs.String())
+	}
+}
