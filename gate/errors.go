@@ -21,6 +21,7 @@ const (
 	codeNotFound    = "gate_not_found"
 	codeLearning    = "gate_learning"
 	codeBadPath     = "gate_bad_path"
+	codeHop         = "gate_hop_answered"
 )
 
 // writeError answers in the backend's own error shape, so that Open WebUI shows

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 )
 
 // Header names the gate reads or writes.
@@ -164,6 +165,9 @@ func New(cfg Config) (*Gate, error) {
 	}
 	if g.transport == nil {
 		g.transport = NewTransport()
+		if env := proxyEnv(); env != "" {
+			level.Info(g.logger).Log("msg", "the gate does not use the environment's proxy for its backends and peers: they are dialled directly", "ignored", env)
+		}
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,

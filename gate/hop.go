@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -130,4 +131,16 @@ func hopAnswer(res *http.Response) (reason string, ok bool) {
 type rejoinedBody struct {
 	io.Reader
 	io.Closer
+}
+
+// proxyEnv names the proxy variables set in the environment, which
+// NewTransport does not use.
+func proxyEnv() string {
+	var set []string
+	for _, k := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"} {
+		if os.Getenv(k) != "" {
+			set = append(set, k)
+		}
+	}
+	return strings.Join(set, ",")
 }

@@ -87,3 +87,11 @@ func TestHopAnswerKeepsALongBody(t *testing.T) {
 		t.Errorf("the body lost %d bytes", len(long)-len(rest))
 	}
 }
+
+// HTTP_PROXY does not apply to backends: a forward proxy would accept every
+// dial and answer for a sleeping backend.
+func TestTheTransportUsesNoProxy(t *testing.T) {
+	if NewTransport().Proxy != nil {
+		t.Error("NewTransport keeps a proxy (ProxyFromEnvironment): HTTP_PROXY would hide a sleeping backend")
+	}
+}

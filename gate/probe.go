@@ -106,6 +106,11 @@ func (g *Gate) probeGet(ctx context.Context, b *backend, path string) (int, Stat
 		}
 		return 0, StateStarting, "no HTTP answer"
 	}
+	if reason, ok := hopAnswer(res); ok {
+		// A proxy in front answered for the backend: asleep, as a refused dial.
+		_ = res.Body.Close()
+		return 0, StateAsleep, reason
+	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 	_ = res.Body.Close()
 	return res.StatusCode, "", ""

@@ -125,7 +125,11 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 			d.outcome = passOutcome(a, OutcomePassed)
 			return
 		}
-		// Nothing was sent: the backend went to sleep. Hold the request instead.
+		// The request did not reach the backend: it went to sleep. Hold the
+		// request instead, with what a hop took of its body put back.
+		if len(a.replay) > 0 {
+			r.Body = replayBody(a.replay, r.Body)
+		}
 		g.mu.Lock()
 		b.inFlight--
 		d.inFlight = false
