@@ -128,3 +128,26 @@ openwebui_gate_requests_total{backend="small",outcome="passed"} 7
 		t.Errorf("lint: %v %v", problems, err)
 	}
 }
+
+// A learning wake and whether the gate has a backend's model lists, so that
+// a wake nobody's message asked for can be told on a dashboard.
+func TestGateCollectorLearning(t *testing.T) {
+	stats := gateStats{
+		{Name: "small", State: gate.StateUp, ListsKnown: true, Requests: map[gate.Outcome]uint64{}},
+		{Name: "big", State: gate.StateAsleep, Learning: true, Requests: map[gate.Outcome]uint64{}},
+	}
+	c := collector.NewGate(stats, backendDemand{"small": 0, "big": 1}, time.Second)
+	want := `
+# HELP openwebui_gate_learning 1 while a learning wake is under way for the backend (a model list never seen was asked while it slept: demand without anything held), else 0. It ends when the backend is up, or after --gate.hold-timeout (then /_gate/status says not_learnable).
+# TYPE openwebui_gate_learning gauge
+openwebui_gate_learning{backend="big"} 1
+openwebui_gate_learning{backend="small"} 0
+# HELP openwebui_gate_lists_known 1 once this replica has the backend's model list (/api/tags or /v1/models, learned or from the state file), else 0.
+# TYPE openwebui_gate_lists_known gauge
+openwebui_gate_lists_known{backend="big"} 0
+openwebui_gate_lists_known{backend="small"} 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "openwebui_gate_learning", "openwebui_gate_lists_known"); err != nil {
+		t.Error(err)
+	}
+}
