@@ -23,7 +23,7 @@ type Demand interface {
 
 // gateStates are the states openwebui_gate_backend_state always has a
 // series for, so that a query for one of them never finds nothing.
-var gateStates = []gate.State{gate.StateUnknown, gate.StateAsleep, gate.StateStarting, gate.StateUp}
+var gateStates = []gate.State{gate.StateUnknown, gate.StateAsleep, gate.StateStarting, gate.StateUp, gate.StateMisconfigured}
 
 // GateCollector exposes the wake gate's state and what KEDA gets for each
 // of its backends.
@@ -47,7 +47,7 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 		demand:  d,
 		timeout: timeout,
 		state: desc("backend_state",
-			"The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet).", "backend", "state"),
+			"The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet), misconfigured (TLS fails: requests are answered at once, not held).", "backend", "state"),
 		held: desc("held_requests",
 			"Requests this replica holds until the backend answers.", "backend"),
 		heldBytes: desc("held_request_bytes",

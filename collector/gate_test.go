@@ -79,13 +79,15 @@ openwebui_backend_demand{backend="big"} 1
 
 	c := collector.NewGate(stats, backendDemand{"small": 3, "big": 1}, time.Second)
 	want := `
-# HELP openwebui_gate_backend_state The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet).
+# HELP openwebui_gate_backend_state The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet), misconfigured (TLS fails: requests are answered at once, not held).
 # TYPE openwebui_gate_backend_state gauge
 openwebui_gate_backend_state{backend="big",state="asleep"} 0
+openwebui_gate_backend_state{backend="big",state="misconfigured"} 0
 openwebui_gate_backend_state{backend="big",state="starting"} 1
 openwebui_gate_backend_state{backend="big",state="unknown"} 0
 openwebui_gate_backend_state{backend="big",state="up"} 0
 openwebui_gate_backend_state{backend="small",state="asleep"} 0
+openwebui_gate_backend_state{backend="small",state="misconfigured"} 0
 openwebui_gate_backend_state{backend="small",state="starting"} 0
 openwebui_gate_backend_state{backend="small",state="unknown"} 0
 openwebui_gate_backend_state{backend="small",state="up"} 1

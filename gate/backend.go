@@ -65,6 +65,9 @@ func (g *Gate) setState(b *backend, st State, reason string) {
 		}
 	}
 	b.reason = reason
+	if st == StateMisconfigured {
+		g.pump(b) // held requests are answered (the TLS error) rather than kept
+	}
 	if st != StateUp {
 		return
 	}
@@ -82,6 +85,11 @@ func (g *Gate) setState(b *backend, st State, reason string) {
 	}
 	g.pump(b)
 }
+
+// sends tells whether requests go to b now rather than wait: while it is up,
+// and while it is misconfigured (each gets the TLS error at once: waiting
+// does not fix it). g.mu held.
+func (b *backend) sends() bool { return b.state == StateUp || b.state == StateMisconfigured }
 
 func (b *backend) kickProbe() {
 	select {

@@ -299,3 +299,33 @@ func TestAHangingPeerLookupTimesOut(t *testing.T) {
 		t.Errorf("no log line for the timed-out lookup:\n%s", logs.String())
 	}
 }
+
+// Item 14: a TLS failure (an untrusted certificate, an https URL for a plain
+// HTTP server) is a misconfiguration, not a start-up: the state says so, the
+// reason and the log name the TLS error, and requests are answered at once.
+func TestTLSFailuresAreAMisconfiguration(t *testing.T) {
+	tlsBackend := httptest.NewTLSServer(ollamaLike(nil, nil)) // its certificate is trusted by nobody
+	defer tlsBackend.Close()
+	plain := httptest.NewServer(ollamaLike(nil, nil))
+	defer plain.Close()
+	for _, tc := range []struct{ what, url, reason string }{
+		{"untrusted certificate", tlsBackend.URL, "x509: certificate signed by unknown authority"},
+		{"https to a plain HTTP server", strings.Replace(plain.URL, "http://", "https://", 1), "does not speak TLS"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			logs := &syncBuffer{}
+			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, tc.url)}, Logger: log.NewLogfmtLogger(logs)})
+			eventually(t, "misconfigured", func() bool { return stats(g.Gate, DefaultName).State == StateMisconfigured })
+			if r := stats(g.Gate, DefaultName).Reason; !strings.Contains(r, tc.reason) {
+				t.Errorf("reason %q, want it to name %q", r, tc.reason)
+			}
+			if !strings.Contains(logs.String(), tc.reason) {
+				t.Errorf("the log does not name %q:\n%s", tc.reason, logs.String())
+			}
+			code, hdr, body := do(t, "POST", g.url+"/api/chat", strings.NewReader(`{}`), nil)
+			if code != http.StatusBadGateway || hdr.Get("X-Gate-Error") != codeTLS || !strings.Contains(errorMessage(t, body, false), tc.reason) {
+				t.Errorf("a chat: %d %s %q, want a 502 %s naming the TLS error", code, hdr.Get("X-Gate-Error"), body, codeTLS)
+			}
+		})
+	}
+}

@@ -215,7 +215,7 @@ type heldBody struct{ data []byte }
 // pump releases held requests of b in arrival order while it is up, at most
 // ReleaseConcurrency in flight at once (g.mu held).
 func (g *Gate) pump(b *backend) {
-	for b.state == StateUp && b.releasing < g.cfg.ReleaseConcurrency {
+	for b.sends() && b.releasing < g.cfg.ReleaseConcurrency {
 		e := b.queue.Front()
 		if e == nil {
 			return

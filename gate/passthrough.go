@@ -99,6 +99,17 @@ func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 		a.retry, a.reason = true, reason
 		return
 	}
+	if reason, ok := tlsFailure(err); ok {
+		// Nothing was sent, and waiting does not fix it: answered at once.
+		g.mu.Lock()
+		g.setState(a.b, StateMisconfigured, reason)
+		g.mu.Unlock()
+		a.body.drain()
+		a.outcome = OutcomeBackendError
+		writeError(w, a.rel.Path, http.StatusBadGateway, codeTLS, fmt.Sprintf(
+			"gate: backend %q is misconfigured: %s; the request was not sent (fix the backend's certificate, the gate's CA bundle or the URL's scheme)", a.b.name, reason))
+		return
+	}
 	var hop *hopError
 	if errors.As(err, &hop) {
 		// The hop answered for the backend: the request never reached it.
@@ -112,6 +123,7 @@ func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 		g.setState(a.b, StateAsleep, hop.reason)
 		g.mu.Unlock()
 		a.b.kickProbe()
+		a.body.drain()
 		a.outcome = OutcomeBackendError
 		writeError(w, a.rel.Path, http.StatusServiceUnavailable, codeHop, fmt.Sprintf(
 			"gate: backend %q is asleep (%s); the request did not reach it, and its body was already sent past what the gate keeps (--gate.max-held-bytes), so it was not held: send it again",
@@ -267,6 +279,17 @@ func (t *trackingBody) takeReplay() ([]byte, bool) {
 	t.release(len(rec)) // held again from here, within the bound (admit)
 	t.rec = nil
 	return rec, true
+}
+
+// drain reads what is left of a small body that was never sent, inside the
+// handler: with full duplex on, Go's server would otherwise read it after
+// the handler returned, alongside its own read of the next request, and
+// panic ("invalid concurrent Body.Read call"). Nil-safe; large bodies are
+// left to the server, which then closes the connection.
+func (t *trackingBody) drain() {
+	if t != nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(t.r, 256<<10))
+	}
 }
 
 func (t *trackingBody) Close() error { return nil }

@@ -101,6 +101,9 @@ func (g *Gate) probeGet(ctx context.Context, b *backend, path string) (int, Stat
 	req.Header.Set("User-Agent", "openwebui-exporter-gate")
 	res, err := g.transport.RoundTrip(req)
 	if err != nil {
+		if reason, ok := tlsFailure(err); ok {
+			return 0, StateMisconfigured, reason
+		}
 		if reason, ok := dialFailure(err); ok {
 			return 0, StateAsleep, reason
 		}

@@ -81,7 +81,7 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	d := &demandReq{}
 	g.mu.Lock()
 	b.begin(user)
-	direct := b.state == StateUp && b.queue.Len()+b.reading == 0 // never ahead of one held before it
+	direct := b.sends() && b.queue.Len()+b.reading == 0 // never ahead of one held before it
 	if direct {
 		b.inFlight++
 		d.inFlight = true
