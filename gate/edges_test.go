@@ -329,3 +329,48 @@ func TestTLSFailuresAreAMisconfiguration(t *testing.T) {
 		})
 	}
 }
+
+// Item 15: vLLM and llama.cpp stamp /v1/models with "created" = now (vLLM
+// also a fresh "permission" id): the memory keeps the latest answer, but the
+// state file is written only when the models change.
+func TestTheStateFileIsWrittenOnlyWhenTheModelsChange(t *testing.T) {
+	g, err := New(Config{Backends: []BackendConfig{backendURL(t, "http://vllm.test:8000")}, StateFile: t.TempDir() + "/state.json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := g.byName[DefaultName]
+	vllm := func(created int, ids ...string) []byte {
+		var data []string
+		for _, id := range ids {
+			data = append(data, `{"id":"`+id+`","object":"model","created":`+strconv.Itoa(created)+`,"owned_by":"vllm","root":"`+id+`","parent":null,"max_model_len":8192,"permission":[{"id":"modelperm-`+strconv.Itoa(created)+`","object":"model_permission","created":`+strconv.Itoa(created)+`}]}`)
+		}
+		return []byte(`{"object":"list","data":[` + strings.Join(data, ",") + `]}`)
+	}
+	steps := []struct {
+		what  string
+		body  []byte
+		write bool
+	}{
+		{"the first list", vllm(1000, "qwen"), true},
+		{"the same model, a new created and permission id", vllm(1001, "qwen"), false},
+		{"again", vllm(1002, "qwen"), false},
+		{"a model added", vllm(1003, "qwen", "llama"), true},
+		{"llama.cpp's shape, created only", []byte(`{"object":"list","data":[{"id":"qwen","object":"model","created":1004,"owned_by":"llamacpp"},{"id":"llama","object":"model","created":1004,"owned_by":"llamacpp"}]}`), true},
+		{"llama.cpp again", []byte(`{"object":"list","data":[{"id":"qwen","object":"model","created":1005,"owned_by":"llamacpp"},{"id":"llama","object":"model","created":1005,"owned_by":"llamacpp"}]}`), false},
+	}
+	for _, st := range steps {
+		g.remember(b, pathModels, "application/json", st.body)
+		var dirty bool
+		select {
+		case <-g.stateDirty:
+			dirty = true
+		default:
+		}
+		if dirty != st.write {
+			t.Errorf("%s: state file written %v, want %v", st.what, dirty, st.write)
+		}
+		if got := string(b.lists[pathModels].Body); got != string(st.body) {
+			t.Errorf("%s: memory serves %s, want the latest answer", st.what, got)
+		}
+	}
+}

@@ -44,6 +44,7 @@ type remembered struct {
 	ContentType string
 	Body        []byte
 	At          time.Time
+	fp          []byte // listFingerprint of Body, computed once
 }
 
 // serveList passes a list request through while b is up (not demand), or
@@ -200,11 +201,17 @@ func (g *Gate) remember(b *backend, path, ctype string, body []byte) {
 	g.mu.Lock()
 	old := b.lists[path]
 	changed := old == nil || old.ContentType != ctype || !bytes.Equal(old.Body, body)
+	var persist bool // worth a write of the state file
 	if changed {
-		b.lists[path] = &remembered{ContentType: ctype, Body: body, At: g.now()}
+		rem := &remembered{ContentType: ctype, Body: body, At: g.now(), fp: listFingerprint(body)}
+		persist = old == nil || old.ContentType != ctype || !bytes.Equal(old.fingerprint(), rem.fp)
+		if !persist {
+			rem.At = old.At // the same models: the state file keeps its time
+		}
+		b.lists[path] = rem // served as the backend last answered
 	}
 	g.mu.Unlock()
-	if changed && g.cfg.StateFile != "" {
+	if persist && g.cfg.StateFile != "" {
 		select {
 		case g.stateDirty <- struct{}{}:
 		default:
