@@ -374,3 +374,73 @@ func TestTheStateFileIsWrittenOnlyWhenTheModelsChange(t *testing.T) {
 		}
 	}
 }
+
+// Item 16 at the gate: the request shapes of the Go CLI (`ollama run`: HEAD
+// /, then /api/show and the chat) and of the official JavaScript and Python
+// clients (their User-Agent, Accept and Content-Type) through a sleeping
+// backend: / and the lists are answered without demand, the rest is held and
+// delivered once.
+func TestOllamaClientsThroughASleepingGate(t *testing.T) {
+	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = w.Write([]byte(`{"done":true}`))
+	}}
+	lists := ollamaLike(nil, nil)
+	sb := newSleepyBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isList(r.Method, r.URL.Path) {
+			lists.ServeHTTP(w, r)
+			return
+		}
+		rec.ServeHTTP(w, r)
+	}))
+	sb.serve()
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}})
+	eventually(t, "up", func() bool { return stats(g.Gate, DefaultName).State == StateUp })
+	do(t, "GET", g.url+"/api/tags", nil, nil)
+	sb.stop()
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+
+	cli := http.Header{"User-Agent": {"ollama/0.17.4 (amd64 linux) Go/go1.24.1"}, "Accept": {"application/x-ndjson"}, "Content-Type": {"application/json"}}
+	js := http.Header{"User-Agent": {"ollama-js/0.6.0 (x64 linux Node.js/v22.12.0)"}, "Accept": {"application/json"}, "Content-Type": {"application/json"}}
+	py := http.Header{"User-Agent": {"ollama-python/0.5.1 (x86_64 linux) Python/3.12.8"}, "Accept": {"application/json"}, "Content-Type": {"application/json"}}
+	for _, c := range []struct {
+		who          string
+		hdr          http.Header
+		method, path string
+	}{
+		{"cli heartbeat", cli, "HEAD", "/"},
+		{"cli list", cli, "GET", "/api/tags"},
+		{"cli ps", cli, "GET", "/api/ps"},
+		{"js list", js, "GET", "/api/tags"},
+		{"python list", py, "GET", "/api/tags"},
+	} {
+		if code, _, _ := do(t, c.method, g.url+c.path, nil, c.hdr); code != 200 {
+			t.Errorf("%s (%s %s) while asleep: %d, want 200", c.who, c.method, c.path, code)
+		}
+	}
+	if d := mustDemand(t, g.Gate, DefaultName); d != (Demand{}) {
+		t.Fatalf("heartbeat and lists are demand: %+v", d)
+	}
+	var clients []*heldClient
+	for _, c := range []struct {
+		hdr        http.Header
+		path, body string
+	}{
+		{cli, "/api/show", `{"model":"tiny"}`},
+		{cli, "/api/chat", `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`},
+		{js, "/api/chat", `{"model":"tiny","messages":[{"role":"user","content":"js"}],"stream":false}`},
+		{py, "/api/generate", `{"model":"tiny","prompt":"py","stream":false}`},
+	} {
+		clients = append(clients, sendAsync(context.Background(), http.DefaultClient, "POST", g.url+c.path, strings.NewReader(c.body), c.hdr))
+	}
+	eventually(t, "all four held", func() bool { return mustDemand(t, g.Gate, DefaultName).Held == 4 })
+	sb.serve()
+	for i, c := range clients {
+		if c.wait(t); c.err != nil || c.status != 200 {
+			t.Errorf("request %d through the wake: %d %q %v", i, c.status, c.body, c.err)
+		}
+	}
+	if n := len(rec.requests()); n != 4 {
+		t.Errorf("the backend got %d requests, want the 4 held ones once each", n)
+	}
+}
