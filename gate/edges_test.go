@@ -444,3 +444,18 @@ func TestOllamaClientsThroughASleepingGate(t *testing.T) {
 		t.Errorf("the backend got %d requests, want the 4 held ones once each", n)
 	}
 }
+
+// A report listing more users than a replica lists now (an older replica in
+// a rollout) is kept: its users become a number, its held count stays.
+func TestAnOlderPeersLongUserListIsKept(t *testing.T) {
+	rep := &DemandReport{Instance: "old", Backends: map[string]BackendDemand{"big": {Held: 2, Users: map[string]float64{}, Anonymous: 1}}}
+	for i := range maxReportUsers + 5 {
+		rep.Backends["big"].Users[strconv.Itoa(i)] = 1
+	}
+	if err := rep.check(); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if d := rep.Backends["big"]; d.Held != 2 || d.Users != nil || d.Recent != maxReportUsers+5+1 {
+		t.Errorf("kept as %+v, want held 2 and the %d users as a number", d, maxReportUsers+5)
+	}
+}

@@ -29,9 +29,6 @@ func (d BackendDemand) check() error {
 			return fmt.Errorf("%s is absurd (%d, over %d)", c.name, c.n, maxPeerCount)
 		}
 	}
-	if len(d.Users) > maxReportUsers {
-		return fmt.Errorf("%d users listed, over %d", len(d.Users), maxReportUsers)
-	}
 	for _, age := range d.Users {
 		switch {
 		case math.IsNaN(age) || math.IsInf(age, 0):
@@ -43,7 +40,10 @@ func (d BackendDemand) check() error {
 	return nil
 }
 
-// check tells what is wrong with a peer's report, or nil.
+// check tells what is wrong with a peer's report, or nil. A report that
+// lists more users than maxReportUsers (a replica of an older version) is
+// kept, its users taken as a number: its held and in-flight counts matter
+// more than who its users are.
 func (rep *DemandReport) check() error {
 	if rep.Instance == "" {
 		return fmt.Errorf("no instance")
@@ -51,6 +51,11 @@ func (rep *DemandReport) check() error {
 	for name, d := range rep.Backends {
 		if err := d.check(); err != nil {
 			return fmt.Errorf("backend %q: %w", name, err)
+		}
+		if len(d.Users) > maxReportUsers {
+			d.Recent = max(d.Recent, len(d.Users)+d.Anonymous)
+			d.Users = nil
+			rep.Backends[name] = d
 		}
 	}
 	return nil
