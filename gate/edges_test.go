@@ -142,7 +142,7 @@ func TestACORSPreflightIsNotDemand(t *testing.T) {
 
 // Item 13: dot segments never reach the backend above its path.
 func TestDotSegmentsAreRejected(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {}}
+	rec := &recorder{resp: func(http.ResponseWriter, *http.Request) {}}
 	backend := httptest.NewServer(withVersion(rec))
 	defer backend.Close()
 	for _, tc := range []struct{ flag, path string }{
@@ -153,7 +153,7 @@ func TestDotSegmentsAreRejected(t *testing.T) {
 		{backend.URL + "/ollama", "/api/.%2e/secret"},
 	} {
 		g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, tc.flag)}})
-		req, _ := http.NewRequest("GET", g.url+"/", nil)
+		req, _ := http.NewRequest(http.MethodGet, g.url+"/", nil)
 		req.URL.Opaque = tc.path // sent as written, not cleaned by the client
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -204,7 +204,7 @@ func TestBadPeerReportsAreRefused(t *testing.T) {
 		{"negative user age", `{"instance":"p1","backends":{"default":{"users":{"u":-5}}}}`, "negative"},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
-			peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				_, _ = w.Write([]byte(tc.report))
 			}))
 			defer peer.Close()
@@ -276,7 +276,7 @@ func TestAHangingPeerLookupTimesOut(t *testing.T) {
 	startGate(t, Config{Backends: []BackendConfig{backendURL(t, backend.URL)}, Peers: "peers.test:9100", Logger: log.NewLogfmtLogger(logs)},
 		func(g *Gate) {
 			g.peerEvery, g.peerLookupTimeout = 10*time.Millisecond, 50*time.Millisecond
-			g.lookup = func(ctx context.Context, host string) ([]net.IPAddr, error) {
+			g.lookup = func(ctx context.Context, _ string) ([]net.IPAddr, error) {
 				mu.Lock()
 				i := n
 				n++
@@ -381,7 +381,7 @@ func TestTheStateFileIsWrittenOnlyWhenTheModelsChange(t *testing.T) {
 // backend: / and the lists are answered without demand, the rest is held and
 // delivered once.
 func TestOllamaClientsThroughASleepingGate(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {
+	rec := &recorder{resp: func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		_, _ = w.Write([]byte(`{"done":true}`))
 	}}

@@ -79,7 +79,7 @@ func TestHopAnswersAreToldFromBackendErrors(t *testing.T) {
 // A long 5xx is the backend's: it is not read past maxHopBody, and passes on whole.
 func TestHopAnswerKeepsALongBody(t *testing.T) {
 	long := "no healthy upstream" + strings.Repeat(" ", maxHopBody)
-	res := &http.Response{StatusCode: 503, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(long)), ContentLength: -1}
+	res := &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(long)), ContentLength: -1}
 	if _, hop := hopAnswer(res); hop {
 		t.Error("a body over maxHopBody was taken for a hop's answer")
 	}

@@ -52,19 +52,19 @@ var hopShapes = []struct {
 	{"envoy no healthy upstream", func(w http.ResponseWriter) {
 		w.Header().Set("Server", "istio-envoy")
 		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(503)
+		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "no healthy upstream")
 	}},
 	{"envoy connect failure", func(w http.ResponseWriter) {
 		w.Header().Set("Server", "envoy")
 		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(503)
+		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused")
 	}},
 	{"linkerd fail-fast", func(w http.ResponseWriter) {
 		w.Header().Set("L5d-Proxy-Error", "logical service ollama.ai.svc.cluster.local:11434: service in fail-fast")
 		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(504)
+		w.WriteHeader(http.StatusGatewayTimeout)
 	}},
 }
 
@@ -74,7 +74,7 @@ var hopShapes = []struct {
 func TestAHopsNoBackendAnswerIsHeldAndDelivered(t *testing.T) {
 	for _, shape := range hopShapes {
 		t.Run(shape.name, func(t *testing.T) {
-			rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"done":true}`) }}
+			rec := &recorder{resp: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, `{"done":true}`) }}
 			hop := newStandInHop(t, withVersion(rec), shape.answer)
 			hop.up.Store(true)
 			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, hop.srv.URL)}})
@@ -134,9 +134,9 @@ func TestTheProbeSeesABackendAsleepBehindAHop(t *testing.T) {
 // and the backend stays up.
 func TestABusyBackendsOwn503PassesThroughAHop(t *testing.T) {
 	busy := `{"error":"server busy, please try again.  maximum pending requests exceeded"}`
-	backend := withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := withVersion(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.WriteHeader(503)
+		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, busy)
 	}))
 	hop := newStandInHop(t, backend, hopShapes[0].answer)
@@ -156,7 +156,7 @@ func TestABusyBackendsOwn503PassesThroughAHop(t *testing.T) {
 // --gate.max-held-bytes) cannot be held: the client is told, in the
 // backend's error shape, that the request did not reach the backend.
 func TestAHopAnsweredBodyPastTheBoundIsRefusedClearly(t *testing.T) {
-	rec := &recorder{resp: func(w http.ResponseWriter, r *http.Request) {}}
+	rec := &recorder{resp: func(http.ResponseWriter, *http.Request) {}}
 	hop := newStandInHop(t, withVersion(rec), hopShapes[0].answer)
 	hop.up.Store(true)
 	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, hop.srv.URL)}, MaxHeldBytes: 16}, func(g *Gate) { g.probeIdle = time.Hour })
