@@ -173,3 +173,44 @@ func TestAHopAnsweredBodyPastTheBoundIsRefusedClearly(t *testing.T) {
 		t.Errorf("the backend got %d requests", len(rec.requests()))
 	}
 }
+
+// A released request that meets the hop's "no backend" answer again (the
+// probe passed, the next request did not) goes back to the queue with its
+// body, its bytes counted again, and is delivered once.
+func TestAReleasedRequestAnsweredByTheHopIsHeldAgain(t *testing.T) {
+	rec := &recorder{resp: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, `{"done":true}`) }}
+	var refuseChats atomic.Int64
+	hop := newStandInHop(t, withVersion(rec), hopShapes[0].answer)
+	inner := hop.srv.Config.Handler
+	hop.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/chat" && refuseChats.Add(-1) >= 0 {
+			_, _ = io.Copy(io.Discard, r.Body)
+			hopShapes[0].answer(w)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, hop.srv.URL)}})
+	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+	body := strings.Repeat("b", 1000)
+	c := sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/api/chat", strings.NewReader(body), nil)
+	eventually(t, "held", func() bool { return queued(g.Gate, DefaultName) == 1 })
+	refuseChats.Store(2) // the first two deliveries meet the hop's answer
+	hop.up.Store(true)
+	if c.wait(t); c.err != nil || c.status != 200 {
+		t.Fatalf("the chat: %d %q %v", c.status, c.body, c.err)
+	}
+	var chats []seen
+	for _, s := range rec.requests() {
+		if s.RequestURI == "/api/chat" {
+			chats = append(chats, s)
+		}
+	}
+	if len(chats) != 1 || string(chats[0].Body) != body {
+		t.Errorf("the backend got the chat %d times (want once, whole)", len(chats))
+	}
+	eventually(t, "its bytes given back", func() bool { return stats(g.Gate, DefaultName).HeldBytes == 0 })
+	if n := refuseChats.Load(); n >= 0 {
+		t.Errorf("the hop answered only %d of the 2 deliveries: the test did not test a re-queue", 2-n)
+	}
+}
