@@ -15,18 +15,25 @@
 //   - route.go: ServeHTTP: the gate's own /_gate/ paths, or which backend and
 //     which path; a list goes to lists.go, any other request (demand) passes
 //     through while its backend is up and is held otherwise (serveDemand).
+//   - paths.go: what route refuses or adjusts (dot segments, Open WebUI's
+//     doubled slash) and CORS preflights (never demand).
 //   - passthrough.go: one pass of a request to its backend (the reverse proxy
 //     and its hooks), the transport.
+//   - hop.go: a proxy in front of the backend (a mesh sidecar, an ingress):
+//     its "no backend" answer told from the backend's own 5xx.
 //   - hold.go: holding a request while its backend is not up, its body in
 //     memory within the bounds, and the release in arrival order.
 //   - lists.go: the model lists, remembered and served from memory; the
 //     learning wake for a list never seen.
-//   - backend.go: a backend and its state (asleep, starting, up), and what a
-//     change of state sets off.
+//   - learning.go: the bound of a learning wake (not learnable after the hold
+//     timeout).
+//   - backend.go: a backend and its state (asleep, starting, up,
+//     misconfigured), and what a change of state sets off.
 //   - probe.go: the probes that find a backend's state.
 //   - demand.go: what a backend's requests ask of it (Demand): held, in flight,
 //     who was seen within Idle.
 //   - peers.go: demand exchanged with the other replicas (/_gate/demand).
+//   - peercheck.go: what a peer's report may say.
 //   - state.go: --gate.state-file, the remembered lists across restarts.
 //   - stats.go, status.go: the numbers (Stats) and /_gate/status.
 //   - errors.go: errors in the backend's own shape; what a failed dial means.
