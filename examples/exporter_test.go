@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 var (
 	helpFlagRE = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--(\[no-\])?([a-z0-9][a-z0-9.\-]*)(=\S*)?`)
 	helpEnvRE  = regexp.MustCompile(`\(\$([A-Z_][A-Z0-9_]*)\)`)
-	typeLineRE = regexp.MustCompile(`(?m)^# TYPE (\S+) `)
+	typeLineRE = regexp.MustCompile(`(?m)^# TYPE (\S+) (\S+)`)
 )
 
 func learnExporter(dir string) (*exporter, error) {
@@ -89,9 +89,12 @@ func learnExporter(dir string) (*exporter, error) {
 	upstream := httptest.NewServer(fake)
 	defer upstream.Close()
 
-	addr := harness.FreeAddr()
+	// The gate too, so that its metrics show: in front of a port nothing
+	// listens on (port 1 of loopback refuses), so its backend sleeps.
+	addr, gateAddr := harness.FreeAddr(), harness.FreeAddr()
 	cmd := exec.Command(bin, "--openwebui.url="+upstream.URL, "--openwebui.count-mode=admin",
-		"--web.listen-address="+addr, "--cache.ttl=0", "--log.level=warn")
+		"--web.listen-address="+addr, "--cache.ttl=0", "--log.level=warn",
+		"--gate.listen-address="+gateAddr, "--gate.backend=http://127.0.0.1:1")
 	cmd.Env = harness.CleanEnv("TOKEN=" + key)
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -123,6 +126,9 @@ func learnExporter(dir string) (*exporter, error) {
 	}
 	for _, m := range typeLineRE.FindAllStringSubmatch(string(metrics), -1) {
 		e.metrics[m[1]] = true
+		if m[2] == "histogram" { // the series a query reads
+			e.metrics[m[1]+"_bucket"], e.metrics[m[1]+"_sum"], e.metrics[m[1]+"_count"] = true, true, true
+		}
 	}
 	return e, nil
 }
@@ -158,7 +164,8 @@ func TestExporterFacts(t *testing.T) {
 		}
 	}
 	for _, m := range []string{"openwebui_up", "openwebui_active_users", "openwebui_users", "openwebui_scrape_duration_seconds",
-		"openwebui_last_success_timestamp_seconds", "openwebui_version_info", "openwebui_exporter_build_info"} {
+		"openwebui_last_success_timestamp_seconds", "openwebui_version_info", "openwebui_exporter_build_info",
+		"openwebui_gate_backend_state", "openwebui_gate_held_requests", "openwebui_backend_demand"} {
 		if !facts.metrics[m] {
 			t.Errorf("metric %s not served by the exporter (served: %v)", m, sortedKeys(facts.metrics))
 		}

@@ -66,6 +66,30 @@ var wellKnown = map[string]bool{
 	"kube_deployment_status_replicas_updated":     true,
 }
 
+// metricsLandingWithAnotherBranch are metric names of METRICS-CONTRACT that
+// the dashboard and the alerts already use while the branch that serves them
+// is not merged yet (warming, replicas, the learning wake). Empty this set as
+// each lands: TestMetricsLandingWithAnotherBranch fails for a name the
+// exporter serves, so none stays here by mistake.
+var metricsLandingWithAnotherBranch = map[string]bool{
+	"openwebui_gate_learning":                       true, // hardening
+	"openwebui_gate_lists_known":                    true, // hardening
+	"openwebui_gate_warmups_total":                  true, // warm
+	"openwebui_gate_warmup_duration_seconds_bucket": true, // warm
+	"openwebui_gate_replica_up":                     true, // replicas
+	"openwebui_gate_replica_draining":               true, // replicas
+	"openwebui_gate_replica_inflight_requests":      true, // replicas
+	"openwebui_gate_replica_requests_total":         true, // replicas
+}
+
+func TestMetricsLandingWithAnotherBranch(t *testing.T) {
+	for name := range metricsLandingWithAnotherBranch {
+		if facts.metrics[name] {
+			t.Errorf("the exporter serves %s now: take it out of metricsLandingWithAnotherBranch", name)
+		}
+	}
+}
+
 // checkExpr reports metric names in expr that neither the exporter serves nor
 // are well known, and an expression that reads no metric at all.
 func checkExpr(t *testing.T, where, expr string) []string {
@@ -75,7 +99,7 @@ func checkExpr(t *testing.T, where, expr string) []string {
 		t.Errorf("%s: %q reads no metric", where, expr)
 	}
 	for _, n := range names {
-		if !facts.metrics[n] && !wellKnown[n] {
+		if !facts.metrics[n] && !wellKnown[n] && !metricsLandingWithAnotherBranch[n] {
 			var ours []string
 			for _, m := range sortedKeys(facts.metrics) {
 				if strings.HasPrefix(m, "openwebui_") {
