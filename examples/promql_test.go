@@ -1,11 +1,14 @@
 package examples_test
 
 import (
+	"os"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v2"
 )
 
 // PromQL metric names, found without a PromQL parser (a heavy dependency):
@@ -139,4 +142,37 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// TestGateAlertsReadServedMetrics: every expression of the gate's alerts
+// (the chart's alerts/gate.rules.yaml, which the kustomize gate component
+// copies) reads metrics the exporter serves, or that land with another
+// branch.
+func TestGateAlertsReadServedMetrics(t *testing.T) {
+	const file = "../charts/openwebui-exporter/alerts/gate.rules.yaml"
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(raw, &rules); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			checkExpr(t, file+" alert "+r.Alert, r.Expr)
+			n++
+		}
+	}
+	if n < 5 {
+		t.Errorf("%s: %d alerts, want the gate's 5 at least", file, n)
+	}
 }
