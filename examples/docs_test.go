@@ -270,3 +270,48 @@ func TestDocsLinksResolve(t *testing.T) {
 		t.Errorf("only %d relative links found: the test checks too little", links)
 	}
 }
+
+// TestReferenceMetricTable: every metric the exporter serves (with the gate,
+// in admin mode) has a row in the metric table of docs/reference.md, and
+// every row names a metric of the exporter's; a new metric without a row
+// fails. openwebui_engaged_users and openwebui_skipped_rows_total need
+// --activity.idle-timeout, which the learnt exporter does not run with.
+func TestReferenceMetricTable(t *testing.T) {
+	raw, err := os.ReadFile("../docs/reference.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idleTabsOnly := map[string]bool{"openwebui_engaged_users": true, "openwebui_skipped_rows_total": true}
+	name := regexp.MustCompile("`(openwebui_[a-z_]+)")
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "| `openwebui_") {
+			continue
+		}
+		for _, m := range name.FindAllStringSubmatch(strings.SplitN(line, "|", 3)[1], -1) {
+			documented[m[1]] = true
+			if !facts.metrics[m[1]] && !idleTabsOnly[m[1]] && !metricsLandingWithAnotherBranch[m[1]] {
+				t.Errorf("docs/reference.md documents %s, which the exporter does not serve", m[1])
+			}
+		}
+	}
+	for m := range facts.metrics {
+		if strings.HasPrefix(m, "openwebui_") && !documented[m] && !documented[histogramOf(m)] {
+			t.Errorf("the exporter serves %s, which has no row in the metric table of docs/reference.md", m)
+		}
+	}
+	if len(documented) < 10 {
+		t.Errorf("only %d metrics found in docs/reference.md: the test checks too little", len(documented))
+	}
+}
+
+// histogramOf returns the histogram a series name such as x_bucket belongs
+// to, or "" if it is none of a histogram's series.
+func histogramOf(series string) string {
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(series, suffix); ok && facts.metrics[base] {
+			return base
+		}
+	}
+	return ""
+}
