@@ -252,6 +252,12 @@ scrape_configs:
 			s, err := p.query(q)
 			return err == nil && len(s) == 1, p.describe(q)
 		})
+		// The gate's alerts match the real series: both go pending while the
+		// request waits (they fire only after minutes).
+		eventually(t, settle, "alerts OpenWebUIGateRequestHeldTooLong and OpenWebUIGateAsleepWithDemand are pending", func() (bool, string) {
+			return countAlerts(p, "OpenWebUIGateRequestHeldTooLong", "pending") == 1 &&
+				countAlerts(p, "OpenWebUIGateAsleepWithDemand", "pending") == 1, alertsState(p)
+		})
 		if err := ollama.Start(0); err != nil {
 			t.Fatal(err)
 		}
