@@ -277,18 +277,30 @@ const relearnEvery = 10 * time.Minute
 // after made it active again in that very second). After alone would not do:
 // with several Open WebUI processes, its own stamp can land on a process
 // whose throttle has expired and report active an account that the count
-// did not include. Not subtracting when in doubt is an overcount by one,
-// never a false zero.
+// did not include. Inactive before and active after: a write of ours landed
+// in between, before or after the count, so the client counts once more
+// (now active before). Not subtracting when in doubt is an overcount by
+// one, never a false zero.
 func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 	if err := CheckStatusUpdateInterval(c.cfg.Mode, c.cfg.StatusUpdateInterval); err != nil {
 		return Count{}, err
 	}
+	n, doubt, err := c.countUsageOnce(ctx, token)
+	if err == nil && doubt {
+		n, _, err = c.countUsageOnce(ctx, token)
+	}
+	return n, err
+}
+
+// countUsageOnce is one count of countUsage; doubt reports that the own
+// account became active around it, so that it may be in the count.
+func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, doubt bool, err error) {
 	isKey := strings.HasPrefix(token, "sk-")
 	stale := c.cfg.Now().Sub(c.lastStamp) >= c.primeAfter()
 	ownBefore := false
 	if c.self == nil || (!isKey && stale) {
 		if err := c.learnSelf(ctx, token); err != nil {
-			return Count{}, err
+			return Count{}, false, err
 		}
 		if !isKey && stampsByTime(c.version) {
 			active, err := c.confirmActive(ctx, token)
@@ -296,7 +308,7 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 				// Our stamp is in doubt: check again next time, never
 				// subtract on trust.
 				c.lastStamp = time.Time{}
-				return Count{}, err
+				return Count{}, false, err
 			}
 			if !active {
 				c.lastStamp = time.Time{}
@@ -306,34 +318,37 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 		}
 	}
 	if stampsByTime(c.version) && (isKey || !ownBefore) {
+		// A JWT's requests within primeAfter stamped it, or it was primed.
+		stamped := isKey || c.cfg.Now().Sub(c.lastStamp) < c.primeAfter()
 		active, err := c.userActive(ctx, token, c.self.ID)
 		if err != nil {
-			return Count{}, err
+			return Count{}, false, err
 		}
-		if isKey && !active {
-			c.warnUsageThrottle("the request that asked had just stamped it, and it was not active")
+		if stamped && !active {
+			c.warnUsageThrottle("a request of its own had just stamped it, and it was not active")
 		}
 		ownBefore = active
 	}
 	body, err := c.get(ctx, "/api/usage", nil, token)
 	if err != nil {
-		return Count{}, c.explainHTML(err)
+		return Count{}, false, c.explainHTML(err)
 	}
 	usage, err := ParseUsage(body)
 	if err != nil {
-		return Count{}, fmt.Errorf("GET /api/usage: %w", err)
+		return Count{}, false, fmt.Errorf("GET /api/usage: %w", err)
 	}
-	n := Count{TotalUsers: -1, Version: c.version}
+	n = Count{TotalUsers: -1, Version: c.version}
 	if usage.HasUserCount {
 		own := 0
-		if ownBefore {
-			ownAfter, err := c.userActive(ctx, token, c.self.ID)
-			if err != nil {
-				return Count{}, err
-			}
-			if ownAfter {
-				own = 1
-			}
+		ownAfter, err := c.userActive(ctx, token, c.self.ID)
+		if err != nil {
+			return Count{}, false, err
+		}
+		switch {
+		case ownBefore && ownAfter:
+			own = 1
+		case !ownBefore && ownAfter:
+			doubt = true
 		}
 		// An account the exporter used before a token rotation is still
 		// counted until its stamp leaves the window. The count has no ids:
@@ -342,14 +357,14 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 		for _, id := range c.formerSelves() {
 			active, err := c.userActive(ctx, token, id)
 			if err != nil {
-				return Count{}, err
+				return Count{}, false, err
 			}
 			if active {
 				own++
 			}
 		}
 		n.ActiveUsers = max(usage.UserCount-own, 0)
-		return n, nil
+		return n, doubt, nil
 	}
 	others := make(map[string]struct{}, len(usage.UserIDs))
 	// 0.6.15-0.6.40 list socket sessions: the exporter's HTTP requests never
@@ -361,7 +376,7 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 		}
 	}
 	n.ActiveUsers = len(others)
-	return n, nil
+	return n, false, nil
 }
 
 // warnUsageThrottle logs, once, that usage mode sees its own account
@@ -486,7 +501,7 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			if !own.found && len(seen) >= total && c.stampsSelfFirst(token) {
 				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account is not in the list of all %d users; %s", total, listAdvice)
 			}
-			own.covered = since
+			own.covered, own.at, own.prev = since, serverAt, c.prevCount
 			if own.found && serverAt.Unix()-own.stamp > int64((MaxStatusUpdateInterval+c.clockTolerance())/time.Second) && c.stampsSelfFirst(token) {
 				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request should have set, is %s old, more than any write interval accepted (%s), so the list is stale; %s", time.Duration(serverAt.Unix()-own.stamp)*time.Second, MaxStatusUpdateInterval, cacheAdvice)
 			}

@@ -27,34 +27,71 @@ const MaxStatusUpdateInterval = time.Hour
 // (--openwebui.status-update-interval) and what it sees of its own account.
 // Its own requests stamp it like anybody's, so a last_active_at that does
 // not move with them shows the throttle, and the spacing of the writes that
-// do land measures T (from above, with one Open WebUI process).
+// do land measures T: with one Open WebUI process every spacing is at least
+// T and less than T plus the gap between two of its counts. With several
+// processes behind a load balancer that spreads its requests, some writes
+// come soon after others (each process writes once per T): spacings that
+// disagree by more than that gap show it, and then the spacing says nothing
+// of T, so the count assumes MaxStatusUpdateInterval until it is told.
 type writeThrottle struct {
 	told time.Duration
 	// seen: a request of the exporter's own was seen dropped.
 	seen bool
-	// spacing is the latest spacing of two own writes with a drop seen
-	// between them; 0 while not measured since the throttle was seen.
-	spacing time.Duration
 	// stamp is the own last_active_at seen last (epoch seconds, 0: none),
-	// dropped whether a request was seen dropped since it was written, age
-	// how old it was then at most.
-	stamp   int64
-	dropped bool
-	age     time.Duration
-	warned  bool
+	// age how old it was, at most, when a request was seen dropped.
+	stamp int64
+	age   time.Duration
+	// spacings between the own writes seen since the throttle was, and the
+	// gaps between the counts that saw them, within spacingHorizon.
+	spacings, gaps []timed
+	warned         bool
+}
+
+// timed is a duration seen at an epoch second of Open WebUI's clock.
+type timed struct {
+	at int64
+	d  time.Duration
+}
+
+// spacingHorizon is how long a spacing or gap seen is remembered: long
+// enough to hold two spacings of the longest interval accepted.
+const spacingHorizon = 2*MaxStatusUpdateInterval + ActivityWindow
+
+// measured returns the interval the spacings seen show, and whether they
+// agree (one process, as far as the exporter can see), with the slack
+// they may disagree by: the longest gap between two counts.
+func (w *writeThrottle) measured() (seen time.Duration, agree bool, slack time.Duration) {
+	if len(w.spacings) < 2 {
+		return 0, false, 0
+	}
+	lo, hi := w.spacings[0].d, w.spacings[0].d
+	for _, s := range w.spacings[1:] {
+		lo, hi = min(lo, s.d), max(hi, s.d)
+	}
+	for _, g := range w.gaps {
+		slack = max(slack, g.d)
+	}
+	slack += ownStampTolerance
+	return hi, hi-lo <= slack, slack
 }
 
 // interval is the T the count assumes: the value told, or what was seen if
-// larger; MaxStatusUpdateInterval while the throttle is seen but not yet
-// measured, so that nobody goes missing meanwhile.
+// larger. Not told (0), MaxStatusUpdateInterval while the throttle is seen
+// but not measured, so that nobody goes missing meanwhile; told, the value
+// told stands then: spacings that disagree are what several Open WebUI
+// processes look like.
 func (w *writeThrottle) interval() time.Duration {
 	if !w.seen {
 		return w.told
 	}
-	if w.spacing == 0 {
-		return max(w.told, MaxStatusUpdateInterval)
+	seen, agree, _ := w.measured()
+	switch {
+	case agree:
+		return max(w.told, seen, w.age)
+	case w.told > 0:
+		return max(w.told, w.age)
 	}
-	return max(w.told, w.spacing, w.age)
+	return MaxStatusUpdateInterval
 }
 
 // ownSighting is what one admin count saw of the exporter's own account.
@@ -67,6 +104,9 @@ type ownSighting struct {
 	// handler runs), the previous count's for a JWT (stamped after the
 	// answer). Zero: none known.
 	ref time.Time
+	// at is Open WebUI's clock at this count, prev at the one before (zero:
+	// none).
+	at, prev time.Time
 	// covered is the oldest last_active_at the count read all users down
 	// to: an own account not found is older than that.
 	covered int64
@@ -74,47 +114,65 @@ type ownSighting struct {
 	tolerance time.Duration
 }
 
-// observe learns from one sighting, and logs once when Open WebUI writes
-// the own account less often than the value told.
+// observe learns from one sighting, and logs once what it saw.
 func (c *Client) observe(s ownSighting) {
 	w := &c.throttle
-	if s.ref.IsZero() {
-		if s.found {
-			w.stamp = max(w.stamp, s.stamp)
+	now := s.at.Unix()
+	forget := func(xs []timed) []timed {
+		for len(xs) > 0 && now-xs[0].at > int64(spacingHorizon/time.Second) {
+			xs = xs[1:]
 		}
-		return
+		return xs
 	}
-	ref := s.ref.Unix()
+	w.spacings, w.gaps = forget(w.spacings), forget(w.gaps)
+	if !s.prev.IsZero() && w.seen {
+		w.gaps = append(w.gaps, timed{now, s.at.Sub(s.prev)})
+	}
 	if !s.found {
-		if s.covered <= ref-int64(s.tolerance/time.Second) {
-			// Every stamp from ref on was read: none of ours. The interval
-			// assumed was too short; measure it again.
-			w.seen, w.dropped, w.spacing = true, true, 0
+		if !s.ref.IsZero() && s.covered <= s.ref.Unix()-int64(s.tolerance/time.Second) {
+			// Every stamp from ref on was read, and none is ours: the
+			// interval assumed was too short; measure it again.
+			w.seen, w.spacings = true, nil
 		}
 		return
 	}
 	if s.stamp > w.stamp {
-		if w.dropped && w.stamp != 0 {
-			w.spacing = time.Duration(s.stamp-w.stamp) * time.Second
+		if w.seen && w.stamp != 0 {
+			w.spacings = append(w.spacings, timed{s.stamp, time.Duration(s.stamp-w.stamp) * time.Second})
 			c.warnThrottle()
 		}
-		w.stamp, w.dropped, w.age = s.stamp, false, 0
+		w.stamp, w.age = s.stamp, 0
 	}
-	if age := time.Duration(ref-s.stamp) * time.Second; age > s.tolerance {
-		w.seen, w.dropped, w.age = true, true, max(w.age, age)
+	if s.ref.IsZero() {
+		return
+	}
+	if age := time.Duration(s.ref.Unix()-s.stamp) * time.Second; age > s.tolerance {
+		w.seen, w.age = true, max(w.age, age)
 	}
 }
 
-// warnThrottle logs, once, that Open WebUI throttles the activity writes
-// more than the exporter was told.
+// warnThrottle logs, once, what the exporter saw of a throttle it was not
+// told of (or told less of), when two spacings of its own writes are seen.
 func (c *Client) warnThrottle() {
 	w := &c.throttle
-	if w.warned || w.spacing <= w.told {
+	seen, agree, slack := w.measured()
+	if w.warned || len(w.spacings) < 2 || (agree && seen <= w.told+slack) || (!agree && w.told > 0) {
 		return
 	}
 	w.warned = true
-	level.Warn(c.cfg.Logger).Log("msg", fmt.Sprintf("Open WebUI writes the exporter's own last_active_at only every %s: it throttles the activity writes (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL). Counting the users active within 180s plus that interval, so that nobody goes missing; set --openwebui.status-update-interval to the value of DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL (with several Open WebUI processes the spacing seen can be shorter than it)", w.spacing),
-		"seen", w.spacing, "told", w.told)
+	const what = "Open WebUI throttles the activity writes (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL): the exporter's own last_active_at does not move with its requests. "
+	const fix = "; set --openwebui.status-update-interval to the value of DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL"
+	if agree {
+		level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come every %s: counting the users active within 180s plus that, so that nobody goes missing (openwebui_activity_write_interval_seconds)", seen)+fix,
+			"seen", seen, "told", w.told)
+		return
+	}
+	lo := seen
+	for _, s := range w.spacings {
+		lo = min(lo, s.d)
+	}
+	level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come from %s to %s apart, so several Open WebUI processes write them and the interval cannot be seen: counting the users active within 180s plus %s, the most accepted, so that nobody goes missing, which keeps Ollama up that much longer after people leave", lo, seen, MaxStatusUpdateInterval)+fix,
+		"seen_min", lo, "seen_max", seen, "told", w.told)
 }
 
 // windowSince is the oldest last_active_at that counts at serverNow: Open
