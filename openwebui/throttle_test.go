@@ -1,0 +1,212 @@
+package openwebui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
+)
+
+// lines is a goroutine-safe log sink.
+type lines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// count returns how many logged lines contain every one of subs.
+func (l *lines) count(subs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		all := line != ""
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// TestCountUnderTheWriteThrottle is issue 22: Open WebUI's
+// DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL = T writes a user's
+// last_active_at at most once per T per process. Through a 50-minute day on
+// the stand-in (T = 0, 60, 300, 500 s; one and three Open WebUI processes;
+// API key and JWT; the exporter told T or not), the exporter is read every
+// 20 s while alice keeps a tab open until minute 30 and bob sends a message
+// at minutes 10 and 12 and closes his tab each time:
+//   - admin mode never counts fewer than the people who made a request in
+//     the last 180 s (no false absence, no error), counts exactly the other
+//     users written within 180 s + the interval it reports (its own account
+//     never), and learns T when not told: one warning, T seen from above
+//     with one process, the largest accepted with three;
+//   - usage mode told T > 0 refuses, naming admin mode; not told, it counts
+//     exactly what Open WebUI counts without its own account, which misses
+//     nobody up to T = 60 (a tab's heartbeat every 30 s is written at least
+//     every 60 s) and is documented to miss people above 180 s, where it
+//     logs one warning.
+func TestCountUnderTheWriteThrottle(t *testing.T) {
+	const step = 20 * time.Second
+	for _, interval := range []time.Duration{0, 60 * time.Second, 300 * time.Second, 500 * time.Second} {
+		for _, procs := range []int{1, 3} {
+			for _, mode := range []openwebui.Mode{openwebui.ModeAdmin, openwebui.ModeUsage} {
+				for _, jwt := range []bool{false, true} {
+					for _, told := range []bool{false, true} {
+						if interval == 0 && told {
+							continue // told 0 is not told
+						}
+						cred := "api key"
+						if jwt {
+							cred = "jwt"
+						}
+						name := fmt.Sprintf("T=%s/R=%d/%s/%s/told=%v", interval, procs, mode, cred, told)
+						t.Run(name, func(t *testing.T) {
+							t.Parallel()
+							throttleDay(t, interval, procs, mode, jwt, told, step)
+						})
+					}
+				}
+			}
+		}
+	}
+}
+
+func throttleDay(t *testing.T, interval time.Duration, procs int, mode openwebui.Mode, jwt, told bool, step time.Duration) {
+	start := time.Unix(1_785_000_000, 0)
+	clock := fakeopenwebui.NewClock(start)
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true,
+		StatusUpdateInterval: interval, Processes: procs})
+	role := "user"
+	if mode == openwebui.ModeAdmin {
+		role = "admin"
+	}
+	self := fake.AddUser("exporter", role)
+	token := fake.IssueAPIKey(self)
+	if jwt {
+		token = fake.IssueJWT(self)
+	}
+	alice, bob := fake.AddUserIfMissing("alice"), fake.AddUserIfMissing("bob")
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	base, _ := url.Parse(srv.URL)
+	var logged lines
+	cfg := openwebui.Config{BaseURL: base, Mode: mode, Now: clock.Now, Logger: log.NewLogfmtLogger(&logged),
+		Token: func() (string, error) { return token, nil }}
+	if told {
+		cfg.StatusUpdateInterval = interval
+	}
+	client := openwebui.NewClient(cfg)
+
+	if mode == openwebui.ModeUsage && told {
+		_, err := client.Count(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "use --openwebui.count-mode=admin") {
+			t.Fatalf("usage mode told T = %s: got %v, want the refusal naming admin mode", interval, err)
+		}
+		return
+	}
+
+	// People's last requests (tabs heartbeat every 30 s while open), for
+	// the truth: who made a request within the last 180 s.
+	lastRequest := map[string]time.Time{}
+	aliceOpen := true
+	fake.Touch(alice)
+	truth := func(now time.Time) int {
+		if aliceOpen {
+			lastRequest[alice] = start.Add(now.Sub(start) / fakeopenwebui.HeartbeatInterval * fakeopenwebui.HeartbeatInterval)
+		}
+		n := 0
+		for _, at := range lastRequest {
+			if now.Sub(at) <= openwebui.ActivityWindow {
+				n++
+			}
+		}
+		return n
+	}
+	var seen time.Duration
+	for now := start; now.Before(start.Add(50 * time.Minute)); now = now.Add(step) {
+		if now.After(start) {
+			clock.Advance(step)
+		}
+		switch now.Sub(start) {
+		case 10 * time.Minute, 12 * time.Minute:
+			fake.Send("bob")
+			fake.CloseTab(bob)
+			lastRequest[bob] = now
+		case 30 * time.Minute:
+			fake.CloseTab(alice)
+			truth(now)
+			aliceOpen = false
+		}
+		at := now.Sub(start)
+		n, err := client.Count(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v (no error is caused by the throttle)", at, err)
+		}
+		people := truth(now)
+		switch mode {
+		case openwebui.ModeAdmin:
+			if n.ActiveUsers < people {
+				t.Fatalf("%s: counted %d, but %d made a request within 180 s", at, n.ActiveUsers, people)
+			}
+			since := now.Unix() - 180 - int64((n.WriteInterval+time.Second-1)/time.Second)
+			written := 0
+			for _, id := range []string{alice, bob} {
+				if fake.LastActive(id).Unix() >= since {
+					written++
+				}
+			}
+			if n.ActiveUsers != written {
+				t.Fatalf("%s: counted %d, want the %d people written within 180 s + %s (the exporter never)", at, n.ActiveUsers, written, n.WriteInterval)
+			}
+			seen = n.WriteInterval
+		case openwebui.ModeUsage:
+			if want := fake.ActiveCount(); n.ActiveUsers != want {
+				t.Fatalf("%s: counted %d, want Open WebUI's %d without the exporter", at, n.ActiveUsers, want)
+			}
+			if interval <= 60*time.Second && n.ActiveUsers < people {
+				t.Fatalf("%s: counted %d, but %d made a request within 180 s", at, n.ActiveUsers, people)
+			}
+		}
+	}
+
+	warnings := logged.count("level=warn", "DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL")
+	switch {
+	case mode == openwebui.ModeUsage:
+		want := 0
+		if interval > openwebui.ActivityWindow {
+			want = 1
+		}
+		if warnings != want {
+			t.Errorf("usage mode logged %d warnings about the throttle, want %d:\n%s", warnings, want, logged.b.String())
+		}
+	case told || interval == 0:
+		if seen != interval || warnings != 0 {
+			t.Errorf("told %s: assumed %s and logged %d warnings, want it and none:\n%s", interval, seen, warnings, logged.b.String())
+		}
+	case procs == 1:
+		if seen < interval || seen > interval+step+fakeopenwebui.HeartbeatInterval || warnings != 1 {
+			t.Errorf("not told: assumed %s and logged %d warnings, want %s to %s and one:\n%s", seen, warnings, interval, interval+step+fakeopenwebui.HeartbeatInterval, logged.b.String())
+		}
+	default:
+		if seen != openwebui.MaxStatusUpdateInterval || warnings != 1 {
+			t.Errorf("not told, %d processes: assumed %s and logged %d warnings, want %s and one:\n%s", procs, seen, warnings, openwebui.MaxStatusUpdateInterval, logged.b.String())
+		}
+	}
+}
