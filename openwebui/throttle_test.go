@@ -210,3 +210,83 @@ func throttleDay(t *testing.T, interval time.Duration, procs int, mode openwebui
 		}
 	}
 }
+
+// TestIdlePolicyUnderTheWriteThrottle: with the idle-tab policy on and Open
+// WebUI's write throttle at T, arrivals and writes are seen at once, an idle
+// tab stops counting after the timeout whether it is shorter than T or
+// longer, and leaving shows within 180 s + T (the count's wider window).
+func TestIdlePolicyUnderTheWriteThrottle(t *testing.T) {
+	const step = 20 * time.Second
+	for _, interval := range []time.Duration{300 * time.Second, 500 * time.Second} {
+		for _, procs := range []int{1, 3} {
+			for _, timeout := range []time.Duration{time.Minute, 15 * time.Minute} {
+				for _, told := range []bool{false, true} {
+					t.Run(fmt.Sprintf("T=%s/R=%d/timeout=%s/told=%v", interval, procs, timeout, told), func(t *testing.T) {
+						t.Parallel()
+						start := time.Unix(1_785_000_000, 0)
+						clock := fakeopenwebui.NewClock(start)
+						fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true,
+							StatusUpdateInterval: interval, Processes: procs})
+						key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+						srv := httptest.NewServer(fake)
+						t.Cleanup(srv.Close)
+						base, _ := url.Parse(srv.URL)
+						policy, err := openwebui.NewIdlePolicy(timeout)
+						if err != nil {
+							t.Fatal(err)
+						}
+						cfg := openwebui.Config{BaseURL: base, Mode: openwebui.ModeAdmin, Now: clock.Now, IdlePolicy: policy,
+							Token: func() (string, error) { return key, nil }}
+						if told {
+							cfg.StatusUpdateInterval = interval
+						}
+						client := openwebui.NewClient(cfg)
+						count := func(what string) openwebui.Count {
+							t.Helper()
+							n, err := client.Count(context.Background())
+							if err != nil {
+								t.Fatalf("%s: %v", what, err)
+							}
+							return n
+						}
+						// wait lets d pass, counting every step as KEDA would.
+						wait := func(d time.Duration) openwebui.Count {
+							t.Helper()
+							var n openwebui.Count
+							for ; d > 0; d -= step {
+								clock.Advance(step)
+								n = count("waiting")
+							}
+							return n
+						}
+						expect := func(what string, n openwebui.Count, engaged int) {
+							t.Helper()
+							if n.EngagedUsers != engaged {
+								t.Fatalf("%s: %d engaged (%d active), want %d", what, n.EngagedUsers, n.ActiveUsers, engaged)
+							}
+						}
+						wait(30 * time.Minute) // the exporter learns what it can of T
+						alice := fake.AddUserIfMissing("alice")
+						fake.Touch(alice)
+						expect("alice opens a tab", count("arrival"), 1)
+						expect("alice's tab idle for the timeout", wait(timeout+step), 0)
+						fake.Send("alice")
+						expect("alice writes", count("write"), 1)
+						expect("alice idle again", wait(timeout+step), 0)
+						fake.Touch(fake.AddUserIfMissing("bob"))
+						expect("bob opens a tab", count("arrival"), 1)
+						fake.CloseTab(alice)
+						fake.CloseTab(fake.AddUserIfMissing("bob"))
+						closed := clock.Now()
+						for n := count("left"); n.ActiveUsers > 0; n = count("left") {
+							if gone := clock.Now().Sub(closed); gone > openwebui.ActivityWindow+n.WriteInterval+step {
+								t.Fatalf("still %d active %s after both tabs closed, window 180s + %s", n.ActiveUsers, gone, n.WriteInterval)
+							}
+							clock.Advance(step)
+						}
+					})
+				}
+			}
+		}
+	}
+}
