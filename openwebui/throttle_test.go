@@ -290,3 +290,48 @@ func TestIdlePolicyUnderTheWriteThrottle(t *testing.T) {
 		}
 	}
 }
+
+// TestNotToldLearnsT: admin mode, not told, one Open WebUI process, counts
+// every step (10 s to the 60 s cache TTL): it sees the throttle at its
+// second count (its first request wrote, the second was dropped), counts
+// 180 s + 1 h meanwhile, and has measured T (from above, by less than a
+// step) once two spacings of its own writes agree: its third write comes at
+// 2T rounded up to a step, and the count after it uses the measure.
+func TestNotToldLearnsT(t *testing.T) {
+	for _, step := range []time.Duration{10 * time.Second, 30 * time.Second, 60 * time.Second} {
+		for _, interval := range []time.Duration{300 * time.Second, 500 * time.Second} {
+			t.Run(fmt.Sprintf("step=%s/T=%s", step, interval), func(t *testing.T) {
+				clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+				fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, StatusUpdateInterval: interval})
+				key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+				srv := httptest.NewServer(fake)
+				t.Cleanup(srv.Close)
+				base, _ := url.Parse(srv.URL)
+				client := openwebui.NewClient(openwebui.Config{BaseURL: base, Mode: openwebui.ModeAdmin, Now: clock.Now,
+					Token: func() (string, error) { return key, nil }})
+				var history []string
+				by := 2*((interval+step-1)/step*step) + step
+				for at := time.Duration(0); ; at += step {
+					n, err := client.Count(context.Background())
+					if err != nil {
+						t.Fatal(err)
+					}
+					history = append(history, fmt.Sprintf("%s: %s", at, n.WriteInterval))
+					switch {
+					case at == 0 && n.WriteInterval != 0, at == step && n.WriteInterval != openwebui.MaxStatusUpdateInterval:
+						t.Fatalf("want 0 at the first count and 1h from the second: %v", history)
+					case n.WriteInterval > 0 && n.WriteInterval < openwebui.MaxStatusUpdateInterval:
+						if n.WriteInterval < interval || n.WriteInterval >= interval+step || at > by {
+							t.Fatalf("measured %s at %s, want %s to %s by %s: %v", n.WriteInterval, at, interval, interval+step, by, history)
+						}
+						t.Logf("seen at %s, measured %s at %s", step, n.WriteInterval, at)
+						return
+					case at > by:
+						t.Fatalf("not measured: %v", history)
+					}
+					clock.Advance(step)
+				}
+			})
+		}
+	}
+}
