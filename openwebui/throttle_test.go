@@ -335,3 +335,60 @@ func TestNotToldLearnsT(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaveLag measures the price of the wider window: how long after a
+// person's last request (closing the tab) the admin count reaches 0, when
+// the tab's last write was 0 s, T/2 or T - 30 s before it closed (the
+// throttle drops the heartbeats in between). It is 180 s + T minus the age
+// of that write, so at most 180 s + T; with T = 0, 180 s. Counted every
+// 10 s, told T. go test ./openwebui -run TestLeaveLag -v prints the table.
+func TestLeaveLag(t *testing.T) {
+	const step = 10 * time.Second
+	for _, interval := range []time.Duration{0, 60 * time.Second, 300 * time.Second, 500 * time.Second} {
+		ages := []time.Duration{0}
+		if interval > 0 { // a write is on a heartbeat, every 30 s
+			ages = append(ages, interval/2/fakeopenwebui.HeartbeatInterval*fakeopenwebui.HeartbeatInterval, interval-fakeopenwebui.HeartbeatInterval)
+		}
+		for _, age := range ages {
+			start := time.Unix(1_785_000_000, 0)
+			clock := fakeopenwebui.NewClock(start)
+			fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true, StatusUpdateInterval: interval})
+			key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+			alice := fake.AddUserIfMissing("alice")
+			srv := httptest.NewServer(fake)
+			client := openwebui.NewClient(openwebui.Config{BaseURL: must(url.Parse(srv.URL)), Mode: openwebui.ModeAdmin, Now: clock.Now,
+				StatusUpdateInterval: interval, Token: func() (string, error) { return key, nil }})
+			fake.Touch(alice)
+			// Keep the tab open for a while, then close it age after a write.
+			for clock.Now().Sub(start) < 20*time.Minute || clock.Now().Sub(fake.LastActive(alice)) != age {
+				clock.Advance(step)
+			}
+			fake.CloseTab(alice)
+			closed := clock.Now()
+			wroteAgo := closed.Sub(fake.LastActive(alice))
+			var lag time.Duration
+			for ; ; clock.Advance(step) {
+				n, err := client.Count(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n.ActiveUsers == 0 {
+					lag = clock.Now().Sub(closed)
+					break
+				}
+			}
+			srv.Close()
+			t.Logf("T=%-5s last write %-5s before closing: count 0 after %s", interval, wroteAgo, lag)
+			if lag > openwebui.ActivityWindow+interval-wroteAgo+step || lag < openwebui.ActivityWindow-wroteAgo {
+				t.Errorf("T=%s, last write %s before closing: 0 after %s, want 180s + T - %s (+ a step)", interval, wroteAgo, lag, wroteAgo)
+			}
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
