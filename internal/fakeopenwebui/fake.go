@@ -653,13 +653,15 @@ func (s *Server) serveAuthed(w http.ResponseWriter, r *http.Request, h handler, 
 		s.stamp(u.id, proc)
 	}
 	rep := h(call{r: r, u: u, token: tok, now: s.cfg.Now(), gateHard: gateHard})
+	if !stampFirst {
+		// After the handler, like Open WebUI's background task; but before
+		// the answer leaves, so that the stamp never lands at a later
+		// instant of a test's fake clock, nor after the client's next
+		// request: the tests see one order, the one Open WebUI mostly has.
+		s.stamp(u.id, proc)
+	}
 	s.mu.Unlock()
 	rep.write(w)
-	if !stampFirst {
-		s.mu.Lock()
-		s.stamp(u.id, proc)
-		s.mu.Unlock()
-	}
 }
 
 func verified(u *user) bool { return u.role == "user" || u.role == "admin" }
