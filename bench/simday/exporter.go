@@ -75,7 +75,7 @@ func (p *people) active(now time.Duration) int {
 func simulate(bin string, tr []event, timeout, step time.Duration, write throttle) (served, error) {
 	midnight := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
 	clock := fakeopenwebui.NewClock(midnight)
-	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true, StatusUpdateInterval: write.interval})
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true, StatusUpdateInterval: write.interval, Processes: write.processes})
 	fake.RegisterToken(fake.AddUser("exporter", "admin"), harness.Token)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

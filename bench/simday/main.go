@@ -102,6 +102,7 @@ type config struct {
 	bigIdle, bigCooldown     time.Duration
 	verbose, check           bool
 	parallel                 int
+	processes                int
 }
 
 func main() {
@@ -135,6 +136,7 @@ func main() {
 	flag.BoolVar(&c.verbose, "v", false, "print every message that failed")
 	flag.BoolVar(&c.check, "check", false, "exit 1 if a target is not met (for CI): without -startups, a send went unseen, /active_users failed, or a policy run kept Ollama on no shorter than the run without it; with them, the targets printed")
 	flag.IntVar(&c.parallel, "parallel", 2, "exporter runs at once")
+	flag.IntVar(&c.processes, "processes", 1, "Open WebUI processes sharing the database, each with its own write throttle; the exporter's requests go to them in turn")
 	flag.Parse()
 	if wake {
 		set := map[string]bool{}
@@ -223,6 +225,8 @@ func (c config) validate() error {
 		return fmt.Errorf("-pools needs -pool-people and -big-users at least 1, -big-share in (0,1), a positive -big-idle")
 	case c.parallel < 1:
 		return fmt.Errorf("-parallel must be at least 1")
+	case c.processes < 1:
+		return fmt.Errorf("-processes must be at least 1")
 	}
 	return nil
 }
@@ -259,34 +263,40 @@ type run struct {
 }
 
 // throttle is Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL in
-// the fake, and whether the exporter is told it.
+// the fake, whether the exporter is told it, and how many Open WebUI
+// processes (each with its own throttle) share the database.
 type throttle struct {
-	interval time.Duration
-	told     bool
+	interval  time.Duration
+	told      bool
+	processes int
 }
 
 func (t throttle) String() string {
+	r := ""
+	if t.processes > 1 {
+		r = fmt.Sprintf(" R=%d", t.processes)
+	}
 	switch {
 	case t.interval == 0:
-		return "T=0"
+		return "T=0" + r
 	case t.told:
-		return fmt.Sprintf("T=%s told", name(t.interval))
+		return fmt.Sprintf("T=%s%s told", name(t.interval), r)
 	}
-	return fmt.Sprintf("T=%s not told", name(t.interval))
+	return fmt.Sprintf("T=%s%s not told", name(t.interval), r)
 }
 
 // throttles lists the write throttles to run: each interval above 0 not
 // told and told. Only the classic day runs them.
 func (c config) throttles() []throttle {
 	if len(c.startups) > 0 {
-		return []throttle{{}}
+		return []throttle{{processes: 1}}
 	}
 	var ts []throttle
 	for _, t := range c.intervals {
 		if t == 0 {
-			ts = append(ts, throttle{})
+			ts = append(ts, throttle{0, false, c.processes})
 		} else {
-			ts = append(ts, throttle{t, false}, throttle{t, true})
+			ts = append(ts, throttle{t, false, c.processes}, throttle{t, true, c.processes})
 		}
 	}
 	return ts
@@ -315,7 +325,7 @@ func (c config) exporterRuns() []run {
 			}
 		}
 		if c.pools && len(c.startups) > 0 {
-			add(run{c.poolPeople, c.poolTimeout, seed, throttle{}})
+			add(run{c.poolPeople, c.poolTimeout, seed, throttle{processes: 1}})
 		}
 	}
 	return runs

@@ -28,7 +28,7 @@ func classic(c config, days map[run]day) (problems []string) {
 		}
 	}
 	label := func(v variant) string {
-		if len(c.intervals) == 1 && c.intervals[0] == 0 {
+		if len(c.intervals) == 1 && c.intervals[0] == 0 && c.processes == 1 {
 			return name(v.timeout)
 		}
 		return name(v.timeout) + ", " + v.write.String()
@@ -195,7 +195,7 @@ func wakeDay(c config, days map[run]day) (problems []string) {
 				w := world{step: c.step, polling: c.polling, cooldown: c.cooldown, pushLatency: pushLatency, gate: gate, holdTimeout: c.holdTimeout, answer: c.answer}
 				s := &cell{}
 				for _, seed := range c.seeds {
-					d := days[run{people, timeout, seed, throttle{}}]
+					d := days[run{people, timeout, seed, throttle{processes: 1}}]
 					p := w.newPool(poolSpec{name: "ollama", wake: wakeArrival, startup: startup})
 					runDay(d.trace, d.served.values, func(int) int { return 0 }, []*pool{p}, w)
 					s.add(p, count(d.trace, send))
@@ -287,7 +287,7 @@ func twoPools(c config, days map[run]day) (problems []string) {
 	fmt.Printf("two pools: %d people, idle timeout %s (the people who wake the small pool), %s; gate on, push latency %s, hold timeout %s, answers %s, KEDA cooldown %s small, %s big\n",
 		c.poolPeople, short(c.poolTimeout), daysNote(c), c.pushLatency, c.holdTimeout, c.answer, short(c.cooldown), short(c.bigCooldown))
 	for _, seed := range c.seeds {
-		d := days[run{c.poolPeople, c.poolTimeout, seed, throttle{}}]
+		d := days[run{c.poolPeople, c.poolTimeout, seed, throttle{processes: 1}}]
 		big, who := bigModel(d.trace, c.poolPeople, c.bigUsers, c.bigShare, seed)
 		route := func(i int) int {
 			if big[i] {
