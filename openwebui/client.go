@@ -121,8 +121,10 @@ type Client struct {
 	// For the write throttle (throttle.go), admin mode only.
 	throttle  writeThrottle
 	prevCount time.Time // Open WebUI's clock at the previous good admin count
-	// usageThrottleWarned: usage mode logged that it saw the throttle.
+	// usageThrottleWarned: usage mode logged that it saw the throttle;
+	// usageHold is what it does then (throttle.go).
 	usageThrottleWarned bool
+	usageHold           usageHold
 
 	// scrubbedToken is the token scrub was built for.
 	scrubbedToken string
@@ -289,6 +291,9 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 	if err == nil && doubt {
 		n, _, err = c.countUsageOnce(ctx, token)
 	}
+	if err == nil {
+		n.ActiveUsers, n.WriteInterval = c.usageHold.hold(c.cfg.Now(), n.ActiveUsers)
+	}
 	return n, err
 }
 
@@ -314,6 +319,7 @@ func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, dou
 				c.lastStamp = time.Time{}
 				c.warnUsageThrottle("a JWT stamp of its own did not show within 500ms")
 			}
+			c.usageHold.observe(c.cfg.Now(), active, !active)
 			ownBefore = active
 		}
 	}
@@ -324,9 +330,11 @@ func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, dou
 		if err != nil {
 			return Count{}, false, err
 		}
-		if stamped && !active {
+		dropped := stamped && !active
+		if dropped {
 			c.warnUsageThrottle("a request of its own had just stamped it, and it was not active")
 		}
+		c.usageHold.observe(c.cfg.Now(), active, dropped)
 		ownBefore = active
 	}
 	body, err := c.get(ctx, "/api/usage", nil, token)
