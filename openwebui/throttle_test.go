@@ -189,7 +189,7 @@ func throttleDay(t *testing.T, interval time.Duration, procs int, mode openwebui
 			counts = append(counts, heldCount{now, fake.ActiveCount()})
 			want := 0
 			for _, c := range counts {
-				if c.at == now || (n.WriteInterval > 0 && now.Sub(c.at) <= openwebui.ActivityWindow+n.WriteInterval+step) {
+				if c.at.Equal(now) || (n.WriteInterval > 0 && now.Sub(c.at) <= openwebui.ActivityWindow+n.WriteInterval+step) {
 					want = max(want, c.n)
 				}
 			}
