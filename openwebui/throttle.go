@@ -84,11 +84,13 @@ func (w *writeThrottle) interval() time.Duration {
 	if !w.seen {
 		return w.told
 	}
-	seen, agree, _ := w.measured()
+	seen, agree, slack := w.measured()
 	switch {
-	case agree:
-		return max(w.told, seen, w.age)
-	case w.told > 0:
+	case agree && seen > w.told+slack:
+		return max(seen, w.age)
+	case agree || w.told > 0:
+		// A spacing is T plus up to a gap between counts: one that
+		// agrees with the value told within that gap confirms it.
 		return max(w.told, w.age)
 	}
 	return MaxStatusUpdateInterval
