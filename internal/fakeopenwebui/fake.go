@@ -1,7 +1,8 @@
 // Package fakeopenwebui is an in-memory stand-in for the parts of Open WebUI
 // the exporter talks to (see docs/openwebui-api.md). It models the
 // version-dependent response shapes, the auth error matrix, the caller's own
-// last_active_at stamp and the SPA HTML fallback. It is used by tests and by
+// last_active_at stamp, the activity-write throttle of one or several Open
+// WebUI processes sharing a database, and the SPA HTML fallback. It is used by tests and by
 // cmd/fakeopenwebui.
 package fakeopenwebui
 
