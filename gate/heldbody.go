@@ -76,28 +76,28 @@ func (hb *heldBody) nextChunk(length int64) int {
 	return min(2*cap(hb.chunks[len(hb.chunks)-1]), maxHeldChunk)
 }
 
-// reader reads the body once, letting go of each chunk as it is read, and
-// calls sent (once) when the last byte has been read. A request whose body
-// was read from is never sent again, so nothing needs the chunks after.
+// reader reads the body from its start, and calls sent (once) when the last
+// byte has been read. The chunks stay: a request that a hop answered for its
+// sleeping backend is sent again, body and all.
 func (hb *heldBody) reader(sent func()) io.Reader {
-	return &heldBodyReader{hb: hb, left: hb.size, sent: sent}
+	return &heldBodyReader{chunks: hb.chunks, left: hb.size, sent: sent}
 }
 
 type heldBodyReader struct {
-	hb   *heldBody
-	left int64
-	once sync.Once
-	sent func()
+	chunks [][]byte // what is left to read: the body's own, never changed
+	off    int      // read of chunks[0]
+	left   int64
+	once   sync.Once
+	sent   func()
 }
 
 func (r *heldBodyReader) Read(p []byte) (int, error) {
 	var n int
-	for n < len(p) && len(r.hb.chunks) > 0 {
-		c := copy(p[n:], r.hb.chunks[0])
+	for n < len(p) && len(r.chunks) > 0 {
+		c := copy(p[n:], r.chunks[0][r.off:])
 		n += c
-		if r.hb.chunks[0] = r.hb.chunks[0][c:]; len(r.hb.chunks[0]) == 0 {
-			r.hb.chunks[0] = nil
-			r.hb.chunks = r.hb.chunks[1:]
+		if r.off += c; r.off == len(r.chunks[0]) {
+			r.chunks, r.off = r.chunks[1:], 0
 		}
 	}
 	r.left -= int64(n)

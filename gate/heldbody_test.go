@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// A held body comes back byte for byte, whatever its size and framing, and
-// calls sent once at its last byte.
+// A held body comes back byte for byte, whatever its size and framing, as
+// often as it is sent, and calls sent once at its last byte.
 func TestHeldBodyRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, size := range []int{1, firstHeldChunk - 1, firstHeldChunk, firstHeldChunk + 1, 3*maxHeldChunk + 7} {
@@ -43,6 +43,10 @@ func TestHeldBodyRoundTrip(t *testing.T) {
 			}
 			if sent != 1 {
 				t.Errorf("%d bytes, %s: sent called %d times, want once", size, framing.name, sent)
+			}
+			// Sent again (a hop answered for the sleeping backend): the same bytes.
+			if again, err := io.ReadAll(hb.reader(func() {})); err != nil || !bytes.Equal(again, data) {
+				t.Errorf("%d bytes, %s: read a second time: %d bytes (%v), want the body unchanged", size, framing.name, len(again), err)
 			}
 		}
 	}
