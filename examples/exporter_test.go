@@ -89,7 +89,7 @@ func learnExporter(dir string) (*exporter, error) {
 	upstream := httptest.NewServer(fake)
 	defer upstream.Close()
 
-	addr := harness.FreeAddr()
+	addr := harness.HeldAddr()
 	cmd := exec.Command(bin, "--openwebui.url="+upstream.URL, "--openwebui.count-mode=admin",
 		"--web.listen-address="+addr, "--cache.ttl=0", "--log.level=warn")
 	cmd.Env = harness.CleanEnv("TOKEN=" + key)

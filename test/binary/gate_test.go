@@ -19,7 +19,7 @@ import (
 func startGate(t *testing.T, ollama *fakeollama.Server, args ...string) (*process, string) {
 	t.Helper()
 	_, upstream, _, token := fakeUpstream(t, nil)
-	gateAddr := harness.FreeAddr()
+	gateAddr := harness.HeldAddr()
 	p := startExporter(t, []string{"API_URL=" + upstream, "TOKEN=" + token},
 		append([]string{"--gate.listen-address=" + gateAddr, "--gate.backend=" + ollama.URL(), "--cache.ttl=0"}, args...)...)
 	gateURL := "http://" + gateAddr
@@ -32,7 +32,7 @@ func startGate(t *testing.T, ollama *fakeollama.Server, args ...string) (*proces
 	return p, gateURL
 }
 
-// startStandIn starts a stand-in Ollama on a free port, serving at once.
+// startStandIn starts a stand-in Ollama on a held port, serving at once.
 func startStandIn(t *testing.T, cfg fakeollama.Config) *fakeollama.Server {
 	t.Helper()
 	ollama, err := fakeollama.NewServer("127.0.0.1:0", fakeollama.New(cfg))

@@ -59,7 +59,7 @@ func TestPrometheus(t *testing.T) {
 	valueLocation := fieldString(so, "spec", "triggers", 0, "metadata", "valueLocation")
 
 	// The fake Open WebUI, with two people active.
-	fakeAddr := harness.FreeAddr()
+	fakeAddr := harness.HeldAddr()
 	startFake := func(humans int) *proc {
 		p := start(t, "fakeopenwebui", fakeBin, os.Environ(), "--listen", fakeAddr, "--humans", fmt.Sprint(humans))
 		waitHTTP200(t, "the fake Open WebUI is up", "http://"+fakeAddr+"/health")
@@ -85,7 +85,7 @@ func TestPrometheus(t *testing.T) {
 		return append([]string{"--openwebui.url=http://" + fakeAddr, "--openwebui.token-file=" + tokenFile,
 			"--web.listen-address=" + addr, "--cache.ttl=1s", "--cache.max-stale=0s"}, extra...)
 	}
-	exporterAddr := harness.FreeAddr()
+	exporterAddr := harness.HeldAddr()
 	exporter := start(t, "exporter", exporterBin, harness.CleanEnv(), exporterArgs(exporterAddr)...)
 	exporterURL := "http://" + exporterAddr
 
@@ -101,7 +101,7 @@ func TestPrometheus(t *testing.T) {
 	kedaPassword := secretString(t, kedaLogin, "openwebui-exporter-keda", "password")
 	promUser := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "username")
 	promPassword := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "password")
-	authAddr := harness.FreeAddr()
+	authAddr := harness.HeldAddr()
 	start(t, "exporter-basic-auth", exporterBin, harness.CleanEnv(), exporterArgs(authAddr, "--web.config.file="+webConfig)...)
 	authURL := "http://" + authAddr
 
@@ -158,7 +158,7 @@ func TestPrometheus(t *testing.T) {
 	// Prometheus scrapes both exporters every second and evaluates the
 	// PrometheusRule's rules.
 	rules := writeRules(t, dir, false)
-	promAddr := harness.FreeAddr()
+	promAddr := harness.HeldAddr()
 	config := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`global:
   scrape_interval: 1s
