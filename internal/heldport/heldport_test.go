@@ -77,7 +77,7 @@ func TestAStrangerCannotTakeAHeldPort(t *testing.T) {
 		}
 		// Listeners that let the kernel choose, all open at once, so each
 		// gets a different port.
-		for range 2000 {
+		for range 1000 {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -90,7 +90,7 @@ func TestAStrangerCannotTakeAHeldPort(t *testing.T) {
 		// Outgoing connections' local ports are the kernel's choice too.
 		target := httptest.NewServer(http.NotFoundHandler())
 		defer target.Close()
-		for range 1000 {
+		for range 500 {
 			c, err := net.Dial("tcp", target.Listener.Addr().String())
 			if err != nil {
 				t.Fatal(err)
