@@ -34,7 +34,8 @@ func hopStatus(code int) bool {
 }
 
 // Envoy's local replies (source/common/router/router.cc): the body is the
-// text, Content-Type text/plain.
+// text, Content-Type text/plain. A reset after retries reads "... retried
+// and the latest reset reason: ...", and is not taken as "not sent".
 const (
 	envoyNoHealthyUpstream = "no healthy upstream"
 	envoyUpstreamReset     = "upstream connect error or disconnect/reset before headers."
@@ -91,7 +92,11 @@ func classifyHop(code int, h http.Header, body []byte) (reason string, ok bool) 
 	case code == http.StatusServiceUnavailable && text == envoyNoHealthyUpstream:
 		return hopReason(code, envoyNoHealthyUpstream), true
 	case strings.HasPrefix(text, envoyUpstreamReset):
-		_, rr, found := strings.Cut(text, "reset reason: ")
+		// "retried and the latest reset reason: ...": only the last attempt
+		// failed to connect; an earlier one may have reached the backend
+		// (Istio's default retry policy retries the backend's own 503).
+		after := strings.TrimSpace(strings.TrimPrefix(text, envoyUpstreamReset))
+		rr, found := strings.CutPrefix(after, "reset reason: ")
 		if !found {
 			return "", false
 		}

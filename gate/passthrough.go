@@ -27,9 +27,9 @@ type attempt struct {
 	capture bool            // a list GET: remember a 200 answer
 	client  context.Context // the client's request context
 	// set by the hooks:
-	retry    bool   // the request did not reach the backend (a failed dial, a hop's "no backend" answer): hold instead
-	reason   string // what the dial or the hop said
-	replay   []byte // a retried direct pass: what the transport already took of the client's body
+	retry    bool      // the request did not reach the backend (a failed dial, a hop's "no backend" answer): hold instead
+	reason   string    // what the dial or the hop said
+	replay   *heldBody // a retried direct pass: what the transport already took of the client's body
 	outcome  Outcome
 	response bool // the backend answered with a status line
 }
@@ -209,9 +209,9 @@ type trackingBody struct {
 	cond      sync.Cond // signalled when a Read ends
 	reading   bool      // a Read is under way
 	recording bool
-	frozen    bool // the replay was taken: the transport gets no more
-	over      bool // over the budget: no replay
-	rec       []byte
+	frozen    bool     // the replay was taken: the transport gets no more
+	over      bool     // over the budget: no replay
+	rec       heldBody // in chunks: no slice grown (and copied) by append
 	reserve   func(n int) bool
 	release   func(n int)
 }
@@ -242,11 +242,11 @@ func (t *trackingBody) Read(p []byte) (int, error) {
 	defer t.mu.Unlock()
 	if n > 0 && t.recording && !t.over {
 		if t.reserve(n) {
-			t.rec = append(t.rec, p[:n]...)
+			t.rec.write(p[:n])
 		} else {
 			t.over = true
-			t.release(len(t.rec))
-			t.rec = nil
+			t.release(int(t.rec.size))
+			t.rec = heldBody{}
 		}
 	}
 	t.reading = false
@@ -263,15 +263,15 @@ func (t *trackingBody) stopRecording() {
 	defer t.mu.Unlock()
 	if t.recording && !t.frozen {
 		t.recording = false
-		t.release(len(t.rec))
-		t.rec = nil
+		t.release(int(t.rec.size))
+		t.rec = heldBody{}
 	}
 }
 
 // takeReplay stops the transport reading and returns what it took of the
 // client's body; false when that is more than was kept. A body that is not
 // the client's (a held one, in memory) or none is always sent again whole.
-func (t *trackingBody) takeReplay() ([]byte, bool) {
+func (t *trackingBody) takeReplay() (*heldBody, bool) {
 	if t == nil || t.reserve == nil {
 		return nil, true
 	}
@@ -286,9 +286,9 @@ func (t *trackingBody) takeReplay() ([]byte, bool) {
 	}
 	t.recording = false
 	rec := t.rec
-	t.release(len(rec)) // held again from here, within the bound (admit)
-	t.rec = nil
-	return rec, true
+	t.release(int(rec.size)) // held again from here, within the bound (admit)
+	t.rec = heldBody{}
+	return &rec, true
 }
 
 // drain reads what is left of a small body that was never sent, inside the
@@ -324,8 +324,8 @@ func (e *hopError) Error() string { return e.reason }
 
 // replayBody gives the whole client body again: what a hop's pass took, then
 // the rest.
-func replayBody(rec []byte, rest io.ReadCloser) io.ReadCloser {
-	return &rejoinedBody{Reader: io.MultiReader(bytes.NewReader(rec), rest), Closer: rest}
+func replayBody(rec *heldBody, rest io.ReadCloser) io.ReadCloser {
+	return &rejoinedBody{Reader: io.MultiReader(rec.reader(func() {}), rest), Closer: rest}
 }
 
 // captureBody copies a list answer while it passes and hands it over when it

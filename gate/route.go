@@ -131,7 +131,7 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 		}
 		// The request did not reach the backend: it went to sleep. Hold the
 		// request instead, with what a hop took of its body put back.
-		if len(a.replay) > 0 {
+		if a.replay != nil && a.replay.size > 0 {
 			r.Body = replayBody(a.replay, r.Body)
 		}
 		g.mu.Lock()
