@@ -442,10 +442,12 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		}
 	}
 	for page := 1; page <= maxPage; page++ {
+		asked := c.cfg.Now()
 		p, header, err := fetchPage(page)
 		if err != nil {
 			return Count{}, err
 		}
+		took := max(c.cfg.Now().Sub(asked), 0)
 		// Early stopping at the first inactive user is only right on a list
 		// that is what it claims: check the whole page before believing any
 		// entry of it.
@@ -468,8 +470,10 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			if header.Get("Date") != "" {
 				// Both clocks are Open WebUI's: only whole seconds and
-				// the request's own time part them.
-				own.tolerance = ownStampTolerance
+				// the request's own time part them (Date is when the
+				// answer started, the stamp when the request came in: a
+				// busy Open WebUI answering slowly is no dropped write).
+				own.tolerance = ownStampTolerance + took
 			}
 			total = p.Total
 			// Bounded paging: never more pages than the total allows (+1 for
@@ -583,8 +587,8 @@ func (c *Client) clockTolerance() time.Duration {
 const cacheAdvice = "a caching proxy between the exporter and Open WebUI replays old answers (let it pass /api/ uncached: the exporter sends Cache-Control: no-cache), or the clocks disagree (check NTP on Open WebUI, the proxy and this host)"
 
 // ownStampTolerance is how far the own stamp may lag the Date header of
-// the answer to the request that stamped it: whole seconds on both, and
-// the time the request took.
+// the answer to the request that stamped it, besides the time the request
+// took (measured on the local clock): whole seconds on both.
 const ownStampTolerance = 2 * time.Second
 
 // serverNow is "now" on Open WebUI's clock, which last_active_at is compared

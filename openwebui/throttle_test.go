@@ -3,6 +3,7 @@ package openwebui_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -410,4 +411,68 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// slowAnswers serves through fake, but takes `took` (on the fake clock)
+// between the stamp of the caller's request and the answer to
+// GET /api/v1/users/, as a busy Open WebUI does on a large list: its Date
+// header is then that much newer than the stamp the request wrote.
+type slowAnswers struct {
+	fake  http.Handler
+	clock interface{ Advance(time.Duration) }
+	now   func() time.Time
+	took  time.Duration
+}
+
+func (s slowAnswers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/api/v1/users/" {
+		s.fake.ServeHTTP(w, r)
+		return
+	}
+	s.fake.ServeHTTP(lateDate{ResponseWriter: w, late: func() time.Time { s.clock.Advance(s.took); return s.now() }}, r)
+}
+
+// lateDate stamps the Date header when the answer starts, late.
+type lateDate struct {
+	http.ResponseWriter
+	late func() time.Time
+}
+
+func (l lateDate) WriteHeader(status int) {
+	l.Header().Set("Date", l.late().UTC().Format(http.TimeFormat))
+	l.ResponseWriter.WriteHeader(status)
+}
+
+// TestSlowAnswerIsNotTheThrottle: with no throttle in Open WebUI (T = 0),
+// an answer to the user list that takes a few seconds has a Date header
+// that many seconds newer than the own stamp its request wrote. That is
+// not a dropped write: the exporter must not assume an hour's window (and
+// say so in openwebui_activity_write_interval_seconds) because Open WebUI
+// is busy. (Review of issue 22: it did, for the first counts.)
+func TestSlowAnswerIsNotTheThrottle(t *testing.T) {
+	for _, took := range []time.Duration{0, 3 * time.Second, 8 * time.Second} {
+		t.Run(fmt.Sprintf("took=%s", took), func(t *testing.T) {
+			clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+			fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now})
+			key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+			srv := httptest.NewServer(slowAnswers{fake: fake, clock: clock, now: clock.Now, took: took})
+			t.Cleanup(srv.Close)
+			var logged lines
+			client := openwebui.NewClient(openwebui.Config{BaseURL: must(url.Parse(srv.URL)), Mode: openwebui.ModeAdmin,
+				Now: clock.Now, Logger: log.NewLogfmtLogger(&logged), Token: func() (string, error) { return key, nil }})
+			for i := range 20 {
+				n, err := client.Count(context.Background())
+				if err != nil {
+					t.Fatalf("count %d: %v", i, err)
+				}
+				if n.WriteInterval != 0 {
+					t.Fatalf("count %d: assumed a write interval of %s, want 0: Open WebUI has no throttle, its answers take %s", i, n.WriteInterval, took)
+				}
+				clock.Advance(15 * time.Second)
+			}
+			if warnings := logged.count("level=warn"); warnings != 0 {
+				t.Errorf("%d warnings, want none:\n%s", warnings, logged.b.String())
+			}
+		})
+	}
 }
