@@ -425,13 +425,16 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 	interval := c.throttle.interval()
 	own := ownSighting{tolerance: maxClockSkew}
 	var (
-		since    int64 // oldest last_active_at that still counts
-		serverAt time.Time
-		seen     = map[string]struct{}{}
-		active   = map[string]struct{}{}
-		total    int
-		maxPage  = 1
-		prevLast = int64(math.MaxInt64)
+		since int64 // oldest last_active_at that still counts
+		// newestOther: the newest last_active_at of another user below
+		// the window (0: none).
+		newestOther int64
+		serverAt    time.Time
+		seen        = map[string]struct{}{}
+		active      = map[string]struct{}{}
+		total       int
+		maxPage     = 1
+		prevLast    = int64(math.MaxInt64)
 	)
 	countActive := func(u UserActivity) {
 		if u.ID == c.self.ID {
@@ -487,10 +490,14 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			seen[u.ID] = struct{}{}
 			if u.LastActiveAt < since {
-				done = true // sorted by activity: nobody further down counts
 				if u.ID == c.self.ID {
 					own.found, own.stamp = true, max(own.stamp, u.LastActiveAt)
 				}
+				if c.isOwn(u.ID) {
+					continue // the newest other user below the window is what unsure needs
+				}
+				newestOther = u.LastActiveAt
+				done = true // sorted by activity: nobody further down counts
 				break
 			}
 			countActive(u)
@@ -519,6 +526,9 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			c.observe(own)
 			c.prevCount = serverAt
+			if c.throttle.unsure(len(active), newestOther, serverAt) {
+				return Count{}, fmt.Errorf("GET /api/v1/users/: nobody was written within 180s, but somebody %s ago, and the exporter cannot tell yet whether Open WebUI throttles the activity writes (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL), under which they may have made a request a moment ago: not answering 0 at its first count; the next count will know (or set --openwebui.status-update-interval)", time.Duration(serverAt.Unix()-newestOther)*time.Second)
+			}
 			c.seenActive, c.seenAt = active, serverAt
 			return Count{ActiveUsers: len(active), TotalUsers: total, Version: c.version, WriteInterval: interval}, nil
 		}

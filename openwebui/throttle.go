@@ -45,6 +45,12 @@ type writeThrottle struct {
 	// gaps between the counts that saw them, within spacingHorizon.
 	spacings, gaps []timed
 	warned         bool
+	// firstStamp is the own last_active_at at the first sighting; known:
+	// a request of the exporter's own came more than the tolerance after
+	// it, so that a dropped write would have shown (seen). Until then a 0
+	// is not known to be right (see countAdmin).
+	firstStamp int64
+	known      bool
 }
 
 // timed is a duration seen at an epoch second of Open WebUI's clock.
@@ -134,9 +140,18 @@ func (c *Client) observe(s ownSighting) {
 		if !s.ref.IsZero() && s.covered <= s.ref.Unix()-int64(s.tolerance/time.Second) {
 			// Every stamp from ref on was read, and none is ours: the
 			// interval assumed was too short; measure it again.
-			w.seen, w.spacings = true, nil
+			w.seen, w.known, w.spacings = true, true, nil
 		}
 		return
+	}
+	if w.firstStamp == 0 {
+		w.firstStamp = s.stamp
+	}
+	// A request of its own made more than the tolerance after that first
+	// write would have shown as dropped (below) or has written (a JWT's
+	// stamp of the count before, or of this count's first request).
+	if tol := int64(s.tolerance / time.Second); (!s.ref.IsZero() && s.ref.Unix()-w.firstStamp > tol) || s.stamp-w.firstStamp > tol {
+		w.known = true
 	}
 	if s.stamp > w.stamp {
 		if w.seen && w.stamp != 0 {
@@ -151,6 +166,16 @@ func (c *Client) observe(s ownSighting) {
 	if age := time.Duration(s.ref.Unix()-s.stamp) * time.Second; age > s.tolerance {
 		w.seen, w.age = true, max(w.age, age)
 	}
+}
+
+// unsure reports whether a count of 0 from the window assumed is not known
+// to be right: not told, nothing seen yet (the first count after a cold
+// start; a JWT's first two), and somebody was written within 180 s + the
+// longest interval accepted, who may have made a request a moment ago whose
+// write the throttle dropped.
+func (w *writeThrottle) unsure(counted int, newestOther int64, serverNow time.Time) bool {
+	return w.told == 0 && !w.seen && !w.known && counted == 0 &&
+		newestOther >= windowSince(serverNow, MaxStatusUpdateInterval)
 }
 
 // warnThrottle logs, once, what the exporter saw of a throttle it was not
