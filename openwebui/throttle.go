@@ -82,24 +82,33 @@ func (w *writeThrottle) measured() (seen time.Duration, agree bool, slack time.D
 }
 
 // interval is the T the count assumes: the value told, or what was seen if
-// larger. Not told (0), MaxStatusUpdateInterval while the throttle is seen
-// but not measured, so that nobody goes missing meanwhile; told, the value
-// told stands then: spacings that disagree are what several Open WebUI
-// processes look like.
+// larger. Not told (0), MaxStatusUpdateInterval once the throttle is seen:
+// the spacing of its own writes is T only with one Open WebUI process.
+// Behind several, each process writes the account once per T, and the
+// writes of R processes can come evenly every T/R (a balancer that moves
+// the exporter's connection now and then), exactly as one process with T/R
+// would write them; no spacing tells the two apart, and taking T/R for T
+// loses people (TestSpacingIsNoIntervalWithSeveralProcesses). So what it
+// sees only goes into the warning, and the operator tells it T. Writes
+// that come with its counts (spacings no longer than the gaps between
+// them) are no throttle: a dropped write seen by mistake is forgotten.
+// Told, the value told stands, or what was seen if larger (a spacing is T
+// plus up to a gap between counts: one that agrees with the value told
+// within that gap confirms it).
 func (w *writeThrottle) interval() time.Duration {
 	if !w.seen {
 		return w.told
 	}
 	seen, agree, slack := w.measured()
 	switch {
+	case agree && seen <= slack:
+		return max(w.told, w.age)
+	case w.told == 0:
+		return MaxStatusUpdateInterval
 	case agree && seen > w.told+slack:
 		return max(seen, w.age)
-	case agree || w.told > 0:
-		// A spacing is T plus up to a gap between counts: one that
-		// agrees with the value told within that gap confirms it.
-		return max(w.told, w.age)
 	}
-	return MaxStatusUpdateInterval
+	return max(w.told, w.age)
 }
 
 // ownSighting is what one admin count saw of the exporter's own account.
@@ -189,17 +198,17 @@ func (c *Client) warnThrottle() {
 	w.warned = true
 	const what = "Open WebUI throttles the activity writes (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL): the exporter's own last_active_at does not move with its requests. "
 	const fix = "; set --openwebui.status-update-interval to the value of DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL"
-	if agree {
-		level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come every %s: counting the users active within 180s plus that, so that nobody goes missing (openwebui_activity_write_interval_seconds)", seen)+fix,
-			"seen", seen, "told", w.told)
-		return
-	}
 	lo := seen
 	for _, s := range w.spacings {
 		lo = min(lo, s.d)
 	}
-	level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come from %s to %s apart, so several Open WebUI processes write them and the interval cannot be seen: counting the users active within 180s plus %s, the most accepted, so that nobody goes missing, which keeps Ollama up that much longer after people leave", lo, seen, MaxStatusUpdateInterval)+fix,
-		"seen_min", lo, "seen_max", seen, "told", w.told)
+	if w.told > 0 {
+		level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come every %s, more than the %s told: counting the users active within 180s plus that, so that nobody goes missing (openwebui_activity_write_interval_seconds)", seen, w.told)+fix,
+			"seen", seen, "told", w.told)
+		return
+	}
+	level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come %s to %s apart: that is the interval with one Open WebUI process, and less with several (each writes once per interval), which the exporter cannot tell apart, so it counts the users active within 180s plus %s, the most accepted, so that nobody goes missing, which keeps Ollama up that much longer after people leave (openwebui_activity_write_interval_seconds)", lo, seen, MaxStatusUpdateInterval)+fix,
+		"seen_min", lo, "seen", seen, "told", w.told)
 }
 
 // windowSince is the oldest last_active_at that counts at serverNow: Open
@@ -238,13 +247,13 @@ type heldCount struct {
 // interval is the T the hold assumes, and the slack it adds: a write is
 // seen at the first count after it, so a spacing is known to within the
 // longest gap between counts.
+//
+// As in admin mode (writeThrottle.interval), the spacing of its own writes
+// is T only with one Open WebUI process, and T/R with R processes whose
+// writes come evenly: so it holds MaxStatusUpdateInterval; the spacing
+// seen goes into the warning only.
 func (h *usageHold) interval() (time.Duration, time.Duration) {
-	w := writeThrottle{seen: true, spacings: h.spacings, gaps: h.gaps}
-	seen, agree, slack := w.measured()
-	if !agree {
-		return MaxStatusUpdateInterval, 0
-	}
-	return seen, slack
+	return MaxStatusUpdateInterval, 0
 }
 
 // observe records whether the own account was active before the count at
