@@ -319,7 +319,7 @@ func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, dou
 				c.lastStamp = time.Time{}
 				c.warnUsageThrottle("a JWT stamp of its own did not show within 500ms")
 			}
-			c.usageHold.observe(c.cfg.Now(), active, !active)
+			c.usageHold.observe(!active)
 			ownBefore = active
 		}
 	}
@@ -334,7 +334,7 @@ func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, dou
 		if dropped {
 			c.warnUsageThrottle("a request of its own had just stamped it, and it was not active")
 		}
-		c.usageHold.observe(c.cfg.Now(), active, dropped)
+		c.usageHold.observe(dropped)
 		ownBefore = active
 	}
 	body, err := c.get(ctx, "/api/usage", nil, token)

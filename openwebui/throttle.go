@@ -227,16 +227,12 @@ func windowSince(serverNow time.Time, interval time.Duration) int64 {
 // 180 s + T, and a count within 180 s of that write included them, so that
 // largest count is 0 only when nobody is there. (It can still be lower than
 // the number of people, whose counts may not overlap: admin mode is exact.)
-// T comes from the spacing of its own writes, seen as its account turning
-// active again; until two spacings agree, MaxStatusUpdateInterval.
+// For T it takes MaxStatusUpdateInterval: as in admin mode
+// (writeThrottle.interval), the spacing of its own writes is T only with
+// one Open WebUI process, and can be T/R with R.
 type usageHold struct {
-	seen      bool
-	wasActive bool        // the own account at the previous count
-	prevAt    time.Time   // the previous count (local clock)
-	writes    []time.Time // own writes seen (when the account turned active again)
-	spacings  []timed     // between them, at the epoch second of the later one
-	gaps      []timed     // between counts, since seen
-	counts    []heldCount // counts of the last 180 s + MaxStatusUpdateInterval
+	seen   bool
+	counts []heldCount // counts of the last 180 s + MaxStatusUpdateInterval
 }
 
 type heldCount struct {
@@ -244,52 +240,15 @@ type heldCount struct {
 	n  int
 }
 
-// interval is the T the hold assumes, and the slack it adds: a write is
-// seen at the first count after it, so a spacing is known to within the
-// longest gap between counts.
-//
-// As in admin mode (writeThrottle.interval), the spacing of its own writes
-// is T only with one Open WebUI process, and T/R with R processes whose
-// writes come evenly: so it holds MaxStatusUpdateInterval; the spacing
-// seen goes into the warning only.
-func (h *usageHold) interval() (time.Duration, time.Duration) {
-	return MaxStatusUpdateInterval, 0
-}
-
-// observe records whether the own account was active before the count at
-// now; seen reports a request of its own just dropped (the throttle).
-func (h *usageHold) observe(now time.Time, active, seen bool) {
-	if seen {
-		h.seen = true
-	}
-	if h.seen {
-		if !h.prevAt.IsZero() {
-			h.gaps = append(h.gaps, timed{now.Unix(), now.Sub(h.prevAt)})
-		}
-		if active && !h.wasActive {
-			// Turned active: a request of its own since the previous count
-			// was written; its time is known to within that gap. It was
-			// inactive, so its last write is over 180 s old: anything
-			// shorter is not a spacing (a clock that jumped).
-			if n := len(h.writes); n > 0 && now.Sub(h.writes[n-1]) > ActivityWindow {
-				h.spacings = append(h.spacings, timed{now.Unix(), now.Sub(h.writes[n-1]).Round(time.Second)})
-			}
-			h.writes = append(h.writes[max(len(h.writes)-1, 0):], now)
-		}
-	}
-	horizon := now.Unix() - int64(spacingHorizon/time.Second)
-	for len(h.spacings) > 0 && h.spacings[0].at < horizon {
-		h.spacings = h.spacings[1:]
-	}
-	for len(h.gaps) > 0 && h.gaps[0].at < horizon {
-		h.gaps = h.gaps[1:]
-	}
-	h.wasActive, h.prevAt = active, now
+// observe records that a request of its own was just seen dropped (the
+// throttle), if seen.
+func (h *usageHold) observe(seen bool) {
+	h.seen = h.seen || seen
 }
 
 // hold records the exact count n at now and returns the largest of the
-// last 180 s + T (+ the slack), with the T assumed; n and 0 while no
-// throttle was seen. Counts are kept from the start, so that the first
+// last 180 s + MaxStatusUpdateInterval, with that interval; n and 0 while
+// no throttle was seen. Counts are kept from the start, so that the first
 // count that sees the throttle already holds what came before.
 func (h *usageHold) hold(now time.Time, n int) (int, time.Duration) {
 	h.counts = append(h.counts, heldCount{now, n})
@@ -299,12 +258,9 @@ func (h *usageHold) hold(now time.Time, n int) (int, time.Duration) {
 	if !h.seen {
 		return n, 0
 	}
-	interval, slack := h.interval()
 	held := n
 	for _, c := range h.counts {
-		if now.Sub(c.at) <= ActivityWindow+interval+slack {
-			held = max(held, c.n)
-		}
+		held = max(held, c.n)
 	}
-	return held, interval
+	return held, MaxStatusUpdateInterval
 }
