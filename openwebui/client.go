@@ -522,7 +522,7 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			own.covered, own.at, own.prev = since, serverAt, c.prevCount
 			if own.found && serverAt.Unix()-own.stamp > int64((MaxStatusUpdateInterval+c.clockTolerance())/time.Second) && c.stampsSelfFirst(token) {
-				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request should have set, is %s old, more than any write interval accepted (%s), so the list is stale; %s", time.Duration(serverAt.Unix()-own.stamp)*time.Second, MaxStatusUpdateInterval, cacheAdvice)
+				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request should have set, is %s old, more than any write interval accepted (%s), so the list is stale or Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL is above %s (set it lower); %s", time.Duration(serverAt.Unix()-own.stamp)*time.Second, MaxStatusUpdateInterval, MaxStatusUpdateInterval, cacheAdvice)
 			}
 			c.observe(own)
 			c.prevCount = serverAt
