@@ -609,7 +609,7 @@ const ownStampTolerance = 2 * time.Second
 //
 // Under the write throttle the own stamp is not fresh: it may be up to T
 // old, and more than a page of people stamped since may have pushed it off
-// page 1 (countAdmin learns T from it instead). Only a stamp within the
+// page 1 (countAdmin sees the throttle from it instead). Only a stamp within the
 // tolerance of the local clock stands in for a missing Date header.
 func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (time.Time, error) {
 	local := c.cfg.Now()

@@ -26,13 +26,12 @@ const MaxStatusUpdateInterval = time.Hour
 // writeThrottle is what admin mode knows of T: the value it was told
 // (--openwebui.status-update-interval) and what it sees of its own account.
 // Its own requests stamp it like anybody's, so a last_active_at that does
-// not move with them shows the throttle, and the spacing of the writes that
-// do land measures T: with one Open WebUI process every spacing is at least
-// T and less than T plus the gap between two of its counts. With several
-// processes behind a load balancer that spreads its requests, some writes
-// come soon after others (each process writes once per T): spacings that
-// disagree by more than that gap show it, and then the spacing says nothing
-// of T, so the count assumes MaxStatusUpdateInterval until it is told.
+// not move with them shows the throttle. The spacing of the writes that do
+// land is T with one Open WebUI process (at least T, less than T plus the
+// gap between two of its counts), but with several each writes once per T
+// and their writes can come evenly every T/R: the spacing is only reported
+// (the warning), and not told, the count assumes MaxStatusUpdateInterval
+// (see interval).
 type writeThrottle struct {
 	told time.Duration
 	// seen: a request of the exporter's own was seen dropped.
