@@ -60,7 +60,7 @@ func New(source Source) *Collector {
 		skippedRows: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "skipped_rows_total"),
 			"Rows of Open WebUI's answers skipped as unreadable (a chat's updated_at in milliseconds, an analytics entry of the wrong shape), by reason; one user's bad row does not fail the count. Only with the idle-tab policy.", []string{"reason"}, nil),
 		writeInterval: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "activity_write_interval_seconds"),
-			"The interval of Open WebUI's activity-write throttle (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL) the count assumed: --openwebui.status-update-interval, or what the exporter saw of its own writes if longer (3600 while it sees the throttle but cannot measure it). Admin mode counts users written within 180 s plus this; usage mode, only once it saw a throttle, answers its largest count of the last 180 s plus this."+cached, nil, nil),
+			"The interval of Open WebUI's activity-write throttle (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL) the count assumed: --openwebui.status-update-interval, or what the exporter saw of its own writes if longer; 3600 (the most accepted) while it sees a throttle it was not told of. Admin mode counts users written within 180 s plus this; usage mode, only once it saw a throttle, answers its largest count of the last 180 s plus this."+cached, nil, nil),
 	}
 }
 

@@ -178,6 +178,13 @@ func TestAdminModeCountsTheListAndTotal(t *testing.T) {
 					s.activate(humans)
 					want := helpActive + fmt.Sprintf("openwebui_active_users %d\n", humans) +
 						helpUp + "openwebui_up 1\n" + helpUsers + "openwebui_users 41\n"
+					if step == 0 && humans == 0 {
+						// A fresh exporter, not told of Open WebUI's write
+						// throttle, cannot see it at its first count: nobody
+						// written within 180 s, but the humans 10 min ago,
+						// is not known to be 0 (issue 22 review).
+						want = expectUnknown
+					}
 					if err := testutil.CollectAndCompare(s.metrics, strings.NewReader(want),
 						"openwebui_up", "openwebui_active_users", "openwebui_users"); err != nil {
 						t.Errorf("after %s: %v", step, err)

@@ -12,7 +12,7 @@ import (
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 )
 
-const helpWriteInterval = "# HELP openwebui_activity_write_interval_seconds The interval of Open WebUI's activity-write throttle (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL) the count assumed: --openwebui.status-update-interval, or what the exporter saw of its own writes if longer (3600 while it sees the throttle but cannot measure it). Admin mode counts users written within 180 s plus this; usage mode, only once it saw a throttle, answers its largest count of the last 180 s plus this. Cached for up to 1m.\n# TYPE openwebui_activity_write_interval_seconds gauge\n"
+const helpWriteInterval = "# HELP openwebui_activity_write_interval_seconds The interval of Open WebUI's activity-write throttle (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL) the count assumed: --openwebui.status-update-interval, or what the exporter saw of its own writes if longer; 3600 (the most accepted) while it sees a throttle it was not told of. Admin mode counts users written within 180 s plus this; usage mode, only once it saw a throttle, answers its largest count of the last 180 s plus this. Cached for up to 1m.\n# TYPE openwebui_activity_write_interval_seconds gauge\n"
 
 // openwebui_activity_write_interval_seconds is what admin mode assumed of
 // Open WebUI's write throttle (issue 22): 0 without one; 3600 once it sees

@@ -319,7 +319,7 @@ func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, dou
 				c.lastStamp = time.Time{}
 				c.warnUsageThrottle("a JWT stamp of its own did not show within 500ms")
 			}
-			c.usageHold.observe(c.cfg.Now(), active, !active)
+			c.usageHold.observe(!active)
 			ownBefore = active
 		}
 	}
@@ -334,7 +334,7 @@ func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, dou
 		if dropped {
 			c.warnUsageThrottle("a request of its own had just stamped it, and it was not active")
 		}
-		c.usageHold.observe(c.cfg.Now(), active, dropped)
+		c.usageHold.observe(dropped)
 		ownBefore = active
 	}
 	body, err := c.get(ctx, "/api/usage", nil, token)
@@ -425,13 +425,16 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 	interval := c.throttle.interval()
 	own := ownSighting{tolerance: maxClockSkew}
 	var (
-		since    int64 // oldest last_active_at that still counts
-		serverAt time.Time
-		seen     = map[string]struct{}{}
-		active   = map[string]struct{}{}
-		total    int
-		maxPage  = 1
-		prevLast = int64(math.MaxInt64)
+		since int64 // oldest last_active_at that still counts
+		// newestOther: the newest last_active_at of another user below
+		// the window (0: none).
+		newestOther int64
+		serverAt    time.Time
+		seen        = map[string]struct{}{}
+		active      = map[string]struct{}{}
+		total       int
+		maxPage     = 1
+		prevLast    = int64(math.MaxInt64)
 	)
 	countActive := func(u UserActivity) {
 		if u.ID == c.self.ID {
@@ -442,10 +445,12 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		}
 	}
 	for page := 1; page <= maxPage; page++ {
+		asked := c.cfg.Now()
 		p, header, err := fetchPage(page)
 		if err != nil {
 			return Count{}, err
 		}
+		took := max(c.cfg.Now().Sub(asked), 0)
 		// Early stopping at the first inactive user is only right on a list
 		// that is what it claims: check the whole page before believing any
 		// entry of it.
@@ -468,8 +473,10 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			if header.Get("Date") != "" {
 				// Both clocks are Open WebUI's: only whole seconds and
-				// the request's own time part them.
-				own.tolerance = ownStampTolerance
+				// the request's own time part them (Date is when the
+				// answer started, the stamp when the request came in: a
+				// busy Open WebUI answering slowly is no dropped write).
+				own.tolerance = ownStampTolerance + took
 			}
 			total = p.Total
 			// Bounded paging: never more pages than the total allows (+1 for
@@ -483,10 +490,14 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			seen[u.ID] = struct{}{}
 			if u.LastActiveAt < since {
-				done = true // sorted by activity: nobody further down counts
 				if u.ID == c.self.ID {
 					own.found, own.stamp = true, max(own.stamp, u.LastActiveAt)
 				}
+				if c.isOwn(u.ID) {
+					continue // the newest other user below the window is what unsure needs
+				}
+				newestOther = u.LastActiveAt
+				done = true // sorted by activity: nobody further down counts
 				break
 			}
 			countActive(u)
@@ -511,10 +522,13 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			}
 			own.covered, own.at, own.prev = since, serverAt, c.prevCount
 			if own.found && serverAt.Unix()-own.stamp > int64((MaxStatusUpdateInterval+c.clockTolerance())/time.Second) && c.stampsSelfFirst(token) {
-				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request should have set, is %s old, more than any write interval accepted (%s), so the list is stale; %s", time.Duration(serverAt.Unix()-own.stamp)*time.Second, MaxStatusUpdateInterval, cacheAdvice)
+				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request should have set, is %s old, more than any write interval accepted (%s), so the list is stale or Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL is above %s (set it lower); %s", time.Duration(serverAt.Unix()-own.stamp)*time.Second, MaxStatusUpdateInterval, MaxStatusUpdateInterval, cacheAdvice)
 			}
 			c.observe(own)
 			c.prevCount = serverAt
+			if c.throttle.unsure(len(active), newestOther, serverAt) {
+				return Count{}, fmt.Errorf("GET /api/v1/users/: nobody was written within 180s, but somebody %s ago, and the exporter cannot tell yet whether Open WebUI throttles the activity writes (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL), under which they may have made a request a moment ago: not answering 0 at its first count; the next count will know (or set --openwebui.status-update-interval)", time.Duration(serverAt.Unix()-newestOther)*time.Second)
+			}
 			c.seenActive, c.seenAt = active, serverAt
 			return Count{ActiveUsers: len(active), TotalUsers: total, Version: c.version, WriteInterval: interval}, nil
 		}
@@ -583,8 +597,8 @@ func (c *Client) clockTolerance() time.Duration {
 const cacheAdvice = "a caching proxy between the exporter and Open WebUI replays old answers (let it pass /api/ uncached: the exporter sends Cache-Control: no-cache), or the clocks disagree (check NTP on Open WebUI, the proxy and this host)"
 
 // ownStampTolerance is how far the own stamp may lag the Date header of
-// the answer to the request that stamped it: whole seconds on both, and
-// the time the request took.
+// the answer to the request that stamped it, besides the time the request
+// took (measured on the local clock): whole seconds on both.
 const ownStampTolerance = 2 * time.Second
 
 // serverNow is "now" on Open WebUI's clock, which last_active_at is compared
@@ -595,7 +609,7 @@ const ownStampTolerance = 2 * time.Second
 //
 // Under the write throttle the own stamp is not fresh: it may be up to T
 // old, and more than a page of people stamped since may have pushed it off
-// page 1 (countAdmin learns T from it instead). Only a stamp within the
+// page 1 (countAdmin sees the throttle from it instead). Only a stamp within the
 // tolerance of the local clock stands in for a missing Date header.
 func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (time.Time, error) {
 	local := c.cfg.Now()

@@ -26,13 +26,12 @@ const MaxStatusUpdateInterval = time.Hour
 // writeThrottle is what admin mode knows of T: the value it was told
 // (--openwebui.status-update-interval) and what it sees of its own account.
 // Its own requests stamp it like anybody's, so a last_active_at that does
-// not move with them shows the throttle, and the spacing of the writes that
-// do land measures T: with one Open WebUI process every spacing is at least
-// T and less than T plus the gap between two of its counts. With several
-// processes behind a load balancer that spreads its requests, some writes
-// come soon after others (each process writes once per T): spacings that
-// disagree by more than that gap show it, and then the spacing says nothing
-// of T, so the count assumes MaxStatusUpdateInterval until it is told.
+// not move with them shows the throttle. The spacing of the writes that do
+// land is T with one Open WebUI process (at least T, less than T plus the
+// gap between two of its counts), but with several each writes once per T
+// and their writes can come evenly every T/R: the spacing is only reported
+// (the warning), and not told, the count assumes MaxStatusUpdateInterval
+// (see interval).
 type writeThrottle struct {
 	told time.Duration
 	// seen: a request of the exporter's own was seen dropped.
@@ -45,6 +44,12 @@ type writeThrottle struct {
 	// gaps between the counts that saw them, within spacingHorizon.
 	spacings, gaps []timed
 	warned         bool
+	// firstStamp is the own last_active_at at the first sighting; known:
+	// a request of the exporter's own came more than the tolerance after
+	// it, so that a dropped write would have shown (seen). Until then a 0
+	// is not known to be right (see countAdmin).
+	firstStamp int64
+	known      bool
 }
 
 // timed is a duration seen at an epoch second of Open WebUI's clock.
@@ -76,24 +81,33 @@ func (w *writeThrottle) measured() (seen time.Duration, agree bool, slack time.D
 }
 
 // interval is the T the count assumes: the value told, or what was seen if
-// larger. Not told (0), MaxStatusUpdateInterval while the throttle is seen
-// but not measured, so that nobody goes missing meanwhile; told, the value
-// told stands then: spacings that disagree are what several Open WebUI
-// processes look like.
+// larger. Not told (0), MaxStatusUpdateInterval once the throttle is seen:
+// the spacing of its own writes is T only with one Open WebUI process.
+// Behind several, each process writes the account once per T, and the
+// writes of R processes can come evenly every T/R (a balancer that moves
+// the exporter's connection now and then), exactly as one process with T/R
+// would write them; no spacing tells the two apart, and taking T/R for T
+// loses people (TestSpacingIsNoIntervalWithSeveralProcesses). So what it
+// sees only goes into the warning, and the operator tells it T. Writes
+// that come with its counts (spacings no longer than the gaps between
+// them) are no throttle: a dropped write seen by mistake is forgotten.
+// Told, the value told stands, or what was seen if larger (a spacing is T
+// plus up to a gap between counts: one that agrees with the value told
+// within that gap confirms it).
 func (w *writeThrottle) interval() time.Duration {
 	if !w.seen {
 		return w.told
 	}
 	seen, agree, slack := w.measured()
 	switch {
+	case agree && seen <= slack:
+		return max(w.told, w.age)
+	case w.told == 0:
+		return MaxStatusUpdateInterval
 	case agree && seen > w.told+slack:
 		return max(seen, w.age)
-	case agree || w.told > 0:
-		// A spacing is T plus up to a gap between counts: one that
-		// agrees with the value told within that gap confirms it.
-		return max(w.told, w.age)
 	}
-	return MaxStatusUpdateInterval
+	return max(w.told, w.age)
 }
 
 // ownSighting is what one admin count saw of the exporter's own account.
@@ -134,9 +148,18 @@ func (c *Client) observe(s ownSighting) {
 		if !s.ref.IsZero() && s.covered <= s.ref.Unix()-int64(s.tolerance/time.Second) {
 			// Every stamp from ref on was read, and none is ours: the
 			// interval assumed was too short; measure it again.
-			w.seen, w.spacings = true, nil
+			w.seen, w.known, w.spacings = true, true, nil
 		}
 		return
+	}
+	if w.firstStamp == 0 {
+		w.firstStamp = s.stamp
+	}
+	// A request of its own made more than the tolerance after that first
+	// write would have shown as dropped (below) or has written (a JWT's
+	// stamp of the count before, or of this count's first request).
+	if tol := int64(s.tolerance / time.Second); (!s.ref.IsZero() && s.ref.Unix()-w.firstStamp > tol) || s.stamp-w.firstStamp > tol {
+		w.known = true
 	}
 	if s.stamp > w.stamp {
 		if w.seen && w.stamp != 0 {
@@ -153,6 +176,16 @@ func (c *Client) observe(s ownSighting) {
 	}
 }
 
+// unsure reports whether a count of 0 from the window assumed is not known
+// to be right: not told, nothing seen yet (the first count after a cold
+// start; a JWT's first two), and somebody was written within 180 s + the
+// longest interval accepted, who may have made a request a moment ago whose
+// write the throttle dropped.
+func (w *writeThrottle) unsure(counted int, newestOther int64, serverNow time.Time) bool {
+	return w.told == 0 && !w.seen && !w.known && counted == 0 &&
+		newestOther >= windowSince(serverNow, MaxStatusUpdateInterval)
+}
+
 // warnThrottle logs, once, what the exporter saw of a throttle it was not
 // told of (or told less of), when two spacings of its own writes are seen.
 func (c *Client) warnThrottle() {
@@ -164,17 +197,17 @@ func (c *Client) warnThrottle() {
 	w.warned = true
 	const what = "Open WebUI throttles the activity writes (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL): the exporter's own last_active_at does not move with its requests. "
 	const fix = "; set --openwebui.status-update-interval to the value of DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL"
-	if agree {
-		level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come every %s: counting the users active within 180s plus that, so that nobody goes missing (openwebui_activity_write_interval_seconds)", seen)+fix,
-			"seen", seen, "told", w.told)
-		return
-	}
 	lo := seen
 	for _, s := range w.spacings {
 		lo = min(lo, s.d)
 	}
-	level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come from %s to %s apart, so several Open WebUI processes write them and the interval cannot be seen: counting the users active within 180s plus %s, the most accepted, so that nobody goes missing, which keeps Ollama up that much longer after people leave", lo, seen, MaxStatusUpdateInterval)+fix,
-		"seen_min", lo, "seen_max", seen, "told", w.told)
+	if w.told > 0 {
+		level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come every %s, more than the %s told: counting the users active within 180s plus that, so that nobody goes missing (openwebui_activity_write_interval_seconds)", seen, w.told)+fix,
+			"seen", seen, "told", w.told)
+		return
+	}
+	level.Warn(c.cfg.Logger).Log("msg", what+fmt.Sprintf("Its writes come %s to %s apart: that is the interval with one Open WebUI process, and less with several (each writes once per interval), which the exporter cannot tell apart, so it counts the users active within 180s plus %s, the most accepted, so that nobody goes missing, which keeps Ollama up that much longer after people leave (openwebui_activity_write_interval_seconds)", lo, seen, MaxStatusUpdateInterval)+fix,
+		"seen_min", lo, "seen", seen, "told", w.told)
 }
 
 // windowSince is the oldest last_active_at that counts at serverNow: Open
@@ -193,16 +226,12 @@ func windowSince(serverNow time.Time, interval time.Duration) int64 {
 // 180 s + T, and a count within 180 s of that write included them, so that
 // largest count is 0 only when nobody is there. (It can still be lower than
 // the number of people, whose counts may not overlap: admin mode is exact.)
-// T comes from the spacing of its own writes, seen as its account turning
-// active again; until two spacings agree, MaxStatusUpdateInterval.
+// For T it takes MaxStatusUpdateInterval: as in admin mode
+// (writeThrottle.interval), the spacing of its own writes is T only with
+// one Open WebUI process, and can be T/R with R.
 type usageHold struct {
-	seen      bool
-	wasActive bool        // the own account at the previous count
-	prevAt    time.Time   // the previous count (local clock)
-	writes    []time.Time // own writes seen (when the account turned active again)
-	spacings  []timed     // between them, at the epoch second of the later one
-	gaps      []timed     // between counts, since seen
-	counts    []heldCount // counts of the last 180 s + MaxStatusUpdateInterval
+	seen   bool
+	counts []heldCount // counts of the last 180 s + MaxStatusUpdateInterval
 }
 
 type heldCount struct {
@@ -210,52 +239,15 @@ type heldCount struct {
 	n  int
 }
 
-// interval is the T the hold assumes, and the slack it adds: a write is
-// seen at the first count after it, so a spacing is known to within the
-// longest gap between counts.
-func (h *usageHold) interval() (time.Duration, time.Duration) {
-	w := writeThrottle{seen: true, spacings: h.spacings, gaps: h.gaps}
-	seen, agree, slack := w.measured()
-	if !agree {
-		return MaxStatusUpdateInterval, 0
-	}
-	return seen, slack
-}
-
-// observe records whether the own account was active before the count at
-// now; seen reports a request of its own just dropped (the throttle).
-func (h *usageHold) observe(now time.Time, active, seen bool) {
-	if seen {
-		h.seen = true
-	}
-	if h.seen {
-		if !h.prevAt.IsZero() {
-			h.gaps = append(h.gaps, timed{now.Unix(), now.Sub(h.prevAt)})
-		}
-		if active && !h.wasActive {
-			// Turned active: a request of its own since the previous count
-			// was written; its time is known to within that gap. It was
-			// inactive, so its last write is over 180 s old: anything
-			// shorter is not a spacing (a clock that jumped).
-			if n := len(h.writes); n > 0 && now.Sub(h.writes[n-1]) > ActivityWindow {
-				h.spacings = append(h.spacings, timed{now.Unix(), now.Sub(h.writes[n-1]).Round(time.Second)})
-			}
-			h.writes = append(h.writes[max(len(h.writes)-1, 0):], now)
-		}
-	}
-	horizon := now.Unix() - int64(spacingHorizon/time.Second)
-	for len(h.spacings) > 0 && h.spacings[0].at < horizon {
-		h.spacings = h.spacings[1:]
-	}
-	for len(h.gaps) > 0 && h.gaps[0].at < horizon {
-		h.gaps = h.gaps[1:]
-	}
-	h.wasActive, h.prevAt = active, now
+// observe records that a request of its own was just seen dropped (the
+// throttle), if seen.
+func (h *usageHold) observe(seen bool) {
+	h.seen = h.seen || seen
 }
 
 // hold records the exact count n at now and returns the largest of the
-// last 180 s + T (+ the slack), with the T assumed; n and 0 while no
-// throttle was seen. Counts are kept from the start, so that the first
+// last 180 s + MaxStatusUpdateInterval, with that interval; n and 0 while
+// no throttle was seen. Counts are kept from the start, so that the first
 // count that sees the throttle already holds what came before.
 func (h *usageHold) hold(now time.Time, n int) (int, time.Duration) {
 	h.counts = append(h.counts, heldCount{now, n})
@@ -265,12 +257,9 @@ func (h *usageHold) hold(now time.Time, n int) (int, time.Duration) {
 	if !h.seen {
 		return n, 0
 	}
-	interval, slack := h.interval()
 	held := n
 	for _, c := range h.counts {
-		if now.Sub(c.at) <= ActivityWindow+interval+slack {
-			held = max(held, c.n)
-		}
+		held = max(held, c.n)
 	}
-	return held, interval
+	return held, MaxStatusUpdateInterval
 }
