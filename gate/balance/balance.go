@@ -32,12 +32,35 @@ type Replica struct {
 	InFlight int    // answers it runs or queues, counted by the gates (this one and its peers)
 	Parallel int    // answers it runs at once (its OLLAMA_NUM_PARALLEL); below 1 counts as 1
 	Loaded   bool   // it has the request's model loaded (its /api/ps, or the gate routed the model there)
+	Evicts   bool   // not Loaded, and loading the model would unload another one that is loaded there
 }
 
 func (r Replica) slots() int { return max(r.Parallel, 1) }
 
 // Free says whether a new answer would start at once.
 func (r Replica) Free() bool { return r.InFlight < r.slots() }
+
+// StartsNow says whether a new answer for the model would start at once: a
+// free slot and the model loaded. A free replica that must load the model
+// first is not free for this request.
+func (r Replica) StartsNow() bool { return r.Free() && r.Loaded }
+
+// cost is the wait a new answer would see there, in half answers: two per
+// answer ahead, one for loading the model on a replica that has none loaded
+// (a fresh replica after a scale-out takes work before a busy one), three
+// when the load unloads another model (the load, and the load back that the
+// other model's next request pays).
+func (r Replica) cost() int {
+	c := 2 * r.Ahead()
+	switch {
+	case r.Loaded:
+	case r.Evicts:
+		c += 4
+	default:
+		c++
+	}
+	return c
+}
 
 // Ahead is how many answers a new one would wait behind (0 when free).
 // With parallel slots, one slot frees per answer that ends, so the wait is
@@ -46,14 +69,16 @@ func (r Replica) Ahead() int { return max(0, r.InFlight-r.slots()+1) }
 
 // Policy says when a conversation leaves the replica that served it.
 type Policy struct {
-	// MoveQueue: a conversation whose replica would queue its turn behind at
-	// least this many answers moves to a free replica. 1 (the default, tuned
-	// on the busy hour: docs/replicas.md) moves as soon as its replica is busy
-	// and another is free; a very large value never moves it while its
-	// replica serves.
+	// MoveQueue: a conversation whose replica would make its turn wait at
+	// least this many answers (a model load counts as half, two when it
+	// unloads another model) moves to a replica
+	// that starts it at once. 1 (the default, tuned on the busy hour:
+	// docs/replicas.md) moves as soon as its replica is busy and another is
+	// free; a very large value never moves it while its replica serves.
 	MoveQueue int
-	// MoveMargin: when no replica is free, a conversation moves only to a
-	// replica with at least this many fewer answers ahead (default 2).
+	// MoveMargin: when no replica can start the answer at once, a
+	// conversation moves only to a replica with at least this many fewer
+	// answers ahead (default 1, tuned on the busy hour).
 	MoveMargin int
 	// LoadFactor > 0 replaces both by KubeAI's bounded load: a conversation
 	// stays while its replica's in-flight count is at most LoadFactor times
@@ -63,7 +88,7 @@ type Policy struct {
 }
 
 // DefaultPolicy is the move rule the gate uses.
-var DefaultPolicy = Policy{MoveQueue: 1, MoveMargin: 2}
+var DefaultPolicy = Policy{MoveQueue: 1, MoveMargin: 1}
 
 // DefaultMemory is how many conversations a Chooser remembers (about 100
 // bytes each).
@@ -173,14 +198,17 @@ func (c *Chooser) stays(rs []Replica, h, best int) bool {
 		mean := float64(total+1) / float64(len(rs))
 		return float64(home.InFlight) <= mean*c.policy.LoadFactor
 	}
-	if home.Free() || h == best {
+	if !home.Loaded {
+		return h == best // the model is not there: neither is its prompt cache
+	}
+	if home.StartsNow() || h == best {
 		return true
 	}
 	alt := rs[best]
-	if alt.Free() {
-		return home.Ahead() < c.policy.MoveQueue
+	if alt.StartsNow() {
+		return home.cost() < 2*c.policy.MoveQueue
 	}
-	return alt.Ahead()+c.policy.MoveMargin > home.Ahead()
+	return alt.cost()+2*c.policy.MoveMargin > home.cost()
 }
 
 // best orders replicas by the rules 2 to 5 and returns the first.
@@ -216,8 +244,11 @@ func (c *Chooser) best(rs []Replica, conversation string) int {
 
 // better says whether a ranks before b by rules 2 to 4.
 func better(a, b Replica) bool {
-	if a.Free() != b.Free() {
-		return a.Free()
+	if a.StartsNow() != b.StartsNow() {
+		return a.StartsNow()
+	}
+	if a.cost() != b.cost() {
+		return a.cost() < b.cost()
 	}
 	if a.Loaded != b.Loaded {
 		return a.Loaded

@@ -12,6 +12,8 @@ func r(id string, inFlight, parallel int, loaded bool) balance.Replica {
 	return balance.Replica{ID: id, InFlight: inFlight, Parallel: parallel, Loaded: loaded}
 }
 
+func evicts(x balance.Replica) balance.Replica { x.Evicts = true; return x }
+
 // A new conversation (or a request with none) is placed by the rules 2 to 5.
 func TestChooseNewConversation(t *testing.T) {
 	tests := []struct {
@@ -20,10 +22,16 @@ func TestChooseNewConversation(t *testing.T) {
 		want     string
 	}{
 		{"the only one", []balance.Replica{r("a", 5, 1, false)}, "a"},
-		{"a free replica beats a busy one that has the model", []balance.Replica{r("a", 1, 1, true), r("b", 0, 1, false)}, "b"},
-		{"a free replica beats a busy one with fewer in flight", []balance.Replica{r("a", 1, 1, true), r("b", 1, 2, false)}, "b"},
+		{"a free replica beats a busy one", []balance.Replica{r("a", 1, 1, true), r("b", 0, 1, true)}, "b"},
+		{"a free replica beats a busy one with fewer in flight", []balance.Replica{r("a", 1, 1, true), r("b", 1, 2, true)}, "b"},
+		{"free without the model beats busy with it, when nothing else is loaded there", []balance.Replica{r("a", 1, 1, true), r("b", 0, 1, false)}, "b"},
+		{"waiting behind one answer beats loading the model over another", []balance.Replica{r("a", 1, 1, true), evicts(r("b", 0, 1, false))}, "a"},
+		{"waiting behind two answers ties with loading over another model: the model wins", []balance.Replica{r("a", 2, 1, true), evicts(r("b", 0, 1, false))}, "a"},
+		{"loading over another model beats waiting behind three answers", []balance.Replica{r("a", 3, 1, true), evicts(r("b", 0, 1, false))}, "b"},
 		{"among free ones, the model loaded wins over fewer in flight", []balance.Replica{r("a", 0, 4, false), r("b", 3, 4, true)}, "b"},
-		{"among busy ones, the model loaded wins over a shorter queue", []balance.Replica{r("a", 1, 1, false), r("b", 3, 1, true)}, "b"},
+		{"among busy ones, a load over another model counts as two answers ahead", []balance.Replica{evicts(r("a", 1, 1, false)), r("b", 2, 1, true)}, "b"},
+		{"among busy ones, a load on an empty replica counts as half an answer ahead", []balance.Replica{r("a", 1, 1, false), r("b", 2, 1, true)}, "a"},
+		{"among busy ones, a shorter queue wins over the model loaded", []balance.Replica{r("a", 1, 1, false), r("b", 3, 1, true)}, "a"},
 		{"then least in flight", []balance.Replica{r("a", 3, 1, true), r("b", 2, 1, true), r("c", 4, 1, true)}, "b"},
 		{"least in flight per slot", []balance.Replica{r("a", 2, 4, true), r("b", 1, 1, true), r("c", 3, 4, true)}, "a"},
 		{"parallel 0 counts as 1", []balance.Replica{r("a", 1, 0, true), r("b", 0, 0, true)}, "b"},
@@ -58,18 +66,24 @@ func TestConversationAffinity(t *testing.T) {
 	}{
 		{"home free: stays although another has fewer in flight",
 			balance.Policy{}, "b", []balance.Replica{r("a", 0, 2, true), r("b", 1, 2, true)}, "b"},
-		{"home free: stays although another has the model loaded",
-			balance.Policy{}, "b", []balance.Replica{r("a", 0, 1, true), r("b", 0, 1, false)}, "b"},
 		{"home busy, another free: moves (default MoveQueue 1)",
 			balance.Policy{}, "b", []balance.Replica{r("a", 0, 1, true), r("b", 1, 1, true)}, "a"},
+		{"home busy, another free but must load the model: stays behind one answer",
+			balance.Policy{}, "b", []balance.Replica{r("a", 0, 1, false), r("b", 1, 1, true)}, "b"},
 		{"home busy, another free, MoveQueue 2: stays behind one answer",
 			balance.Policy{MoveQueue: 2}, "b", []balance.Replica{r("a", 0, 1, true), r("b", 1, 1, true)}, "b"},
 		{"home busy, another free, MoveQueue 2: moves from behind two",
 			balance.Policy{MoveQueue: 2}, "b", []balance.Replica{r("a", 0, 1, true), r("b", 2, 1, true)}, "a"},
-		{"all busy, one fewer ahead: stays (margin 2)",
-			balance.Policy{}, "b", []balance.Replica{r("a", 1, 1, true), r("b", 2, 1, true)}, "b"},
-		{"all busy, two fewer ahead: moves",
-			balance.Policy{}, "b", []balance.Replica{r("a", 1, 1, true), r("b", 3, 1, true)}, "a"},
+		{"all busy, as many ahead: stays",
+			balance.Policy{}, "b", []balance.Replica{r("a", 2, 1, true), r("b", 2, 1, true)}, "b"},
+		{"all busy, one fewer ahead: moves (default margin 1)",
+			balance.Policy{}, "b", []balance.Replica{r("a", 1, 1, true), r("b", 2, 1, true)}, "a"},
+		{"all busy, one fewer ahead, margin 2: stays",
+			balance.Policy{MoveMargin: 2}, "b", []balance.Replica{r("a", 1, 1, true), r("b", 2, 1, true)}, "b"},
+		{"all busy, two fewer ahead, margin 2: moves",
+			balance.Policy{MoveMargin: 2}, "b", []balance.Replica{r("a", 1, 1, true), r("b", 3, 1, true)}, "a"},
+		{"home free but without the model, another starts at once: moves",
+			balance.Policy{}, "b", []balance.Replica{r("a", 0, 1, true), r("b", 0, 1, false)}, "a"},
 		{"home gone from the eligible set: placed afresh",
 			balance.Policy{}, "b", []balance.Replica{r("a", 1, 1, true), r("c", 0, 1, false)}, "c"},
 		{"bounded load 125%: stays on a busy home while a replica is free",
