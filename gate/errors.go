@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -89,4 +90,8 @@ func dialReason(err error) string {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
+}
+
+func resetMessage(name string, tries int) string {
+	return fmt.Sprintf("gate: backend %q reset %d new connections before answering (a listen backlog too small for the burst?); the request was not answered", name, tries)
 }

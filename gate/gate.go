@@ -195,6 +195,9 @@ func New(cfg Config) (*Gate, error) {
 			b.name, b.prefix = DefaultName, "/"
 			g.unnamed = b
 		}
+		if bc.Pool() {
+			b.pool = newPool(bc)
+		}
 		g.backends = append(g.backends, b)
 		g.byName[b.name] = b
 	}
@@ -213,6 +216,10 @@ func (g *Gate) Backends() []BackendConfig {
 		out[i] = b.cfg
 		out[i].Name = b.name
 		out[i].URL = cloneURL(b.cfg.URL)
+		out[i].Replicas = nil
+		for _, u := range b.cfg.Replicas {
+			out[i].Replicas = append(out[i].Replicas, cloneURL(u))
+		}
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"sync"
@@ -24,12 +25,16 @@ type attempt struct {
 	b       *backend
 	rel     *url.URL // the backend-relative path (prefix stripped)
 	body    *trackingBody
-	capture bool // a list GET: remember a 200 answer
+	capture bool     // a list GET: remember a 200 answer
+	rep     *replica // the replica of a pool it goes to; nil: b's URL
 	// set by the hooks:
-	retry    bool   // the dial failed before any byte was sent: hold instead
+	retry    bool   // nothing can have reached the server: send it again (or hold it)
+	reset    bool   // with retry: a new connection was reset before any answer (else the dial failed)
 	reason   string // what the dial saw
 	outcome  Outcome
 	response bool // the backend answered with a status line
+	reused   bool // the transport sent it on a kept-alive connection
+	replay   bool // deliver can send it again after a reset
 }
 
 type attemptKey struct{}
@@ -40,8 +45,19 @@ var forwardHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host"
 
 // pass sends r to b once. body nil: r carries no body.
 func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, body io.Reader, capture bool) *attempt {
-	a := &attempt{b: b, rel: rel, capture: capture}
-	out := r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
+	return g.send(w, r, &attempt{b: b, rel: rel, capture: capture}, body)
+}
+
+// passTo sends r once to rep, a replica of b's pool (nil: b's URL).
+func (g *Gate) passTo(w http.ResponseWriter, r *http.Request, b *backend, rep *replica, rel *url.URL, body io.Reader) *attempt {
+	return g.send(w, r, &attempt{b: b, rel: rel, rep: rep, replay: true}, body)
+}
+
+func (g *Gate) send(w http.ResponseWriter, r *http.Request, a *attempt, body io.Reader) *attempt {
+	ctx := context.WithValue(r.Context(), attemptKey{}, a)
+	// Whether the connection is new decides whether a reset may be retried.
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { a.reused = ci.Reused }})
+	out := r.WithContext(ctx)
 	if body != nil {
 		if body == io.Reader(r.Body) && r.ContentLength > 0 {
 			// The transport reads once more past the end to check the length;
@@ -73,7 +89,11 @@ func (g *Gate) rewrite(pr *httputil.ProxyRequest) {
 	a := pr.In.Context().Value(attemptKey{}).(*attempt)
 	pr.Out.URL.Path, pr.Out.URL.RawPath = a.rel.Path, a.rel.RawPath
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery // unchanged, even where Go would drop a parameter
-	pr.SetURL(a.b.cfg.URL)                   // also makes Host the backend's
+	target := a.b.cfg.URL
+	if a.rep != nil {
+		target = a.rep.url
+	}
+	pr.SetURL(target) // also makes Host the backend's
 	for _, h := range forwardHeaders {
 		if v, ok := pr.In.Header[h]; ok {
 			pr.Out.Header[h] = v
@@ -91,6 +111,13 @@ func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 		a.retry, a.reason = true, reason
 		return
 	}
+	if a.replay && !a.response && !a.reused && isReset(err) {
+		// A new connection reset before any answer: a server whose listen
+		// backlog overflowed resets connections it never read (issue 23).
+		// deliver sends it again if it can give the body again.
+		a.retry, a.reset, a.reason = true, true, "connection reset before any answer"
+		return
+	}
 	a.outcome = OutcomeBackendError
 	level.Warn(g.logger).Log("msg", "backend failed", "backend", a.b.name, "path", a.rel.Path, "err", err)
 	writeError(w, a.rel.Path, http.StatusBadGateway, codeProxy,
@@ -101,6 +128,9 @@ func (g *Gate) modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(attemptKey{}).(*attempt)
 	a.response = true
 	g.mu.Lock()
+	if a.rep != nil && a.rep.state != StateUp {
+		a.rep.state, a.rep.reason = StateUp, ""
+	}
 	if a.b.state != StateUp {
 		// Any status line proves the backend serves HTTP.
 		g.setState(a.b, StateUp, "")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
@@ -21,6 +22,9 @@ type BackendDemand struct {
 	Learning  bool               `json:"learning"`
 	Users     map[string]float64 `json:"users,omitempty"` // wake=request: hashed user id -> seconds since last seen (0: held or in flight)
 	Anonymous int                `json:"anonymous"`       // wake=request: requests without a user id within Idle, held and in-flight ones included
+	// A pool: this gate's requests in flight per replica ("host:port"), and
+	// the replicas it drains; replicas with neither are left out.
+	Replicas map[string]ReplicaDemand `json:"replicas,omitempty"`
 }
 
 // DemandReport is the answer of /_gate/demand: this replica's own demand.
@@ -141,7 +145,7 @@ func sameDemand(a, b map[string]BackendDemand) bool {
 	for k, x := range a {
 		y, ok := b[k]
 		if !ok || x.Held != y.Held || x.InFlight != y.InFlight || x.Learning != y.Learning || x.Anonymous != y.Anonymous ||
-			!reflect.DeepEqual(keys(x.Users), keys(y.Users)) {
+			!reflect.DeepEqual(keys(x.Users), keys(y.Users)) || !maps.Equal(x.Replicas, y.Replicas) {
 			return false
 		}
 	}

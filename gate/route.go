@@ -2,6 +2,7 @@ package gate
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -110,16 +111,22 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	}()
 
 	if direct {
-		a := g.pass(w, r, b, rel, r.Body, false)
+		body := liveBody(r)
+		a := g.deliver(w, r, b, rel, body)
 		if !a.retry {
 			d.outcome = passOutcome(a, OutcomePassed)
 			return
 		}
-		// Nothing was sent: the backend went to sleep. Hold the request instead.
+		// Nothing was sent: the backend (every replica of a pool) went to
+		// sleep. Hold the request instead, with the body from its start (a
+		// pool's choice read its beginning).
+		if body.live != nil {
+			r.Body = io.NopCloser(body.live)
+		}
 		g.mu.Lock()
 		b.inFlight--
 		d.inFlight = false
-		g.setState(b, StateAsleep, a.reason)
+		g.afterRefusal(b, a.reason)
 		g.mu.Unlock()
 	}
 
