@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -36,7 +38,7 @@ func (rb *requestBody) reader() io.Reader {
 	case rb.none:
 		return nil
 	case rb.live != nil:
-		return rb.live
+		return rb.live.view()
 	}
 	return &freeOnEOF{r: bytes.NewReader(rb.held), free: rb.free}
 }
@@ -50,14 +52,39 @@ func (rb *requestBody) rewind() bool {
 }
 
 // replayBody passes a client's body on and keeps what it passed, up to
-// replayLimit, so that it can be given again.
+// replayLimit, so that it can be given again. An attempt's transport may
+// still be reading when the next attempt starts (its writer outlives a failed
+// round trip): each attempt reads through its own view, and a view of an
+// earlier attempt reads nothing once the body was rewound.
 type replayBody struct {
+	mu   sync.Mutex // held across a read of src, so that rewind sees every byte read
 	src  io.Reader
 	kept bytes.Buffer
 	over bool
+	gen  int // attempts so far
 }
 
-func (rp *replayBody) Read(p []byte) (int, error) {
+// view is what one attempt reads.
+func (rp *replayBody) view() io.Reader {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return &replayView{rp: rp, gen: rp.gen}
+}
+
+type replayView struct {
+	rp  *replayBody
+	gen int
+}
+
+var errStaleAttempt = errors.New("gate: the request body was given to another attempt")
+
+func (v *replayView) Read(p []byte) (int, error) {
+	rp := v.rp
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if v.gen != rp.gen {
+		return 0, errStaleAttempt
+	}
 	n, err := rp.src.Read(p)
 	if !rp.over {
 		if rp.kept.Len()+n > replayLimit {
@@ -70,9 +97,12 @@ func (rp *replayBody) Read(p []byte) (int, error) {
 }
 
 func (rp *replayBody) rewind() bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
 	if rp.over {
 		return false
 	}
+	rp.gen++
 	again := bytes.Clone(rp.kept.Bytes())
 	rp.kept.Reset()
 	rp.src = io.MultiReader(bytes.NewReader(again), rp.src)
@@ -147,10 +177,12 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 			return a
 		}
 		if a.reset {
-			if resets++; resets >= resetTries || !body.rewind() {
+			resets++
+			again := resets < resetTries && body.rewind()
+			if !again {
 				a.retry = false
 				a.outcome = OutcomeBackendError
-				writeError(w, rel.Path, http.StatusBadGateway, codeProxy, resetMessage(b.name, resets))
+				writeError(w, rel.Path, http.StatusBadGateway, codeProxy, resetMessage(b.name, resets, resets < resetTries))
 				return a
 			}
 			if !pause(r, resets) {
@@ -184,10 +216,26 @@ func pause(r *http.Request, try int) bool {
 	}
 }
 
-// isReset says whether err is a connection reset or broken pipe: the server
-// closed a connection it had not answered on.
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+// neverReached says whether a request that failed with err before any
+// answer cannot have been read whole by the server:
+//   - its write failed: the server closed or reset the connection before the
+//     last byte was sent (a kept-alive connection the server had closed, or
+//     a new one it reset). When the reset reaches the transport's reader
+//     first, the transport closes the connection and its writer reports a
+//     write on a closed connection;
+//   - on a new connection, a reset: a server whose listen backlog overflowed
+//     resets connections it never read (issue 23).
+//
+// A reset of a kept-alive connection after the request was written may come
+// from a server that read it and failed: that one is not sent again.
+func neverReached(err error, reused bool) bool {
+	var op *net.OpError
+	for e := err; errors.As(e, &op); e = op.Err {
+		if op.Op == "write" {
+			return true
+		}
+	}
+	return !reused && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // afterRefusal sets b's state once deliver found no server to take a request

@@ -92,6 +92,11 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-func resetMessage(name string, tries int) string {
-	return fmt.Sprintf("gate: backend %q reset %d new connections before answering (a listen backlog too small for the burst?); the request was not answered", name, tries)
+// resetMessage says why a request whose connections were closed before it
+// was read is not sent again: too many tries, or a body too large to keep.
+func resetMessage(name string, tries int, tooLarge bool) string {
+	if tooLarge {
+		return fmt.Sprintf("gate: backend %q closed the connection before it read the request, and the body was over %d KiB, more than the gate keeps to send it again", name, replayLimit>>10)
+	}
+	return fmt.Sprintf("gate: backend %q closed %d connections before it read the request (a listen backlog too small for the burst?); the request was not answered", name, tries)
 }

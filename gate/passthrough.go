@@ -111,11 +111,9 @@ func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 		a.retry, a.reason = true, reason
 		return
 	}
-	if a.replay && !a.response && !a.reused && isReset(err) {
-		// A new connection reset before any answer: a server whose listen
-		// backlog overflowed resets connections it never read (issue 23).
+	if a.replay && !a.response && neverReached(err, a.reused) {
 		// deliver sends it again if it can give the body again.
-		a.retry, a.reset, a.reason = true, true, "connection reset before any answer"
+		a.retry, a.reset, a.reason = true, true, "connection closed before the request was read"
 		return
 	}
 	a.outcome = OutcomeBackendError

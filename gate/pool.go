@@ -408,3 +408,25 @@ func (g *Gate) replicaModels(ctx context.Context, base *url.URL, path string) ([
 	}
 	return out, true
 }
+
+// ReplicaStats is one replica of a pool as this gate sees it.
+type ReplicaStats struct {
+	ID       string `json:"id"` // host:port
+	State    State  `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Draining bool   `json:"draining"`
+	Gone     bool   `json:"gone,omitempty"` // no longer in DNS; kept while its streams end
+	InFlight int    `json:"in_flight"`      // this gate's
+	Requests uint64 `json:"requests"`       // routed to it
+	Refused  uint64 `json:"refused"`        // its dial failed and the request went elsewhere
+}
+
+// stats lists the replicas (g.mu held).
+func (p *pool) stats() []ReplicaStats {
+	out := make([]ReplicaStats, 0, len(p.replicas))
+	for _, r := range p.replicas {
+		out = append(out, ReplicaStats{ID: r.id, State: r.state, Reason: r.reason, Draining: r.draining, Gone: r.gone,
+			InFlight: r.inFlight, Requests: r.requests, Refused: r.refused})
+	}
+	return out
+}

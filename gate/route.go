@@ -121,7 +121,7 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 		// sleep. Hold the request instead, with the body from its start (a
 		// pool's choice read its beginning).
 		if body.live != nil {
-			r.Body = io.NopCloser(body.live)
+			r.Body = io.NopCloser(body.live.view())
 		}
 		g.mu.Lock()
 		b.inFlight--

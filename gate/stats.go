@@ -53,11 +53,12 @@ type HoldHistogram struct {
 type BackendStats struct {
 	Name      string
 	State     State
-	Since     time.Time // when State began
-	Reason    string    // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
-	Held      int       // requests held now
-	InFlight  int       // demand requests being passed through or streamed now (delivered ones included)
-	HeldBytes int64     // bytes of request bodies in memory now: held ones and released ones not yet sent
+	Since     time.Time      // when State began
+	Reason    string         // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
+	Held      int            // requests held now
+	InFlight  int            // demand requests being passed through or streamed now (delivered ones included)
+	HeldBytes int64          // bytes of request bodies in memory now: held ones and released ones not yet sent
+	Replicas  []ReplicaStats // a pool's replicas, by id; nil for a single backend
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
 }
@@ -109,6 +110,9 @@ func (g *Gate) Stats() []BackendStats {
 			Name: b.name, State: b.state, Since: b.since, Reason: b.reason,
 			Held: b.queue.Len() + b.reading, InFlight: b.inFlight, HeldBytes: b.heldBytes,
 			Requests: req, Hold: b.hold.snapshot(),
+		}
+		if b.pool != nil {
+			out[i].Replicas = b.pool.stats()
 		}
 	}
 	return out

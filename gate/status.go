@@ -13,16 +13,17 @@ type StatusReport struct {
 
 // BackendStatus is one backend in /_gate/status.
 type BackendStatus struct {
-	Name               string   `json:"name"`
-	Prefix             string   `json:"prefix"`
-	State              State    `json:"state"`
-	Since              string   `json:"since"` // RFC 3339
-	WaitingSeconds     float64  `json:"waiting_seconds"`
-	Held               int      `json:"held"`
-	InFlight           int      `json:"in_flight"`
-	HoldTimeoutSeconds float64  `json:"hold_timeout_seconds"`
-	Models             []string `json:"models"`
-	Reason             string   `json:"reason"`
+	Name               string         `json:"name"`
+	Prefix             string         `json:"prefix"`
+	State              State          `json:"state"`
+	Since              string         `json:"since"` // RFC 3339
+	WaitingSeconds     float64        `json:"waiting_seconds"`
+	Held               int            `json:"held"`
+	InFlight           int            `json:"in_flight"`
+	HoldTimeoutSeconds float64        `json:"hold_timeout_seconds"`
+	Models             []string       `json:"models"`
+	Reason             string         `json:"reason"`
+	Replicas           []ReplicaStats `json:"replicas,omitempty"`
 }
 
 func (g *Gate) status() StatusReport {
@@ -39,6 +40,9 @@ func (g *Gate) status() StatusReport {
 			WaitingSeconds: waiting, Held: b.queue.Len() + b.reading, InFlight: b.inFlight,
 			HoldTimeoutSeconds: g.cfg.HoldTimeout.Seconds(), Models: b.models(), Reason: b.reason,
 		})
+		if b.pool != nil {
+			rep.Backends[len(rep.Backends)-1].Replicas = b.pool.stats()
+		}
 	}
 	return rep
 }

@@ -1,0 +1,394 @@
+package gate
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeollama"
+)
+
+// replicaNet is a pool's replicas as the gate's transport sees them: names
+// (r1.test:11434, ...) or addresses that only this transport dials, each a
+// stand-in Ollama replica served on loopback, refused as the kernel would
+// while stopped.
+type replicaNet struct {
+	t       testing.TB
+	mu      sync.Mutex
+	servers map[string]*httptest.Server
+	fakes   map[string]*fakeollama.Replica
+	stopped map[string]bool
+	tr      *http.Transport
+}
+
+func newReplicaNet(t testing.TB) *replicaNet {
+	return &replicaNet{t: t, servers: map[string]*httptest.Server{}, fakes: map[string]*fakeollama.Replica{}, stopped: map[string]bool{}}
+}
+
+// add serves h (a stand-in replica of models when nil) at host:port.
+func (n *replicaNet) add(addr string, h http.Handler, models ...string) {
+	if h == nil {
+		if models == nil {
+			models = []string{"tiny:1b"}
+		}
+		rp := fakeollama.NewReplica(fakeollama.New(fakeollama.Config{Models: models, ChunkInterval: -1}), fakeollama.ReplicaConfig{})
+		n.fakes[addr] = rp
+		h = rp
+	}
+	srv := httptest.NewServer(h)
+	n.t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	n.mu.Lock()
+	n.servers[addr] = srv
+	n.mu.Unlock()
+}
+
+// setStopped stops a replica (its connections closed, new ones refused) or
+// starts it again.
+func (n *replicaNet) setStopped(addr string, stopped bool) {
+	n.mu.Lock()
+	n.stopped[addr] = stopped
+	srv, tr := n.servers[addr], n.tr
+	n.mu.Unlock()
+	if stopped {
+		srv.CloseClientConnections()
+		// The transport reads the servers' FIN on its idle connections and
+		// drops them; do it now rather than race the next request (a POST
+		// written to a connection that is being closed is not sent again:
+		// the server might have read it).
+		tr.CloseIdleConnections()
+	}
+}
+
+func (n *replicaNet) answers(addr string) int { return n.fakes[addr].Stats().Answers }
+
+func (n *replicaNet) transport() http.RoundTripper {
+	t := NewTransport()
+	n.tr = t
+	var d net.Dialer
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		n.mu.Lock()
+		srv, stopped := n.servers[addr], n.stopped[addr]
+		n.mu.Unlock()
+		if srv == nil || stopped {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		}
+		return d.DialContext(ctx, network, srv.Listener.Addr().String())
+	}
+	return t
+}
+
+func poolConfig(t testing.TB, flags ...string) []BackendConfig {
+	t.Helper()
+	bcs, err := ParseBackends(flags)
+	if err != nil {
+		t.Fatalf("ParseBackends: %v", err)
+	}
+	return bcs
+}
+
+// waitReplicas waits until every replica of pool name was probed up and its
+// model list read.
+func waitReplicas(t testing.TB, g *testGate, name string, up int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d replicas of %s up with their lists", up, name), func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		n := 0
+		for _, r := range g.byName[name].pool.replicas {
+			if r.state == StateUp && r.models != nil {
+				n++
+			}
+		}
+		return n == up
+	})
+}
+
+// waitLoaded waits until the gate saw model loaded on n replicas of pool name.
+func waitLoaded(t testing.TB, g *testGate, name, model string, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%s loaded on %d replicas", model, n), func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		k := 0
+		for _, r := range g.byName[name].pool.replicas {
+			if _, ok := r.loaded[model]; ok {
+				k++
+			}
+		}
+		return k == n
+	})
+}
+
+func chat(t testing.TB, url, model, chatID, user, first string, more ...string) int {
+	t.Helper()
+	msgs := fmt.Sprintf(`{"role":"user","content":%q}`, first)
+	for _, m := range more {
+		msgs += fmt.Sprintf(`,{"role":"assistant","content":"ok"},{"role":"user","content":%q}`, m)
+	}
+	hdr := http.Header{}
+	if chatID != "" {
+		hdr.Set(ChatHeader, chatID)
+	}
+	if user != "" {
+		hdr.Set(UserHeader, user)
+	}
+	status, _, body := do(t, http.MethodPost, url+"/pool/api/chat",
+		strings.NewReader(fmt.Sprintf(`{"model":%q,"messages":[%s],"stream":false}`, model, msgs)), hdr)
+	if status != http.StatusOK {
+		t.Errorf("chat: HTTP %d: %s", status, body)
+	}
+	return status
+}
+
+// The turns of one conversation land on one replica: by Open WebUI's chat
+// id, or by who asks and the chat's first message.
+func TestPoolConversationAffinity(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		chatID, user   string
+		firstQuestions []string // one conversation per first question
+	}{
+		{"chat id header", "chat", "", []string{"hello", "hello", "hello", "hello", "hello", "hello", "hello", "hello"}},
+		{"first user message", "", "alice", []string{"why is the sky blue", "write a haiku", "what is 2+2", "hi", "translate this",
+			"summarize", "a poem", "tell me a joke"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newReplicaNet(t)
+			for _, a := range []string{"r1.test:11434", "r2.test:11434", "r3.test:11434"} {
+				n.add(a, nil)
+			}
+			g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434", "pool=http://r2.test:11434", "pool=http://r3.test:11434"), Transport: n.transport()})
+			// Each replica has the model loaded (as its /api/ps says), so that
+			// loads alone decide where a new conversation goes.
+			for _, srv := range n.servers {
+				do(t, http.MethodPost, srv.URL+"/api/generate", strings.NewReader(`{"model":"tiny:1b","prompt":"","stream":false}`), nil)
+			}
+			waitLoaded(t, g, "pool", "tiny:1b", 3)
+			used := map[string]bool{}
+			for i, first := range tc.firstQuestions {
+				before := map[string]int{}
+				for a := range n.fakes {
+					before[a] = n.answers(a)
+				}
+				id := tc.chatID
+				if id != "" {
+					id = fmt.Sprintf("%s-%d", id, i)
+				}
+				turns := []string{}
+				for turn := 0; turn < 4; turn++ {
+					chat(t, g.url, "tiny:1b", id, tc.user, first, turns...)
+					turns = append(turns, fmt.Sprintf("and then %d?", turn))
+				}
+				var on []string
+				for a := range n.fakes {
+					if d := n.answers(a) - before[a]; d > 0 {
+						on = append(on, fmt.Sprintf("%s:%d", a, d))
+						used[a] = true
+					}
+				}
+				if len(on) != 1 {
+					t.Errorf("conversation %d (%q): four turns landed on %v, want all on one replica", i, first, on)
+				}
+			}
+			if len(used) < 2 {
+				t.Errorf("eight conversations all went to %v, want them spread", used)
+			}
+		})
+	}
+}
+
+// gatedReplica answers a chat only when told; it counts what it started.
+type gatedReplica struct {
+	fake    http.Handler
+	started chan string
+	release chan struct{}
+	addr    string
+}
+
+func (g *gatedReplica) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		g.started <- g.addr
+		<-g.release
+	}
+	g.fake.ServeHTTP(w, r)
+}
+
+// A new conversation goes to a free replica while another is busy, and
+// requests of one model go only to the replicas that list it.
+func TestPoolFreeBeatsBusy(t *testing.T) {
+	n := newReplicaNet(t)
+	started, release := make(chan string, 10), make(chan struct{})
+	addrs := []string{"r1.test:11434", "r2.test:11434", "r3.test:11434"}
+	for _, a := range addrs {
+		n.add(a, &gatedReplica{fake: fakeollama.New(fakeollama.Config{ChunkInterval: -1}), started: started, release: release, addr: a})
+	}
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434,parallel=1", "pool=http://r2.test:11434", "pool=http://r3.test:11434"), Transport: n.transport()})
+	waitReplicas(t, g, "pool", 3)
+	var wg sync.WaitGroup
+	got := map[string]int{}
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			chat(t, g.url, "tiny:1b", fmt.Sprintf("c%d", i), "", "hi")
+		}()
+		got[<-started]++ // each starts before the next is sent
+	}
+	close(release)
+	wg.Wait()
+	if len(got) != 3 {
+		t.Errorf("three conversations at once went to %v, want one on each replica", got)
+	}
+}
+
+func TestPoolModelOnlySomeList(t *testing.T) {
+	n := newReplicaNet(t)
+	n.add("r1.test:11434", nil, "small:1b")
+	n.add("r2.test:11434", nil, "small:1b", "big:70b")
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434", "pool=http://r2.test:11434"), Transport: n.transport()})
+	waitReplicas(t, g, "pool", 2)
+	for i := range 4 {
+		chat(t, g.url, "big:70b", fmt.Sprintf("c%d", i), "", "hi")
+	}
+	if a1, a2 := n.answers("r1.test:11434"), n.answers("r2.test:11434"); a1 != 0 || a2 != 4 {
+		t.Errorf("big:70b answers: r1 %d, r2 %d; want 0 and 4 (only r2 lists it)", a1, a2)
+	}
+}
+
+// A replica that refuses the connection: its requests go to another, and
+// the client sees nothing of it. With every replica refusing, requests are
+// held until one serves.
+func TestPoolFailover(t *testing.T) {
+	n := newReplicaNet(t)
+	n.add("r1.test:11434", nil)
+	n.add("r2.test:11434", nil)
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434", "pool=http://r2.test:11434"), Transport: n.transport()},
+		func(g *Gate) { g.probeIdle = time.Hour }) // only requests see the stop
+	waitReplicas(t, g, "pool", 2)
+
+	n.setStopped("r1.test:11434", true)
+	for i := range 6 {
+		chat(t, g.url, "tiny:1b", fmt.Sprintf("c%d", i), "", "hi")
+	}
+	st := stats(g.Gate, "pool")
+	if n.answers("r2.test:11434") != 6 || st.State != StateUp {
+		t.Errorf("with r1 stopped: r2 answered %d of 6, backend %s; want 6, up", n.answers("r2.test:11434"), st.State)
+	}
+	if r1 := st.Replicas[0]; r1.ID != "r1.test:11434" || r1.Refused == 0 || r1.State != StateAsleep {
+		t.Errorf("r1: %+v; want refused at least once and asleep", r1)
+	}
+
+	n.setStopped("r2.test:11434", true)
+	done := make(chan int)
+	go func() { done <- chat(t, g.url, "tiny:1b", "held", "", "hi") }()
+	eventually(t, "the request held", func() bool { return mustDemand(t, g.Gate, "pool").Held == 1 })
+	if st := stats(g.Gate, "pool"); st.State == StateUp {
+		t.Errorf("every replica refuses: backend %s, want not up", st.State)
+	}
+	n.setStopped("r1.test:11434", false)
+	g.byName["pool"].kickProbe()
+	if status := <-done; status != http.StatusOK {
+		t.Errorf("held request: HTTP %d once r1 served again", status)
+	}
+	if n.answers("r1.test:11434") != 1 {
+		t.Errorf("r1 answered %d, want the held one", n.answers("r1.test:11434"))
+	}
+}
+
+// resettingListener resets its next n connections as a server whose listen
+// backlog overflowed does: accepted by the kernel, then closed with a reset
+// before the server read the request.
+type resettingListener struct {
+	net.Listener
+	mu   sync.Mutex
+	n    int
+	read int // bytes read of each before the reset (at least 1, so that the client's dial is over)
+}
+
+func (l *resettingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		reset, read := l.n > 0, max(l.read, 1)
+		if reset {
+			l.n--
+		}
+		l.mu.Unlock()
+		if !reset {
+			return c, nil
+		}
+		_, _ = io.ReadFull(c, make([]byte, read))
+		_ = c.(*net.TCPConn).SetLinger(0)
+		_ = c.Close()
+	}
+}
+
+// Issue 23 item 3: a released burst meets a small accept backlog. A reset of
+// a new connection before any answer is retried (the request never reached
+// the server); nothing is sent twice.
+//
+// Before the fix, the first request got the gate's 502 "backend "default"
+// failed to answer: read tcp ...: connection reset by peer" and the server
+// saw nothing.
+func TestResetBeforeAnswerRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		resets   int
+		read     int // bytes the server reads before each reset
+		body     string
+		status   int
+		received int
+	}{
+		{"two resets", 2, 1, `{"model":"tiny:1b","prompt":"hi"}`, http.StatusOK, 1},
+		{"a reset on each try", resetTries, 1, `{"model":"tiny:1b","prompt":"hi"}`, http.StatusBadGateway, 0},
+		{"a reset after more of the body than the gate keeps", 1, replayLimit + 64<<10, `{"prompt":"` + strings.Repeat("x", 2*replayLimit) + `"}`, http.StatusBadGateway, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			received := 0
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost {
+					_, _ = io.Copy(io.Discard, r.Body)
+					mu.Lock()
+					received++
+					mu.Unlock()
+				}
+				_, _ = io.WriteString(w, `{"done":true}`)
+			}))
+			srv.Listener = &resettingListener{Listener: srv.Listener, n: 0}
+			srv.Start()
+			t.Cleanup(srv.Close)
+			// Probes only at the start: the resets are for the request alone.
+			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, srv.URL)}}, func(g *Gate) { g.probeIdle = time.Hour })
+			eventually(t, "backend up", func() bool { return stats(g.Gate, "default").State == StateUp })
+			// No kept-alive connection may be reused: each try dials anew.
+			g.transport.(*http.Transport).CloseIdleConnections()
+			l := srv.Listener.(*resettingListener)
+			l.mu.Lock()
+			l.n, l.read = tc.resets, tc.read
+			l.mu.Unlock()
+			status, _, body := do(t, http.MethodPost, g.url+"/api/generate", strings.NewReader(tc.body), nil)
+			mu.Lock()
+			got := received
+			mu.Unlock()
+			if status != tc.status || got != tc.received {
+				t.Errorf("HTTP %d (%.120s), the server received %d; want %d and %d", status, body, got, tc.status, tc.received)
+			}
+		})
+	}
+}
