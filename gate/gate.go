@@ -85,6 +85,7 @@ type Gate struct {
 	bg        sync.WaitGroup
 
 	probeTimeout, probeHeld, probeIdle, learnWait, peerEvery, peerTTL time.Duration
+	resolveEvery                                                      time.Duration // a dns+ pool's name is resolved again this often
 	lookup                                                            func(ctx context.Context, host string) ([]net.IPAddr, error)
 
 	mu        sync.Mutex // guards everything below and every backend's mutable fields
@@ -148,6 +149,7 @@ func New(cfg Config) (*Gate, error) {
 		learnWait:    defaultLearnWait,
 		peerEvery:    defaultPeerEvery,
 		peerTTL:      defaultPeerTTL,
+		resolveEvery: defaultResolveEvery,
 		lookup:       net.DefaultResolver.LookupIPAddr,
 		peers:        map[string]*peerEntry{},
 		stateDirty:   make(chan struct{}, 1),

@@ -24,9 +24,9 @@ import (
 // conversation a pool keeps on one replica.
 const ChatHeader = "X-OpenWebUI-Chat-Id"
 
-// Timings of a pool (fields of Gate in spirit; constants as nothing tunes them).
+// Timings of a pool.
 const (
-	resolveEvery = 5 * time.Second // a dns+http pool re-resolves its name this often
+	defaultResolveEvery = 5 * time.Second // a dns+http pool re-resolves its name this often
 	// modelKeep is how long a model the gate routed to a replica counts as
 	// loaded there without its /api/ps saying so: Ollama's default keep-alive.
 	modelKeep = 5 * time.Minute
@@ -251,7 +251,7 @@ func (g *Gate) probePool(ctx context.Context, b *backend) (State, string) {
 	p := b.pool
 	if p.discover != nil {
 		g.mu.Lock()
-		due := len(p.replicas) == 0 || time.Since(p.resolvedAt) >= resolveEvery
+		due := len(p.replicas) == 0 || time.Since(p.resolvedAt) >= g.resolveEvery
 		g.mu.Unlock()
 		if due {
 			g.resolvePool(ctx, b)

@@ -131,6 +131,13 @@ func waitLoaded(t testing.TB, g *testGate, name, model string, n int) {
 	})
 }
 
+// settle waits until the gate counts nothing in flight for pool name: an
+// answer reaches the client just before the gate's count of it ends.
+func settle(t testing.TB, g *testGate, name string) {
+	t.Helper()
+	eventually(t, "nothing in flight", func() bool { return stats(g.Gate, name).InFlight == 0 })
+}
+
 func chat(t testing.TB, url, model, chatID, user, first string, more ...string) int {
 	t.Helper()
 	msgs := fmt.Sprintf(`{"role":"user","content":%q}`, first)
@@ -189,6 +196,7 @@ func TestPoolConversationAffinity(t *testing.T) {
 				turns := []string{}
 				for turn := 0; turn < 4; turn++ {
 					chat(t, g.url, "tiny:1b", id, tc.user, first, turns...)
+					settle(t, g, "pool")
 					turns = append(turns, fmt.Sprintf("and then %d?", turn))
 				}
 				var on []string
@@ -390,5 +398,99 @@ func TestResetBeforeAnswerRetried(t *testing.T) {
 				t.Errorf("HTTP %d (%.120s), the server received %d; want %d and %d", status, body, got, tc.status, tc.received)
 			}
 		})
+	}
+}
+
+// A dns+http pool: the addresses of the name are the replicas. A replica
+// that leaves the answer (a pod that terminates) gets nothing new, and its
+// running stream goes on to its end.
+func TestPoolDNS(t *testing.T) {
+	n := newReplicaNet(t)
+	started, release := make(chan string, 10), make(chan struct{})
+	for _, a := range []string{"127.0.0.1:11434", "127.0.0.2:11434"} {
+		n.add(a, &gatedReplica{fake: fakeollama.New(fakeollama.Config{ChunkInterval: -1}), started: started, release: release, addr: a})
+	}
+	var mu sync.Mutex
+	ips := []string{"127.0.0.1", "127.0.0.2"}
+	lookups := 0
+	lookup := func(_ context.Context, host string) ([]net.IPAddr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if host != "ollama-headless.test" {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		lookups++
+		var out []net.IPAddr
+		for _, ip := range ips {
+			out = append(out, net.IPAddr{IP: net.ParseIP(ip)})
+		}
+		return out, nil
+	}
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=dns+http://ollama-headless.test:11434"), Transport: n.transport()},
+		func(g *Gate) { g.lookup, g.resolveEvery = lookup, 20*time.Millisecond })
+	waitReplicas(t, g, "pool", 2)
+
+	streamed := make(chan int)
+	go func() { streamed <- chat(t, g.url, "tiny:1b", "long", "", "hi") }()
+	on := <-started
+	other := map[string]string{"127.0.0.1:11434": "127.0.0.2:11434", "127.0.0.2:11434": "127.0.0.1:11434"}[on]
+	mu.Lock()
+	ips = []string{strings.TrimSuffix(other, ":11434")}
+	mu.Unlock()
+	eventually(t, on+" gone from the pool", func() bool {
+		for _, r := range stats(g.Gate, "pool").Replicas {
+			if r.ID == on {
+				return r.Gone
+			}
+		}
+		return false
+	})
+	go func() { streamed <- chat(t, g.url, "tiny:1b", "long", "", "hi") }() // the same conversation: its replica is gone
+	if next := <-started; next != other {
+		t.Errorf("after %s left DNS, a request went to %s, want %s", on, next, other)
+	}
+	close(release)
+	for range 2 {
+		if status := <-streamed; status != http.StatusOK {
+			t.Errorf("stream: HTTP %d", status)
+		}
+	}
+	eventually(t, on+" forgotten once its stream ended", func() bool {
+		reps := stats(g.Gate, "pool").Replicas
+		return len(reps) == 1 && reps[0].ID == other
+	})
+}
+
+// Two gates: each counts the other's requests in flight per replica (from
+// the peers' reports) when it chooses.
+func TestPoolPeersInFlight(t *testing.T) {
+	n := newReplicaNet(t)
+	n.add("r1.test:11434", nil)
+	n.add("r2.test:11434", nil)
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434", "pool=http://r2.test:11434"), Transport: n.transport()})
+	waitReplicas(t, g, "pool", 2)
+	for _, srv := range n.servers {
+		do(t, http.MethodPost, srv.URL+"/api/generate", strings.NewReader(`{"model":"tiny:1b","prompt":"","stream":false}`), nil)
+	}
+	waitLoaded(t, g, "pool", "tiny:1b", 2)
+	for _, tc := range []struct {
+		busy, want string
+	}{{"r1.test:11434", "r2.test:11434"}, {"r2.test:11434", "r1.test:11434"}} {
+		// A peer streams one answer on tc.busy.
+		g.mergePeers([]*DemandReport{{Instance: "peer", Backends: map[string]BackendDemand{
+			"pool": {InFlight: 1, Replicas: map[string]ReplicaDemand{tc.busy: {InFlight: 1}}},
+		}}})
+		before := n.answers(tc.want)
+		for i := range 3 {
+			chat(t, g.url, "tiny:1b", fmt.Sprintf("%s-%d", tc.busy, i), "", "hi")
+			settle(t, g, "pool")
+		}
+		if got := n.answers(tc.want) - before; got != 3 {
+			t.Errorf("a peer streams on %s: %d of 3 new conversations went to %s, want 3", tc.busy, got, tc.want)
+		}
+	}
+	// And this gate reports its own.
+	if r := g.demandReport().Backends["pool"].Replicas; len(r) != 0 {
+		t.Errorf("nothing in flight: report lists replicas %v", r)
 	}
 }
