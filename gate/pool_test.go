@@ -494,3 +494,62 @@ func TestPoolPeersInFlight(t *testing.T) {
 		t.Errorf("nothing in flight: report lists replicas %v", r)
 	}
 }
+
+// A replica's preStop drains it: it gets nothing new, the answer comes once
+// its streams have ended, and they end whole.
+func TestPoolDrain(t *testing.T) {
+	n := newReplicaNet(t)
+	started, release := make(chan string, 10), make(chan struct{})
+	for _, a := range []string{"127.0.0.1:11434", "127.0.0.2:11434"} {
+		n.add(a, &gatedReplica{fake: fakeollama.New(fakeollama.Config{ChunkInterval: -1}), started: started, release: release, addr: a})
+	}
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://127.0.0.1:11434", "pool=http://127.0.0.2:11434"), Transport: n.transport()})
+	waitReplicas(t, g, "pool", 2)
+
+	// A replica named by its IP is drained only from that address (the pod's own).
+	if status, _, body := do(t, http.MethodPost, g.url+"/_gate/drain?replica=127.0.0.2:11434", nil, nil); status != http.StatusForbidden {
+		t.Errorf("draining 127.0.0.2 from 127.0.0.1: HTTP %d %s, want 403", status, body)
+	}
+	for _, bad := range []string{"/_gate/drain?replica=nope", "/_gate/drain?replica=127.0.0.1:11434&timeout=soon"} {
+		if status, _, _ := do(t, http.MethodPost, g.url+bad, nil, nil); status != http.StatusBadRequest {
+			t.Errorf("POST %s: HTTP %d, want 400", bad, status)
+		}
+	}
+	if status, _, _ := do(t, http.MethodGet, g.url+"/_gate/drain?replica=127.0.0.1:11434", nil, nil); status != http.StatusMethodNotAllowed {
+		t.Errorf("GET /_gate/drain: HTTP %d, want 405", status)
+	}
+
+	// Two streams, one on each replica.
+	streams := make(chan int, 3)
+	go func() { streams <- chat(t, g.url, "tiny:1b", "a", "", "hi") }()
+	first := <-started
+	go func() { streams <- chat(t, g.url, "tiny:1b", "b", "", "hi") }()
+	second := <-started
+	if first == second {
+		t.Fatalf("two streams on %s", first)
+	}
+	drained := make(chan string)
+	go func() {
+		status, _, body := do(t, http.MethodPost, g.url+"/_gate/drain?replica=127.0.0.1:11434", nil, nil)
+		drained <- fmt.Sprintf("%d %s", status, strings.TrimSpace(body))
+	}()
+	eventually(t, "127.0.0.1 draining", func() bool { return stats(g.Gate, "pool").Replicas[0].Draining })
+	go func() { streams <- chat(t, g.url, "tiny:1b", "c", "", "hi") }()
+	if next := <-started; next != "127.0.0.2:11434" {
+		t.Errorf("a request during the drain went to %s, want 127.0.0.2:11434", next)
+	}
+	select {
+	case d := <-drained:
+		t.Fatalf("the drain answered while a stream ran: %s", d)
+	default:
+	}
+	close(release)
+	for range 3 {
+		if status := <-streams; status != http.StatusOK {
+			t.Errorf("stream: HTTP %d", status)
+		}
+	}
+	if d := <-drained; d != `200 {"replica":"127.0.0.1:11434","backends":["pool"],"drained":true,"in_flight":0}` {
+		t.Errorf("drain: %s", d)
+	}
+}

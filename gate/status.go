@@ -55,8 +55,11 @@ func (g *Gate) serveOwn(w http.ResponseWriter, r *http.Request) {
 		v = g.status()
 	case "/_gate/demand":
 		v = g.demandReport()
+	case "/_gate/drain":
+		g.serveDrain(w, r)
+		return
 	default:
-		writeError(w, r.URL.Path, http.StatusNotFound, codeNotFound, "gate: no such gate endpoint "+r.URL.Path+": /_gate/status and /_gate/demand exist")
+		writeError(w, r.URL.Path, http.StatusNotFound, codeNotFound, "gate: no such gate endpoint "+r.URL.Path+": /_gate/status, /_gate/demand and /_gate/drain exist")
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
