@@ -2,6 +2,7 @@ package gate
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -551,5 +552,50 @@ func TestPoolDrain(t *testing.T) {
 	}
 	if d := <-drained; d != `200 {"replica":"127.0.0.1:11434","backends":["pool"],"drained":true,"in_flight":0}` {
 		t.Errorf("drain: %s", d)
+	}
+}
+
+// A pool's model lists are the union of the lists of the replicas that
+// answer; while none does, they come from memory.
+func TestPoolLists(t *testing.T) {
+	n := newReplicaNet(t)
+	n.add("r1.test:11434", nil, "small:1b")
+	n.add("r2.test:11434", nil, "small:1b", "big:70b")
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434", "pool=http://r2.test:11434"), Transport: n.transport()},
+		func(g *Gate) { g.probeIdle = time.Hour }) // only requests see the stops
+	waitReplicas(t, g, "pool", 2)
+	names := func(path string) (string, string) {
+		status, hdr, body := do(t, http.MethodGet, g.url+"/pool"+path, nil, nil)
+		if status != http.StatusOK {
+			t.Fatalf("GET %s: HTTP %d %s", path, status, body)
+		}
+		var v struct {
+			Models []struct{ Name string } `json:"models"`
+			Data   []struct{ ID string }   `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(body), &v); err != nil {
+			t.Fatalf("GET %s: %v: %s", path, err, body)
+		}
+		var out []string
+		for _, m := range v.Models {
+			out = append(out, m.Name)
+		}
+		for _, m := range v.Data {
+			out = append(out, m.ID)
+		}
+		return strings.Join(out, " "), hdr.Get(FromMemoryHeader)
+	}
+	for _, path := range []string{"/api/tags", "/v1/models"} {
+		if got, _ := names(path); got != "small:1b big:70b" {
+			t.Errorf("%s of both: %q, want each model once", path, got)
+		}
+	}
+	n.setStopped("r2.test:11434", true)
+	if got, _ := names("/api/tags"); got != "small:1b" {
+		t.Errorf("/api/tags with r2 stopped: %q, want r1's", got)
+	}
+	n.setStopped("r1.test:11434", true)
+	if got, mem := names("/api/tags"); got != "small:1b" || mem == "" {
+		t.Errorf("/api/tags with both stopped: %q (from memory: %q), want the last answer from memory", got, mem)
 	}
 }
