@@ -205,7 +205,7 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 // its server accepts. False when the client went away meanwhile.
 func pause(r *http.Request, try int) bool {
 	d := resetPause << (try - 1)
-	d += time.Duration(rand.Int64N(int64(d)))
+	d += time.Duration(rand.Int64N(int64(d))) //nolint:gosec // jitter, not a secret
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

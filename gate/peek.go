@@ -25,7 +25,7 @@ type peeked struct {
 func peekBody(body io.Reader) (peeked, io.Reader) {
 	rec := &peekRecorder{r: io.LimitReader(body, peekLimit)}
 	p := parsePeek(json.NewDecoder(rec))
-	var rest io.Reader = body
+	rest := body
 	if rec.err != nil && !errors.Is(rec.err, io.EOF) {
 		rest = errReader{rec.err} // the client's read failed: the replay fails the same way
 	}

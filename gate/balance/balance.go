@@ -104,7 +104,7 @@ type Chooser struct {
 	mu     sync.Mutex
 	homes  map[string]*list.Element // conversation -> element of lru (*home)
 	lru    list.List                // most recently used first
-	turn   uint64                   // for requests without a conversation
+	turn   int                      // for requests without a conversation
 	moved  uint64
 	stayed uint64
 }
@@ -230,8 +230,8 @@ func (c *Chooser) best(rs []Replica, conversation string) int {
 		return best
 	}
 	if conversation == "" {
-		c.turn++
-		return ties[int(c.turn%uint64(len(ties)))]
+		c.turn = (c.turn + 1) % len(ties)
+		return ties[c.turn]
 	}
 	top, topScore := ties[0], uint64(0)
 	for _, i := range ties {

@@ -23,7 +23,7 @@ type gated struct {
 	started       chan struct{}
 }
 
-func (g *gated) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (g *gated) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	g.mu.Lock()
 	g.running++
 	g.most = max(g.most, g.running)
