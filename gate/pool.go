@@ -261,10 +261,10 @@ func (g *Gate) probePool(ctx context.Context, b *backend) (State, string) {
 	reps := append([]*replica(nil), p.replicas...)
 	g.mu.Unlock()
 	type seen struct {
-		st             State
-		reason         string
-		models, loaded []string
-		listed         bool
+		st              State
+		reason          string
+		models, loaded  []string
+		listed, psKnown bool
 	}
 	results := make([]seen, len(reps))
 	var wg sync.WaitGroup
@@ -276,7 +276,7 @@ func (g *Gate) probePool(ctx context.Context, b *backend) (State, string) {
 			s.st, s.reason = g.probeURL(ctx, r.url)
 			if s.st == StateUp {
 				s.models, s.listed = g.replicaModels(ctx, r.url, pathTags)
-				s.loaded, _ = g.replicaModels(ctx, r.url, pathPS)
+				s.loaded, s.psKnown = g.replicaModels(ctx, r.url, pathPS)
 			}
 		}()
 	}
@@ -304,8 +304,13 @@ func (g *Gate) probePool(ctx context.Context, b *backend) (State, string) {
 				r.models[m] = true
 			}
 		}
-		for _, m := range s.loaded {
-			r.loaded[m] = now.Add(modelKeep)
+		if s.psKnown {
+			// What the replica has loaded now; a model the gate routed there
+			// since it was unloaded is counted again at its next request.
+			r.loaded = map[string]time.Time{}
+			for _, m := range s.loaded {
+				r.loaded[m] = now.Add(modelKeep)
+			}
 		}
 	}
 	p.forgetGone()
