@@ -60,12 +60,27 @@ func main() {
 	for _, m := range counts {
 		fmt.Printf("busy hour: %d people, %d replicas, %d model(s), %gx faster (%.1f min)\n", people, *replicas, m, *scale, *minutes / *scale)
 		fmt.Printf("%-28s %9s %9s %12s %12s %16s %6s\n", "placement", "TTFT p50", "TTFT p99", "answers/min", "model loads", "replica-minutes", "failed")
-		for _, place := range []string{"gate", "random.choice", "round robin per connection"} {
-			r, err := run(place, *replicas, m, *scale, time.Duration(*minutes*float64(time.Minute)), *seed)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "busyhour:", err)
+		// The placements run at once, each on its own replicas and with the
+		// same people, so that a shared machine's load falls on all of them
+		// alike (each mostly sleeps: its own load is small).
+		places := []string{"gate", "random.choice", "round robin per connection"}
+		results := make([]result, len(places))
+		errs := make([]error, len(places))
+		var wg sync.WaitGroup
+		for i, place := range places {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i], errs[i] = run(place, *replicas, m, *scale, time.Duration(*minutes*float64(time.Minute)), *seed)
+			}()
+		}
+		wg.Wait()
+		for i, place := range places {
+			if errs[i] != nil {
+				fmt.Fprintln(os.Stderr, "busyhour:", place+":", errs[i])
 				os.Exit(1)
 			}
+			r := results[i]
 			fmt.Printf("%-28s %8.1fs %8.1fs %12.1f %12d %16.1f %6d\n", place, r.p(.5), r.p(.99), r.perMin, r.loads, r.replicaMinutes, r.failed)
 		}
 		fmt.Println()
