@@ -15,6 +15,15 @@
 //   - route.go: ServeHTTP: the gate's own /_gate/ paths, or which backend and
 //     which path; a list goes to lists.go, any other request (demand) passes
 //     through while its backend is up and is held otherwise (serveDemand).
+//   - deliver.go: a demand request's passes: to a replica of a pool (chosen
+//     per request), again elsewhere after a refused dial, again after a
+//     connection closed before the request was read.
+//   - peek.go: the model and first user message read from a body that streams
+//     through, for the choice.
+//   - pool.go: a pool's replicas, their own probes and state, DNS discovery,
+//     the choice (package balance decides), per-replica counts for the peers.
+//   - poollists.go: a pool's model lists, the union of its replicas'.
+//   - drain.go: /_gate/drain, a replica's preStop before its pod stops.
 //   - passthrough.go: one pass of a request to its backend (the reverse proxy
 //     and its hooks), the transport.
 //   - hold.go: holding a request while its backend is not up, its body in
