@@ -23,7 +23,7 @@ type Demand interface {
 
 // gateStates are the states openwebui_gate_backend_state always has a
 // series for, so that a query for one of them never finds nothing.
-var gateStates = []gate.State{gate.StateUnknown, gate.StateAsleep, gate.StateStarting, gate.StateUp}
+var gateStates = []gate.State{gate.StateUnknown, gate.StateAsleep, gate.StateStarting, gate.StateUp, gate.StateMisconfigured}
 
 // GateCollector exposes the wake gate's state and what KEDA gets for each
 // of its backends.
@@ -33,6 +33,7 @@ type GateCollector struct {
 	timeout time.Duration
 
 	state, held, heldBytes, inFlight, hold, requests, backendDemand *prometheus.Desc
+	learning, listsKnown                                            *prometheus.Desc
 }
 
 // NewGate returns the gate's collector. timeout bounds how long Collect
@@ -46,7 +47,7 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 		demand:  d,
 		timeout: timeout,
 		state: desc("backend_state",
-			"The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet).", "backend", "state"),
+			"The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet), misconfigured (TLS fails: requests are answered at once, not held).", "backend", "state"),
 		held: desc("held_requests",
 			"Requests this replica holds until the backend answers.", "backend"),
 		heldBytes: desc("held_request_bytes",
@@ -57,6 +58,10 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 			"How long requests were held before they went on, timed out or their client went away.", "backend"),
 		requests: desc("requests_total",
 			"Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet).", "backend", "outcome"),
+		learning: desc("learning",
+			"1 while a learning wake is under way for the backend (a model list never seen was asked while it slept: demand without anything held), else 0. It ends when the backend is up, or after --gate.hold-timeout (then /_gate/status says not_learnable).", "backend"),
+		listsKnown: desc("lists_known",
+			"1 once this replica has the backend's model list (/api/tags or /v1/models, learned or from the state file), else 0.", "backend"),
 		backendDemand: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "backend_demand"),
 			"What KEDA gets for the backend on every trigger (/active_users?backend=NAME, external-push metadata backend: NAME): people and the gate's demand, see the README. Absent while it depends on Open WebUI's count and that is unknown.", []string{"backend"}, nil),
 	}
@@ -64,7 +69,7 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 
 // Describe implements prometheus.Collector.
 func (c *GateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.held, c.heldBytes, c.inFlight, c.hold, c.requests, c.backendDemand} {
+	for _, d := range []*prometheus.Desc{c.state, c.held, c.heldBytes, c.inFlight, c.hold, c.requests, c.backendDemand, c.learning, c.listsKnown} {
 		ch <- d
 	}
 }
@@ -78,6 +83,8 @@ func (c *GateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(b.Held), b.Name)
 		ch <- prometheus.MustNewConstMetric(c.heldBytes, prometheus.GaugeValue, float64(b.HeldBytes), b.Name)
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(b.InFlight), b.Name)
+		ch <- prometheus.MustNewConstMetric(c.learning, prometheus.GaugeValue, boolValue(b.Learning), b.Name)
+		ch <- prometheus.MustNewConstMetric(c.listsKnown, prometheus.GaugeValue, boolValue(b.ListsKnown), b.Name)
 		ch <- prometheus.MustNewConstHistogram(c.hold, b.Hold.Count, b.Hold.Sum, buckets(b.Hold), b.Name)
 		outcomes := make([]string, 0, len(b.Requests))
 		for o := range b.Requests {

@@ -1,11 +1,14 @@
 package examples_test
 
 import (
+	"os"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v2"
 )
 
 // PromQL metric names, found without a PromQL parser (a heavy dependency):
@@ -66,6 +69,28 @@ var wellKnown = map[string]bool{
 	"kube_deployment_status_replicas_updated":     true,
 }
 
+// metricsLandingWithAnotherBranch are metric names of METRICS-CONTRACT that
+// the dashboard and the alerts already use while the branch that serves them
+// is not merged yet (warming, replicas, the learning wake). Empty this set as
+// each lands: TestMetricsLandingWithAnotherBranch fails for a name the
+// exporter serves, so none stays here by mistake.
+var metricsLandingWithAnotherBranch = map[string]bool{
+	"openwebui_gate_warmups_total":                  true, // warm
+	"openwebui_gate_warmup_duration_seconds_bucket": true, // warm
+	"openwebui_gate_replica_up":                     true, // replicas
+	"openwebui_gate_replica_draining":               true, // replicas
+	"openwebui_gate_replica_inflight_requests":      true, // replicas
+	"openwebui_gate_replica_requests_total":         true, // replicas
+}
+
+func TestMetricsLandingWithAnotherBranch(t *testing.T) {
+	for name := range metricsLandingWithAnotherBranch {
+		if facts.metrics[name] {
+			t.Errorf("the exporter serves %s now: take it out of metricsLandingWithAnotherBranch", name)
+		}
+	}
+}
+
 // checkExpr reports metric names in expr that neither the exporter serves nor
 // are well known, and an expression that reads no metric at all.
 func checkExpr(t *testing.T, where, expr string) []string {
@@ -75,7 +100,7 @@ func checkExpr(t *testing.T, where, expr string) []string {
 		t.Errorf("%s: %q reads no metric", where, expr)
 	}
 	for _, n := range names {
-		if !facts.metrics[n] && !wellKnown[n] {
+		if !facts.metrics[n] && !wellKnown[n] && !metricsLandingWithAnotherBranch[n] {
 			var ours []string
 			for _, m := range sortedKeys(facts.metrics) {
 				if strings.HasPrefix(m, "openwebui_") {
@@ -115,4 +140,37 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// TestGateAlertsReadServedMetrics: every expression of the gate's alerts
+// (the chart's alerts/gate.rules.yaml, which the kustomize gate component
+// copies) reads metrics the exporter serves, or that land with another
+// branch.
+func TestGateAlertsReadServedMetrics(t *testing.T) {
+	const file = "../charts/openwebui-exporter/alerts/gate.rules.yaml"
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(raw, &rules); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			checkExpr(t, file+" alert "+r.Alert, r.Expr)
+			n++
+		}
+	}
+	if n < 5 {
+		t.Errorf("%s: %d alerts, want the gate's 5 at least", file, n)
+	}
 }

@@ -8,105 +8,37 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"syscall"
 	"time"
 )
 
 // Retrying a request that cannot have reached a server.
 const (
-	// replayLimit bounds the bytes of a streaming body the gate keeps so that
-	// it can send it again after a reset; a larger body is not retried.
-	replayLimit = 256 << 10
-	// resetTries bounds the tries of a request whose new connections are
-	// reset before any answer (a listen backlog that overflows).
+	// resetTries bounds the tries of a request whose connections are closed
+	// before the request was read (a listen backlog that overflows).
 	resetTries = 5
 	resetPause = 50 * time.Millisecond // doubled at each try, with jitter
 )
 
-// requestBody is a demand request's body, given again for another attempt.
+// requestBody is a demand request's body, given again for another attempt:
+// a held one from memory; a live one (the client's, r.Body) as the transport
+// recorded it (trackingBody.record), put back in front of the rest.
 type requestBody struct {
 	held []byte // a held body, in memory: replayed whole
 	free func() // called once a held body was read to its end
-	live *replayBody
-	none bool // no body
+	live bool   // the client's body, r.Body
+	none bool   // no body
 }
 
 // reader is the body for the next attempt.
-func (rb *requestBody) reader() io.Reader {
+func (rb *requestBody) reader(r *http.Request) io.Reader {
 	switch {
 	case rb.none:
 		return nil
-	case rb.live != nil:
-		return rb.live.view()
+	case rb.live:
+		return r.Body
 	}
 	return &freeOnEOF{r: bytes.NewReader(rb.held), free: rb.free}
-}
-
-// rewind says whether the body can be sent again from its start.
-func (rb *requestBody) rewind() bool {
-	if rb.live == nil {
-		return true
-	}
-	return rb.live.rewind()
-}
-
-// replayBody passes a client's body on and keeps what it passed, up to
-// replayLimit, so that it can be given again. An attempt's transport may
-// still be reading when the next attempt starts (its writer outlives a failed
-// round trip): each attempt reads through its own view, and a view of an
-// earlier attempt reads nothing once the body was rewound.
-type replayBody struct {
-	mu   sync.Mutex // held across a read of src, so that rewind sees every byte read
-	src  io.Reader
-	kept bytes.Buffer
-	over bool
-	gen  int // attempts so far
-}
-
-// view is what one attempt reads.
-func (rp *replayBody) view() io.Reader {
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	return &replayView{rp: rp, gen: rp.gen}
-}
-
-type replayView struct {
-	rp  *replayBody
-	gen int
-}
-
-var errStaleAttempt = errors.New("gate: the request body was given to another attempt")
-
-func (v *replayView) Read(p []byte) (int, error) {
-	rp := v.rp
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	if v.gen != rp.gen {
-		return 0, errStaleAttempt
-	}
-	n, err := rp.src.Read(p)
-	if !rp.over {
-		if rp.kept.Len()+n > replayLimit {
-			rp.over, rp.kept = true, bytes.Buffer{}
-		} else {
-			rp.kept.Write(p[:n])
-		}
-	}
-	return n, err
-}
-
-func (rp *replayBody) rewind() bool {
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	if rp.over {
-		return false
-	}
-	rp.gen++
-	again := bytes.Clone(rp.kept.Bytes())
-	rp.kept.Reset()
-	rp.src = io.MultiReader(bytes.NewReader(again), rp.src)
-	return true
 }
 
 // liveBody is the body of a request passed through as it arrives.
@@ -114,13 +46,7 @@ func liveBody(r *http.Request) *requestBody {
 	if r.Body == nil || r.Body == http.NoBody {
 		return &requestBody{none: true}
 	}
-	var src io.Reader = r.Body
-	if r.ContentLength > 0 {
-		// The transport reads once more past the end to check the length;
-		// that read must not reach the client's body (see pass).
-		src = io.LimitReader(src, r.ContentLength)
-	}
-	return &requestBody{live: &replayBody{src: src}}
+	return &requestBody{live: true}
 }
 
 // heldBodyOf is the body of a held request.
@@ -141,9 +67,12 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 	if b.pool != nil && r.Method == http.MethodPost {
 		var first string
 		switch {
-		case body.live != nil:
-			var p peeked
-			p, body.live.src = peekBody(body.live.src)
+		case body.live:
+			// Read the beginning for the choice, and put it back in front of
+			// the rest (r.Body stays the client's body for the transport's
+			// recording).
+			p, kept := peekBody(r.Body)
+			r.Body = replayBody(kept, r.Body)
 			model, first = p.Model, p.FirstUser
 		case body.held != nil:
 			p := peekBytes(body.held)
@@ -163,7 +92,7 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 				return &attempt{b: b, rel: rel, retry: true, reason: "no replica takes requests"}
 			}
 		}
-		a := g.passTo(w, r, b, rep, rel, body.reader())
+		a := g.passTo(w, r, b, rep, rel, body.reader(r))
 		if rep != nil {
 			g.mu.Lock()
 			rep.inFlight--
@@ -176,13 +105,17 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 		if !a.retry {
 			return a
 		}
+		if body.live && len(a.replay) > 0 {
+			// What the transport took of the client's body, in front of the
+			// rest: the next attempt (or the hold) sends it whole.
+			r.Body = replayBody(a.replay, r.Body)
+			a.replay = nil
+		}
 		if a.reset {
-			resets++
-			again := resets < resetTries && body.rewind()
-			if !again {
+			if resets++; resets >= resetTries {
 				a.retry = false
 				a.outcome = OutcomeBackendError
-				writeError(w, rel.Path, http.StatusBadGateway, codeProxy, resetMessage(b.name, resets, resets < resetTries))
+				writeError(w, rel.Path, http.StatusBadGateway, codeProxy, resetMessage(b.name, resets))
 				return a
 			}
 			if !pause(r, resets) {
@@ -192,7 +125,7 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 			continue
 		}
 		if rep == nil {
-			return a // the backend refused: the caller holds the request
+			return a // the backend refused (or a hop answered for it): the caller holds the request
 		}
 		if tried == nil {
 			tried = map[*replica]bool{}

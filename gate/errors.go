@@ -2,6 +2,8 @@ package gate
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +23,9 @@ const (
 	codeProxy       = "gate_proxy_error"
 	codeNotFound    = "gate_not_found"
 	codeLearning    = "gate_learning"
+	codeBadPath     = "gate_bad_path"
+	codeHop         = "gate_hop_answered"
+	codeTLS         = "gate_tls"
 )
 
 // writeError answers in the backend's own error shape, so that Open WebUI shows
@@ -87,16 +92,37 @@ func dialReason(err error) string {
 	return "connect failed: " + err.Error()
 }
 
+// tlsFailure reports whether err is TLS failing with the backend (the
+// request was not sent), and names it.
+func tlsFailure(err error) (reason string, ok bool) {
+	var (
+		verify   *tls.CertificateVerificationError
+		header   tls.RecordHeaderError
+		alert    tls.AlertError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &verify):
+		return "TLS: " + verify.Err.Error(), true
+	case errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return "TLS: " + err.Error(), true
+	case errors.As(err, &header), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return "TLS: the server does not speak TLS (an https URL for a plain HTTP server?)", true
+	case errors.As(err, &alert):
+		return "TLS: the server refused the handshake: " + alert.Error(), true
+	}
+	return "", false
+}
+
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
 }
 
 // resetMessage says why a request whose connections were closed before it
-// was read is not sent again: too many tries, or a body too large to keep.
-func resetMessage(name string, tries int, tooLarge bool) string {
-	if tooLarge {
-		return fmt.Sprintf("gate: backend %q closed the connection before it read the request, and the body was over %d KiB, more than the gate keeps to send it again", name, replayLimit>>10)
-	}
+// was read is not sent again: it was tried too often.
+func resetMessage(name string, tries int) string {
 	return fmt.Sprintf("gate: backend %q closed %d connections before it read the request (a listen backlog too small for the burst?); the request was not answered", name, tries)
 }

@@ -86,8 +86,15 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 			d.outcome = passOutcome(a, OutcomeDelivered)
 			return
 		}
-		// Asleep again before a byte was sent: back to the front of the queue.
+		// Asleep again before the request reached it: back to the front of
+		// the queue. A hop may have taken the whole body, which gave its bytes
+		// back: they are in memory again (counted even past the bound, as they
+		// were never let go).
 		g.mu.Lock()
+		if body != nil && d.hr.bytes == 0 {
+			n := int64(len(body.data))
+			d.hr.bytes, g.heldBytes, b.heldBytes = n, g.heldBytes+n, b.heldBytes+n
+		}
 		b.inFlight--
 		b.releasing--
 		d.inFlight, d.releasing = false, false
@@ -204,7 +211,7 @@ type heldBody struct{ data []byte }
 // pump releases held requests of b in arrival order while it is up, at most
 // ReleaseConcurrency in flight at once (g.mu held).
 func (g *Gate) pump(b *backend) {
-	for b.state == StateUp && b.releasing < g.cfg.ReleaseConcurrency {
+	for b.sends() && b.releasing < g.cfg.ReleaseConcurrency {
 		e := b.queue.Front()
 		if e == nil {
 			return
@@ -220,6 +227,26 @@ func (g *Gate) pump(b *backend) {
 		}
 		close(hr.ready)
 	}
+}
+
+// reserveBytes counts n bytes of a body in memory for b within
+// --gate.max-held-bytes; releaseBytes gives them back (g.mu not held).
+func (g *Gate) reserveBytes(b *backend, n int64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.heldBytes+n > g.cfg.MaxHeldBytes {
+		return false
+	}
+	g.heldBytes += n
+	b.heldBytes += n
+	return true
+}
+
+func (g *Gate) releaseBytes(b *backend, n int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.heldBytes -= n
+	b.heldBytes -= n
 }
 
 // freeLocked gives back the bytes of hr's body (once; g.mu held).

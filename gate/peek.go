@@ -3,7 +3,6 @@ package gate
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 )
 
@@ -19,17 +18,14 @@ type peeked struct {
 }
 
 // peekBody reads body up to its model and first user message, at most
-// peekLimit bytes, and returns what it found with a reader that gives the
-// whole body again: the bytes read, then the rest. A body that is not JSON,
-// or puts them later, yields what was found so far; it still passes through.
-func peekBody(body io.Reader) (peeked, io.Reader) {
+// peekLimit bytes, and returns what it found with the bytes it read (to be
+// put back in front of the rest). A body that is not JSON, or puts them
+// later, yields what was found so far; it still passes through. A read error
+// is left to the rest of the body to give again.
+func peekBody(body io.Reader) (peeked, []byte) {
 	rec := &peekRecorder{r: io.LimitReader(body, peekLimit)}
 	p := parsePeek(json.NewDecoder(rec))
-	rest := body
-	if rec.err != nil && !errors.Is(rec.err, io.EOF) {
-		rest = errReader{rec.err} // the client's read failed: the replay fails the same way
-	}
-	return p, io.MultiReader(bytes.NewReader(rec.buf.Bytes()), rest)
+	return p, rec.buf.Bytes()
 }
 
 // peekBytes is peekBody for a body held in memory.
@@ -41,21 +37,13 @@ func peekBytes(data []byte) peeked {
 type peekRecorder struct {
 	r   io.Reader
 	buf bytes.Buffer
-	err error
 }
 
 func (rc *peekRecorder) Read(p []byte) (int, error) {
 	n, err := rc.r.Read(p)
 	rc.buf.Write(p[:n])
-	if err != nil && rc.err == nil {
-		rc.err = err
-	}
 	return n, err
 }
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // parsePeek walks the top-level object token by token and stops as soon as it
 // has both fields (or at the first thing it cannot read).

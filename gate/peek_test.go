@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strings"
@@ -33,7 +34,9 @@ func TestPeekBody(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, replay := peekBody(strings.NewReader(tt.body))
+			src := strings.NewReader(tt.body)
+			p, kept := peekBody(src)
+			replay := io.MultiReader(bytes.NewReader(kept), src)
 			if p != tt.want {
 				t.Errorf("peeked %+v, want %+v", p, tt.want)
 			}
@@ -54,7 +57,8 @@ func TestPeekBodyReadsOnlyWhatItNeeds(t *testing.T) {
 	head := `{"model":"m","messages":[{"role":"user","content":"hi"}`
 	body := head + `,{"role":"user","content":"` + strings.Repeat("y", 1<<20) + `"}]}`
 	src := strings.NewReader(body)
-	p, replay := peekBody(iotest.OneByteReader(src))
+	p, kept := peekBody(iotest.OneByteReader(src))
+	replay := io.MultiReader(bytes.NewReader(kept), src)
 	if p != (peeked{Model: "m", FirstUser: "hi"}) {
 		t.Errorf("peeked %+v", p)
 	}
@@ -67,12 +71,13 @@ func TestPeekBodyReadsOnlyWhatItNeeds(t *testing.T) {
 	}
 }
 
-// A client whose body fails mid-way: the replay fails the same way after the
-// bytes that came.
+// A client whose body fails mid-way: what came is kept, and the rest (the
+// client's body) gives the error again.
 func TestPeekBodyReadError(t *testing.T) {
 	boom := errors.New("client went away")
-	_, replay := peekBody(io.MultiReader(strings.NewReader(`{"model":`), iotest.ErrReader(boom)))
-	got, err := io.ReadAll(replay)
+	rest := io.MultiReader(strings.NewReader(`{"model":`), iotest.ErrReader(boom))
+	_, kept := peekBody(rest)
+	got, err := io.ReadAll(io.MultiReader(bytes.NewReader(kept), rest))
 	if string(got) != `{"model":` || !errors.Is(err, boom) {
 		t.Errorf("replay: %q, %v; want the 9 bytes, then %v", got, err, boom)
 	}

@@ -365,7 +365,7 @@ func TestResetBeforeAnswerRetried(t *testing.T) {
 	}{
 		{"two resets", 2, 1, `{"model":"tiny:1b","prompt":"hi"}`, http.StatusOK, 1},
 		{"a reset on each try", resetTries, 1, `{"model":"tiny:1b","prompt":"hi"}`, http.StatusBadGateway, 0},
-		{"a reset after more of the body than the gate keeps", 1, replayLimit + 64<<10, `{"prompt":"` + strings.Repeat("x", 2*replayLimit) + `"}`, http.StatusBadGateway, 0},
+		{"a reset after more of the body than the gate keeps (--gate.max-held-bytes)", 1, 320 << 10, `{"prompt":"` + strings.Repeat("x", 512<<10) + `"}`, http.StatusBadGateway, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
@@ -383,7 +383,7 @@ func TestResetBeforeAnswerRetried(t *testing.T) {
 			srv.Start()
 			t.Cleanup(srv.Close)
 			// Probes only at the start: the resets are for the request alone.
-			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, srv.URL)}}, func(g *Gate) { g.probeIdle = time.Hour })
+			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, srv.URL)}, MaxHeldBytes: 256 << 10}, func(g *Gate) { g.probeIdle = time.Hour })
 			eventually(t, "backend up", func() bool { return stats(g.Gate, "default").State == StateUp })
 			// No kept-alive connection may be reused: each try dials anew.
 			g.transport.(*http.Transport).CloseIdleConnections()

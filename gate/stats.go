@@ -13,6 +13,10 @@ const (
 	StateAsleep   State = "asleep"   // connection refused, no such host, dial timeout
 	StateStarting State = "starting" // TCP connects but no HTTP answer within the probe timeout, or the probe answers 5xx
 	StateUp       State = "up"       // the readiness probe (or a pass-through) got an HTTP answer
+	// StateMisconfigured: the connection opens but TLS fails (an untrusted
+	// certificate, a wrong host name, an https URL for an HTTP server).
+	// Waiting does not fix that: requests are answered at once, not held.
+	StateMisconfigured State = "misconfigured"
 )
 
 // Outcome is how a request through the gate ended.
@@ -35,7 +39,7 @@ var Outcomes = []Outcome{OutcomePassed, OutcomeDelivered, OutcomeFromMemory, Out
 	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning}
 
 // States lists every State.
-var States = []State{StateUnknown, StateAsleep, StateStarting, StateUp}
+var States = []State{StateUnknown, StateAsleep, StateStarting, StateUp, StateMisconfigured}
 
 // HoldBuckets are the upper bounds (seconds) of the hold-time histogram.
 var HoldBuckets = []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
@@ -61,6 +65,10 @@ type BackendStats struct {
 	Replicas  []ReplicaStats // a pool's replicas, by id; nil for a single backend
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
+	// Learning: a learning wake is under way (a list never seen was asked
+	// while the backend was not up). ListsKnown: the gate has the backend's
+	// model list (/api/tags or /v1/models), learned or from the state file.
+	Learning, ListsKnown bool
 }
 
 // holdHist is the non-cumulative form kept while counting.
@@ -110,6 +118,7 @@ func (g *Gate) Stats() []BackendStats {
 			Name: b.name, State: b.state, Since: b.since, Reason: b.reason,
 			Held: b.queue.Len() + b.reading, InFlight: b.inFlight, HeldBytes: b.heldBytes,
 			Requests: req, Hold: b.hold.snapshot(),
+			Learning: b.learning, ListsKnown: b.lists[pathTags] != nil || b.lists[pathModels] != nil,
 		}
 		if b.pool != nil {
 			out[i].Replicas = b.pool.stats()

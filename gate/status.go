@@ -23,7 +23,9 @@ type BackendStatus struct {
 	HoldTimeoutSeconds float64        `json:"hold_timeout_seconds"`
 	Models             []string       `json:"models"`
 	Reason             string         `json:"reason"`
-	Replicas           []ReplicaStats `json:"replicas,omitempty"`
+	Learning           bool           `json:"learning"`                // a learning wake is under way
+	NotLearnable       string         `json:"not_learnable,omitempty"` // why the last learning wake gave up (until the backend is next up)
+	Replicas           []ReplicaStats `json:"replicas,omitempty"`      // a pool's replicas
 }
 
 func (g *Gate) status() StatusReport {
@@ -39,6 +41,7 @@ func (g *Gate) status() StatusReport {
 			Name: b.name, Prefix: b.prefix, State: b.state, Since: b.since.UTC().Format(time.RFC3339),
 			WaitingSeconds: waiting, Held: b.queue.Len() + b.reading, InFlight: b.inFlight,
 			HoldTimeoutSeconds: g.cfg.HoldTimeout.Seconds(), Models: b.models(), Reason: b.reason,
+			Learning: b.learning, NotLearnable: b.notLearnable,
 		})
 		if b.pool != nil {
 			rep.Backends[len(rep.Backends)-1].Replicas = b.pool.stats()
