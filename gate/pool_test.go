@@ -599,3 +599,29 @@ func TestPoolLists(t *testing.T) {
 		t.Errorf("/api/tags with both stopped: %q (from memory: %q), want the last answer from memory", got, mem)
 	}
 }
+
+// What a peer reports of a pool's replicas is checked like its counts.
+func TestPeerReplicaReportsChecked(t *testing.T) {
+	many := map[string]ReplicaDemand{}
+	for i := range maxReportReplicas + 1 {
+		many[fmt.Sprintf("10.0.%d.%d:11434", i/256, i%256)] = ReplicaDemand{InFlight: 1}
+	}
+	for _, tc := range []struct {
+		name     string
+		replicas map[string]ReplicaDemand
+		want     string
+	}{
+		{"fine", map[string]ReplicaDemand{"10.0.0.1:11434": {InFlight: 2}, "10.0.0.2:11434": {Draining: true}}, ""},
+		{"negative", map[string]ReplicaDemand{"10.0.0.1:11434": {InFlight: -5}}, "negative"},
+		{"absurd", map[string]ReplicaDemand{"10.0.0.1:11434": {InFlight: maxPeerCount + 1}}, "absurd"},
+		{"too many", many, "replicas, over"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := &DemandReport{Instance: "p", Backends: map[string]BackendDemand{"pool": {Replicas: tc.replicas}}}
+			err := rep.check()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("check() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
