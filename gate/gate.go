@@ -23,7 +23,7 @@
 //   - pool.go: a pool's replicas, their own probes and state, DNS discovery,
 //     the choice (package balance decides), per-replica counts for the peers.
 //   - poollists.go: a pool's model lists, the union of its replicas'.
-//   - drain.go: /_gate/drain, a replica's preStop before its pod stops.
+//   - replicadrain.go: /_gate/drain, a replica's preStop before its pod stops.
 //   - paths.go: what route refuses or adjusts (dot segments, Open WebUI's
 //     doubled slash) and CORS preflights (never demand).
 //   - passthrough.go: one pass of a request to its backend (the reverse proxy
