@@ -143,7 +143,7 @@ func main() {
 	}
 	var gateSrv *gateServer
 	if wakeGate != nil {
-		if gateSrv, err = listenGate(*gateOpts.listenAddress, wakeGate, toolkitLogger); err != nil {
+		if gateSrv, err = listenGate(*gateOpts.listenAddress, wakeGate, gateOpts.drain(), toolkitLogger); err != nil {
 			fail("%v", err)
 		}
 		for _, b := range wakeGate.Backends() {
@@ -169,16 +169,8 @@ func main() {
 	go func() {
 		served <- web.ListenAndServe(server, webConfig, toolkitLogger)
 	}()
-	gateDone := make(chan struct{})
 	if gateSrv != nil {
-		go func() {
-			defer close(gateDone)
-			if err := gateSrv.serve(ctx, logger); err != nil {
-				served <- err
-			}
-		}()
-	} else {
-		close(gateDone)
+		gateSrv.start(served)
 	}
 	if grpcServer != nil {
 		go func() {
@@ -192,6 +184,13 @@ func main() {
 		fail("serving: %v", err)
 	case <-ctx.Done():
 	}
+	if gateSrv != nil {
+		// The gate drains first, while /active_users, /metrics and the gRPC
+		// scaler keep serving its demand to KEDA. A second signal ends it.
+		again, stopAgain := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		gateSrv.shutdown(again, logger)
+		stopAgain()
+	}
 	// Stop accepting, let in-flight requests finish, and be gone well within
 	// Kubernetes' grace period.
 	level.Info(logger).Log("msg", "shutting down")
@@ -204,7 +203,6 @@ func main() {
 		level.Warn(logger).Log("msg", "in-flight requests did not finish in time", "err", err)
 		server.Close()
 	}
-	<-gateDone // answers streaming through the gate get longer (gateShutdownTimeout)
 }
 
 // idlePolicy validates --activity.idle-timeout; nil when it is off.

@@ -95,7 +95,7 @@ openwebui_gate_backend_state{backend="small",state="up"} 1
 # TYPE openwebui_gate_held_requests gauge
 openwebui_gate_held_requests{backend="big"} 1
 openwebui_gate_held_requests{backend="small"} 0
-# HELP openwebui_gate_held_request_bytes Bytes of the bodies of the requests this replica holds (bounded by --gate.max-held-bytes over all backends).
+# HELP openwebui_gate_held_request_bytes Bytes of the requests this replica holds, headers and bodies (bounded by --gate.max-held-bytes over all backends).
 # TYPE openwebui_gate_held_request_bytes gauge
 openwebui_gate_held_request_bytes{backend="big"} 512
 openwebui_gate_held_request_bytes{backend="small"} 0
@@ -115,7 +115,7 @@ openwebui_gate_hold_duration_seconds_bucket{backend="small",le="10"} 1
 openwebui_gate_hold_duration_seconds_bucket{backend="small",le="+Inf"} 1
 openwebui_gate_hold_duration_seconds_sum{backend="small"} 4.5
 openwebui_gate_hold_duration_seconds_count{backend="small"} 1
-# HELP openwebui_gate_requests_total Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet).
+# HELP openwebui_gate_requests_total Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet), shutdown (the replica's drain ended first).
 # TYPE openwebui_gate_requests_total counter
 openwebui_gate_requests_total{backend="small",outcome="delivered"} 1
 openwebui_gate_requests_total{backend="small",outcome="from_memory"} 3

@@ -18,6 +18,7 @@ type backend struct {
 
 	state   State
 	since   time.Time
+	upUntil time.Time // when it last stopped being up (real time; zero: never up and down again)
 	reason  string
 	upCh    chan struct{} // closed while up; list requests that wait to learn select on it
 	known   chan struct{} // closed once the state is no longer unknown
@@ -56,6 +57,7 @@ func (g *Gate) setState(b *backend, st State, reason string) {
 		level.Info(g.logger).Log("msg", "backend state", "backend", b.name, "from", b.state, "to", st, "reason", reason)
 		if b.state == StateUp {
 			b.upCh = make(chan struct{})
+			b.upUntil = time.Now()
 		}
 		if b.state == StateUnknown {
 			close(b.known)

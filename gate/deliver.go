@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -24,10 +23,10 @@ const (
 // a held one from memory; a live one (the client's, r.Body) as the transport
 // recorded it (trackingBody.record), put back in front of the rest.
 type requestBody struct {
-	held []byte // a held body, in memory: replayed whole
-	free func() // called once a held body was read to its end
-	live bool   // the client's body, r.Body
-	none bool   // no body
+	held *heldBody // a held body, in memory: replayed whole
+	free func()    // called once a held body was read to its end
+	live bool      // the client's body, r.Body
+	none bool      // no body
 }
 
 // reader is the body for the next attempt.
@@ -38,7 +37,7 @@ func (rb *requestBody) reader(r *http.Request) io.Reader {
 	case rb.live:
 		return r.Body
 	}
-	return &freeOnEOF{r: bytes.NewReader(rb.held), free: rb.free}
+	return rb.held.reader(rb.free)
 }
 
 // liveBody is the body of a request passed through as it arrives.
@@ -54,7 +53,7 @@ func heldBodyOf(hb *heldBody, free func()) *requestBody {
 	if hb == nil {
 		return &requestBody{none: true}
 	}
-	return &requestBody{held: hb.data, free: free}
+	return &requestBody{held: hb, free: free}
 }
 
 // deliver sends r to b, or to one of its replicas for a pool, and sends it
@@ -75,7 +74,7 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 			r.Body = replayBody(kept, r.Body)
 			model, first = p.Model, p.FirstUser
 		case body.held != nil:
-			p := peekBytes(body.held)
+			p, _ := peekBody(body.held.reader(func() {})) // the chunks stay: this reads a copy's start
 			model, first = p.Model, p.FirstUser
 		}
 		conversation = conversationKey(r.Header, first)

@@ -26,6 +26,9 @@ const (
 	codeBadPath     = "gate_bad_path"
 	codeHop         = "gate_hop_answered"
 	codeTLS         = "gate_tls"
+	// codeShuttingDown: the replica's drain ended before the request was
+	// delivered (503) or answered (504).
+	codeShuttingDown = "gate_shutting_down"
 )
 
 // writeError answers in the backend's own error shape, so that Open WebUI shows

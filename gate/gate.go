@@ -113,6 +113,7 @@ type Gate struct {
 	peers     map[string]*peerEntry
 
 	stateDirty chan struct{}
+	drain      drain
 
 	chMu        sync.Mutex
 	changed     chan struct{}
@@ -175,6 +176,7 @@ func New(cfg Config) (*Gate, error) {
 		stateDirty:        make(chan struct{}, 1),
 		changed:           make(chan struct{}),
 	}
+	g.drain.ended, g.drain.endNow = context.WithCancel(context.Background())
 	if g.logger == nil {
 		g.logger = log.NewNopLogger()
 	}

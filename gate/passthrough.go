@@ -25,8 +25,9 @@ type attempt struct {
 	b       *backend
 	rel     *url.URL // the backend-relative path (prefix stripped)
 	body    *trackingBody
-	capture bool     // a list GET: remember a 200 answer
-	rep     *replica // the replica of a pool it goes to; nil: b's URL
+	capture bool            // a list GET: remember a 200 answer
+	client  context.Context // the client's request context
+	rep     *replica        // the replica of a pool it goes to; nil: b's URL
 	// set by the hooks:
 	retry     bool   // the request did not reach the backend (a failed dial, a hop's "no backend" answer, a connection closed before it was read): send it again or hold it
 	reset     bool   // with retry: the connection was closed before the request was read (send it again after a pause)
@@ -55,7 +56,12 @@ func (g *Gate) passTo(w http.ResponseWriter, r *http.Request, b *backend, rep *r
 }
 
 func (g *Gate) send(w http.ResponseWriter, r *http.Request, a *attempt, body io.Reader) *attempt {
-	ctx := context.WithValue(r.Context(), attemptKey{}, a)
+	a.client = r.Context()
+	// The end of a drain (EndDrain) cancels what is still in flight.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(g.drain.ended, cancel)()
+	ctx = context.WithValue(ctx, attemptKey{}, a)
 	// Whether the connection is new decides whether a reset may be retried.
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { a.reused = ci.Reused }})
 	out := r.WithContext(ctx)
@@ -112,6 +118,11 @@ func (g *Gate) rewrite(pr *httputil.ProxyRequest) {
 func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 	a := out.Context().Value(attemptKey{}).(*attempt)
 	if out.Context().Err() != nil {
+		if a.client.Err() == nil && g.drain.ended.Err() != nil {
+			a.outcome = OutcomeShutdown
+			cutByDrain(w, a.b, a.rel.Path)
+			return
+		}
 		a.outcome = OutcomeClientGone
 		return
 	}

@@ -62,7 +62,7 @@ func (g *Gate) serveDrain(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rep := DrainReport{Replica: id, Backends: g.drain(id)}
+	rep := DrainReport{Replica: id, Backends: g.drainReplica(id)}
 	level.Info(g.logger).Log("msg", "draining replica", "replica", id, "backends", fmt.Sprint(rep.Backends))
 	deadline := time.Now().Add(timeout)
 	t := time.NewTicker(drainPoll)
@@ -104,9 +104,9 @@ func (g *Gate) serveDrain(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
-// drain marks replica id draining in every pool that has it and returns their
+// drainReplica marks replica id draining in every pool that has it and returns their
 // names.
-func (g *Gate) drain(id string) []string {
+func (g *Gate) drainReplica(id string) []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	names := []string{}

@@ -92,9 +92,13 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	defer func() {
 		p := recover() // an aborted stream (http.ErrAbortHandler) still ends the accounting
 		if p != nil && (d.outcome == "" || d.outcome == OutcomePassed || d.outcome == OutcomeDelivered) {
-			d.outcome = OutcomeBackendError
-			if r.Context().Err() != nil {
+			switch {
+			case r.Context().Err() != nil:
 				d.outcome = OutcomeClientGone
+			case g.drain.ended.Err() != nil:
+				d.outcome = OutcomeShutdown // a stream cut at the end of the drain
+			default:
+				d.outcome = OutcomeBackendError
 			}
 		}
 		g.mu.Lock()

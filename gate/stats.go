@@ -32,11 +32,12 @@ const (
 	OutcomeClientGone   Outcome = "client_gone"   // the client went away before the answer ended
 	OutcomeBackendError Outcome = "backend_error" // the backend failed after the request may have reached it: 502 (or an aborted stream)
 	OutcomeLearning     Outcome = "learning"      // a never-seen list while not up: 503 after the learning wait
+	OutcomeShutdown     Outcome = "shutdown"      // the replica's drain ended first: 503 if held (not sent), 504 if sent without an answer yet, or a stream cut
 )
 
 // Outcomes lists every Outcome, in the order above.
 var Outcomes = []Outcome{OutcomePassed, OutcomeDelivered, OutcomeFromMemory, OutcomeHoldTimeout,
-	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning}
+	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning, OutcomeShutdown}
 
 // States lists every State.
 var States = []State{StateUnknown, StateAsleep, StateStarting, StateUp, StateMisconfigured}
@@ -61,7 +62,7 @@ type BackendStats struct {
 	Reason    string         // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
 	Held      int            // requests held now
 	InFlight  int            // demand requests being passed through or streamed now (delivered ones included)
-	HeldBytes int64          // bytes of request bodies in memory now: held ones and released ones not yet sent
+	HeldBytes int64          // bytes of held requests in memory now, headers and bodies: held ones and released ones whose body is not sent yet
 	Replicas  []ReplicaStats // a pool's replicas, by id; nil for a single backend
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram

@@ -8,6 +8,9 @@ import (
 
 // StatusReport is the answer of /_gate/status (this replica's view).
 type StatusReport struct {
+	// Draining: the replica is being stopped (Drain); /_gate/status, its
+	// readiness, then answers 503 with this report.
+	Draining bool            `json:"draining"`
 	Backends []BackendStatus `json:"backends"`
 }
 
@@ -31,7 +34,7 @@ type BackendStatus struct {
 func (g *Gate) status() StatusReport {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	rep := StatusReport{Backends: []BackendStatus{}}
+	rep := StatusReport{Draining: g.drain.draining, Backends: []BackendStatus{}}
 	for _, b := range g.backends {
 		var waiting float64
 		if e := b.queue.Front(); e != nil {
@@ -53,9 +56,14 @@ func (g *Gate) status() StatusReport {
 // serveOwn serves the gate's own endpoints under /_gate/ (never proxied).
 func (g *Gate) serveOwn(w http.ResponseWriter, r *http.Request) {
 	var v any
+	status := http.StatusOK
 	switch r.URL.Path {
 	case "/_gate/status":
-		v = g.status()
+		rep := g.status()
+		if rep.Draining {
+			status = http.StatusServiceUnavailable // not ready: out of the Service, still serving
+		}
+		v = rep
 	case "/_gate/demand":
 		v = g.demandReport()
 	case "/_gate/drain":
@@ -73,5 +81,6 @@ func (g *Gate) serveOwn(w http.ResponseWriter, r *http.Request) {
 	body, _ := json.Marshal(v)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
 }

@@ -209,6 +209,8 @@ the kubelet updates it). */}}
 {{- with $g.holdTimeout }}{{ $args = append $args (printf "--gate.hold-timeout=%s" .) }}{{ end }}
 {{- if not (kindIs "invalid" $g.maxHeld) }}{{ $args = append $args (printf "--gate.max-held=%v" (int $g.maxHeld)) }}{{ end }}
 {{- with $g.maxHeldBytes }}{{ $args = append $args (printf "--gate.max-held-bytes=%s" .) }}{{ end }}
+{{- /* The drain ends 10 s before the kubelet's SIGKILL: time to answer what is still held, then to stop. */}}
+{{- $args = append $args (printf "--gate.drain-timeout=%ds" (sub (int $g.terminationGracePeriodSeconds) 10)) }}
 {{- $args = append $args "--gate.state-file=/var/lib/openwebui-exporter/gate/state.json" }}
 {{- if include "openwebui-exporter.gatePeers" . }}
 {{- $args = append $args (printf "--gate.peers=%s" (include "openwebui-exporter.gatePeers" .)) }}
