@@ -21,6 +21,7 @@ import (
 
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/heldport"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 	"github.com/openwebui-exporter/openwebui_exporter/snapshot"
 )
@@ -123,12 +124,14 @@ func TestFaultMatrix(t *testing.T) {
 	}
 	rows := []row{
 		{name: "connection refused", setup: func(t *testing.T, o *exporterOptions) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			// Held, never listening: refused, and no other listener can be
+			// given the port before the exporter dials it.
+			p, err := heldport.Hold("127.0.0.1", 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			o.upstream = "http://" + ln.Addr().String()
-			ln.Close()
+			t.Cleanup(func() { p.Close() })
+			o.upstream = "http://" + p.Addr()
 		}, wantErr: "connect: connection refused"},
 		{name: "connection reset mid-response", fault: func(w http.ResponseWriter, _ *http.Request) {
 			conn, _, err := w.(http.Hijacker).Hijack()

@@ -116,7 +116,7 @@ func learnExporter(dir string) (*exporter, error) {
 
 	// The gate too, so that its metrics show: in front of a port nothing
 	// listens on (port 1 of loopback refuses), so its backend sleeps.
-	addr, gateAddr := harness.FreeAddr(), harness.FreeAddr()
+	addr, gateAddr := harness.HeldAddr(), harness.HeldAddr()
 	cmd := exec.Command(bin, "--openwebui.url="+upstream.URL, "--openwebui.count-mode=admin",
 		"--web.listen-address="+addr, "--cache.ttl=0", "--log.level=warn",
 		"--gate.listen-address="+gateAddr, "--gate.backend=http://127.0.0.1:1")

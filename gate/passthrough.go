@@ -399,7 +399,15 @@ func (c *captureBody) Read(p []byte) (int, error) {
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil
-	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	// A pooled connection to a pod whose node vanished stays open and
+	// silent: keepalive finds an idle one within about 30 s (Go's default
+	// takes over 2 minutes), and TCP_USER_TIMEOUT (Linux) ends one a request
+	// was written on (setUserTimeout).
+	t.DialContext = (&net.Dialer{
+		Timeout:         dialTimeout,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3},
+		Control:         setUserTimeout,
+	}).DialContext
 	t.ResponseHeaderTimeout = 0
 	t.MaxIdleConns = 0
 	t.MaxIdleConnsPerHost = DefaultReleaseConcurrency

@@ -22,13 +22,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 const token = "sk-0123456789abcdef0123456789abcdef"
 
 type options struct {
 	bin, nginx               string
-	basePort                 int
 	runs, conns, threads     int
 	wrkDuration              string
 	streams                  int
@@ -49,7 +50,6 @@ func main() {
 	var o options
 	flag.StringVar(&o.bin, "bin", "", "directory with openwebui_exporter, fakeopenwebui and fakeollama (bench/gate.sh builds them)")
 	flag.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
-	flag.IntVar(&o.basePort, "base-port", 19400, "loopback ports from here to here+99 are used")
 	flag.IntVar(&o.runs, "runs", 5, "runs of each latency and stream measurement, targets interleaved")
 	flag.IntVar(&o.conns, "conns", 16, "wrk connections")
 	flag.IntVar(&o.threads, "threads", 1, "wrk threads (1 leaves a core to the proxy and the stand-in)")
@@ -87,7 +87,13 @@ func main() {
 
 type target struct{ name, url string }
 
-func addr(o options, offset int) string { return "127.0.0.1:" + strconv.Itoa(o.basePort+offset) }
+// Each process's address, held for the whole run (internal/heldport): a
+// fixed port range could be another program's, and a port chosen free and
+// bound later could be taken in between.
+var (
+	fakeAddr, ollamaAddr, exporterAddr, gateAddr, nginxAddr = harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr()
+	heldOllamaAddr, heldExporterAddr, heldGateAddr          = harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr()
+)
 
 func run(o options) error {
 	dir, err := os.MkdirTemp("", "gatebench")
@@ -96,32 +102,33 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(dir)
 	bin := func(name string) string { return filepath.Join(o.bin, name) }
-	exporterEnv := []string{"API_URL=http://" + addr(o, 0), "TOKEN=" + token}
+	exporterEnv := []string{"API_URL=http://" + fakeAddr, "TOKEN=" + token}
 
-	if _, err := start(dir, "fakeopenwebui", bin("fakeopenwebui"), nil, "--listen="+addr(o, 0), "--token="+token); err != nil {
+	if _, err := start(dir, "fakeopenwebui", bin("fakeopenwebui"), nil, "--listen="+fakeAddr, "--token="+token); err != nil {
 		return err
 	}
-	if err := waitHTTP("http://"+addr(o, 0)+"/health", ""); err != nil {
+	if err := waitHTTP("http://"+fakeAddr+"/health", ""); err != nil {
 		return err
 	}
-	if _, err := start(dir, "fakeollama", bin("fakeollama"), nil, "--listen="+addr(o, 1),
+	if _, err := start(dir, "fakeollama", bin("fakeollama"), nil, "--listen="+ollamaAddr,
 		"--chunks="+strconv.Itoa(o.chunks), "--chunk-interval="+o.chunkInterval.String()); err != nil {
 		return err
 	}
-	replicas := []string{addr(o, 1)}
-	for i := 1; i < o.replicas; i++ { // more stand-ins at ports 40+
-		replicas = append(replicas, addr(o, 40+i))
-		if _, err := start(dir, fmt.Sprintf("fakeollama-%d", i), bin("fakeollama"), nil, "--listen="+addr(o, 40+i),
+	replicas := []string{ollamaAddr}
+	for i := 1; i < o.replicas; i++ { // more stand-ins, each on a held address
+		a := harness.HeldAddr()
+		replicas = append(replicas, a)
+		if _, err := start(dir, fmt.Sprintf("fakeollama-%d", i), bin("fakeollama"), nil, "--listen="+a,
 			"--chunks="+strconv.Itoa(o.chunks), "--chunk-interval="+o.chunkInterval.String()); err != nil {
 			return err
 		}
 	}
-	targets := []target{{"direct", "http://" + addr(o, 1)}}
+	targets := []target{{"direct", "http://" + ollamaAddr}}
 	if !o.noGate {
-		args := []string{"--web.listen-address=" + addr(o, 82), "--log.level=warn", "--gate.listen-address=" + addr(o, 2)}
-		gateURL := "http://" + addr(o, 2)
+		args := []string{"--web.listen-address=" + exporterAddr, "--log.level=warn", "--gate.listen-address=" + gateAddr}
+		gateURL := "http://" + gateAddr
 		if len(replicas) == 1 {
-			args = append(args, "--gate.backend=http://"+addr(o, 1))
+			args = append(args, "--gate.backend=http://"+ollamaAddr)
 		} else {
 			for _, r := range replicas {
 				args = append(args, "--gate.backend=pool=http://"+r)
@@ -134,10 +141,10 @@ func run(o options) error {
 		targets = append(targets, target{"gate", gateURL})
 	}
 	if !o.noNginx {
-		if _, err := startNginx(dir, o.nginx, addr(o, 3), replicas...); err != nil {
+		if _, err := startNginx(dir, o.nginx, nginxAddr, replicas...); err != nil {
 			return err
 		}
-		targets = append(targets, target{"nginx", "http://" + addr(o, 3)})
+		targets = append(targets, target{"nginx", "http://" + nginxAddr})
 	}
 	for _, t := range targets {
 		if err := waitHTTP(t.url+"/api/version", `"version"`); err != nil {
@@ -252,16 +259,16 @@ func heldTable(o options, dir string, bin func(string) string, env []string) err
 		o.held, o.startDelay, o.heldRuns)
 	var rss, heap, p50, p99, maxs []float64
 	for run := 0; run < o.heldRuns; run++ {
-		exporter, err := start(dir, "exporter-held", bin("openwebui_exporter"), env, "--web.listen-address="+addr(o, 92),
-			"--log.level=warn", "--gate.listen-address="+addr(o, 12), "--gate.backend=http://"+addr(o, 11))
+		exporter, err := start(dir, "exporter-held", bin("openwebui_exporter"), env, "--web.listen-address="+heldExporterAddr,
+			"--log.level=warn", "--gate.listen-address="+heldGateAddr, "--gate.backend=http://"+heldOllamaAddr)
 		if err != nil {
 			return err
 		}
-		if err := waitHTTP("http://"+addr(o, 12)+"/_gate/status", ""); err != nil {
+		if err := waitHTTP("http://"+heldGateAddr+"/_gate/status", ""); err != nil {
 			stop(exporter)
 			return err
 		}
-		r, err := measureHeld(dir, bin("fakeollama"), "http://"+addr(o, 12), "http://"+addr(o, 92)+"/metrics", addr(o, 11), o.held, o.startDelay)
+		r, err := measureHeld(dir, bin("fakeollama"), "http://"+heldGateAddr, "http://"+heldExporterAddr+"/metrics", heldOllamaAddr, o.held, o.startDelay)
 		stop(exporter)
 		if err != nil {
 			return fmt.Errorf("held run %d: %w (logs in %s)", run+1, err, dir)

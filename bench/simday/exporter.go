@@ -92,7 +92,7 @@ func simulate(bin string, tr []event, timeout, step time.Duration, write throttl
 		apply(fake, tr[next])
 		truth.apply(tr[next])
 	}
-	addr := harness.FreeAddr()
+	addr := harness.HeldAddr()
 	// The fake's clock runs a day in seconds, ahead of this host's: the
 	// hidden --openwebui.max-clock-skew lets the exporter accept its Date.
 	args := []string{"--openwebui.count-mode=admin", "--cache.ttl=0", "--cache.max-stale=0", "--openwebui.max-clock-skew=100000h"}

@@ -82,7 +82,7 @@ func coldCase() ([]time.Duration, map[int]int) {
 	return hammer(client, "http://"+exporterAddr, 1)
 }
 
-var fakeAddr, exporterAddr = harness.FreeAddr(), harness.FreeAddr()
+var fakeAddr, exporterAddr = harness.HeldAddr(), harness.HeldAddr()
 
 func start() (fake, exporter *exec.Cmd, base string) {
 	fake, err := harness.StartFake(*fakeBin, fakeAddr)

@@ -66,7 +66,7 @@ func main() {
 	if *duration <= 0 || *duration > 10*time.Minute {
 		fail("--duration must be within (0, 10m]")
 	}
-	fakeAddr, exporterAddr := harness.FreeAddr(), harness.FreeAddr()
+	fakeAddr, exporterAddr := harness.HeldAddr(), harness.HeldAddr()
 	fake := startFake(fakeAddr)
 	defer func() { harness.Stop(fake) }()
 	exporter, err := harness.StartExporter(*exporterBin, exporterAddr, fakeAddr,

@@ -22,7 +22,7 @@ var (
 
 func main() {
 	flag.Parse()
-	fakeAddr, exporterAddr := harness.FreeAddr(), harness.FreeAddr()
+	fakeAddr, exporterAddr := harness.HeldAddr(), harness.HeldAddr()
 	fake, err := harness.StartFake(*fakeBin, fakeAddr, "--humans", "3")
 	must(err)
 	defer harness.Stop(fake)

@@ -18,18 +18,18 @@ func TestBusyPortFailsAtOnceAndStartsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	free := harness.FreeAddr()
+	free := harness.HeldAddr()
 	cases := []struct {
 		name      string
 		cfg       config
 		wantText  []string
 		stillFree string
 	}{
-		{"fake's port busy", config{fakeAddr: busy.Addr().String(), exporterAddr: free, gateAddr: harness.FreeAddr(), humans: 2, cacheTTL: time.Second},
+		{"fake's port busy", config{fakeAddr: busy.Addr().String(), exporterAddr: free, gateAddr: harness.HeldAddr(), humans: 2, cacheTTL: time.Second},
 			[]string{"cannot listen on " + busy.Addr().String() + " for the fake Open WebUI", "address already in use", "-fake.listen"}, free},
-		{"exporter's port busy", config{fakeAddr: free, exporterAddr: busy.Addr().String(), gateAddr: harness.FreeAddr(), humans: 2, cacheTTL: time.Second},
+		{"exporter's port busy", config{fakeAddr: free, exporterAddr: busy.Addr().String(), gateAddr: harness.HeldAddr(), humans: 2, cacheTTL: time.Second},
 			[]string{"cannot listen on " + busy.Addr().String() + " for the exporter", "address already in use", "-listen"}, free},
-		{"gate's port busy", config{fakeAddr: free, exporterAddr: harness.FreeAddr(), gateAddr: busy.Addr().String(), humans: 2, cacheTTL: time.Second},
+		{"gate's port busy", config{fakeAddr: free, exporterAddr: harness.HeldAddr(), gateAddr: busy.Addr().String(), humans: 2, cacheTTL: time.Second},
 			[]string{"cannot listen on " + busy.Addr().String() + " for the wake gate", "address already in use", "-gate.listen"}, free},
 	}
 	for _, tc := range cases {
@@ -61,7 +61,7 @@ func TestBusyPortFailsAtOnceAndStartsNothing(t *testing.T) {
 }
 
 func TestBothServeAndCancelStopsBoth(t *testing.T) {
-	cfg := config{fakeAddr: harness.FreeAddr(), exporterAddr: harness.FreeAddr(), gateAddr: harness.FreeAddr(), humans: 2, cacheTTL: 0,
+	cfg := config{fakeAddr: harness.HeldAddr(), exporterAddr: harness.HeldAddr(), gateAddr: harness.HeldAddr(), humans: 2, cacheTTL: 0,
 		startDelay: 300 * time.Millisecond, cooldown: 500 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

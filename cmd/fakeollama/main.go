@@ -34,13 +34,14 @@ func main() {
 	interval := flag.Duration("chunk-interval", 20*time.Millisecond, "time between streamed chunks (0: none)")
 	version := flag.String("version", "0.17.4", "what /api/version answers")
 	keepAlive := flag.Duration("keep-alive", 5*time.Minute, "how long a model stays in /api/ps after a request, as OLLAMA_KEEP_ALIVE (negative: for ever)")
+	pull := flag.Duration("pull-duration", 0, "how long POST /api/pull downloads, with a progress line every --chunk-interval (1s when 0)")
 	arrivals := flag.String("arrivals", "", "file to write each request's arrival to (Unix nanoseconds, method, path); none when empty")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(2, fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
-	if *delay < 0 || *chunks < 1 || *interval < 0 || *keepAlive == 0 {
-		fail(2, fmt.Errorf("--start-delay and --chunk-interval must be 0 or more, --chunks at least 1, --keep-alive not 0"))
+	if *delay < 0 || *chunks < 1 || *interval < 0 || *keepAlive == 0 || *pull < 0 {
+		fail(2, fmt.Errorf("--start-delay, --chunk-interval and --pull-duration must be 0 or more, --chunks at least 1, --keep-alive not 0"))
 	}
 	names := []string{} // not nil: an empty --models means no models
 	for _, m := range strings.Split(*models, ",") {
@@ -51,7 +52,7 @@ func main() {
 	if *interval == 0 {
 		*interval = -1 // the package's "none"
 	}
-	cfg := fakeollama.Config{Models: names, Chunks: *chunks, ChunkInterval: *interval, Version: *version, KeepAlive: *keepAlive}
+	cfg := fakeollama.Config{Models: names, Chunks: *chunks, ChunkInterval: *interval, Version: *version, KeepAlive: *keepAlive, PullDuration: *pull}
 	var arrivalsLog *arrivalLog
 	if *arrivals != "" {
 		var err error

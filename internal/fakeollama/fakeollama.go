@@ -35,6 +35,10 @@ type Config struct {
 	// /api/version and / arrives (before its body is read): benchmarks use it
 	// to time when held requests reach the backend.
 	OnRequest func(r *http.Request, at time.Time)
+	// PullDuration is how long POST /api/pull downloads: a progress line
+	// every ChunkInterval (or once a second when there is none) until then;
+	// 0: at once.
+	PullDuration time.Duration
 }
 
 // Epoch is the fixed instant of the default clock.
@@ -108,6 +112,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"models": h.ps()})
 	case "GET /v1/models":
 		writeJSON(w, http.StatusOK, h.openAIModels())
+	case "POST /api/pull":
+		h.requests.Add(1)
+		if h.cfg.OnRequest != nil {
+			h.cfg.OnRequest(r, time.Now())
+		}
+		h.pull(w, r)
 	case "POST /api/chat", "POST /api/generate", "POST /v1/chat/completions", "POST /v1/completions", "POST /api/embed", "POST /api/embeddings", "POST /api/show":
 		h.requests.Add(1)
 		if h.cfg.OnRequest != nil {
@@ -389,4 +399,79 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	w.Write(b)
+}
+
+// pullDigest is the one layer every pull downloads.
+const pullDigest = "sha256:6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa"
+
+// pullTotal is the layer's size in bytes.
+const pullTotal = 1 << 30
+
+// pull answers POST /api/pull as Ollama's PullHandler does for a model it
+// can download: "pulling manifest", the layer's progress (status "pulling"
+// and the digest's first 12 hex digits, digest, total, completed) for
+// PullDuration, then "verifying sha256 digest", "writing manifest",
+// "success"; with "stream": false only the last. The model is not added to
+// the lists. It stops when the client goes away.
+func (h *Handler) pull(w http.ResponseWriter, r *http.Request) {
+	var req request
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	if req.Model == "" && req.Name == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid model name"})
+		return
+	}
+	every := h.cfg.ChunkInterval
+	if every <= 0 {
+		every = time.Second
+	}
+	start := time.Now()
+	progress := func(yield func(map[string]any) bool) {
+		if !yield(map[string]any{"status": "pulling manifest"}) {
+			return
+		}
+		for {
+			done := time.Since(start) >= h.cfg.PullDuration
+			completed := int64(pullTotal)
+			if !done {
+				completed = int64(float64(pullTotal) * float64(time.Since(start)) / float64(h.cfg.PullDuration))
+			}
+			if !yield(map[string]any{"status": "pulling " + pullDigest[7:19], "digest": pullDigest, "total": pullTotal, "completed": completed}) || done {
+				break
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(min(every, h.cfg.PullDuration-time.Since(start))):
+			}
+		}
+		for _, status := range []string{"verifying sha256 digest", "writing manifest", "success"} {
+			if !yield(map[string]any{"status": status}) {
+				return
+			}
+		}
+	}
+	if req.Stream != nil && !*req.Stream {
+		var last map[string]any
+		progress(func(m map[string]any) bool { last = m; return r.Context().Err() == nil })
+		if r.Context().Err() == nil {
+			writeJSON(w, http.StatusOK, last)
+		}
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	progress(func(m map[string]any) bool {
+		b, _ := json.Marshal(m)
+		if _, err := w.Write(append(b, '\n')); err != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	})
 }

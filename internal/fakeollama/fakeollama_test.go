@@ -2,12 +2,14 @@ package fakeollama_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +50,12 @@ func TestShapes(t *testing.T) {
 		{"POST", "/api/embed", `{"model":"tiny:1b","input":"x"}`, 200, "application/json; charset=utf-8",
 			`{"embeddings":[[0.25,-0.5,0.125,1]],"load_duration":10,"model":"tiny:1b","prompt_eval_count":1,"total_duration":1000}`},
 		{"POST", "/api/chat", `{"model":`, 400, "application/json; charset=utf-8", `{"error":"invalid request: unexpected EOF"}`},
+		{"POST", "/api/pull", `{"model":"big:70b"}`, 200, "application/x-ndjson",
+			`{"status":"pulling manifest"}` + "\n" +
+				`{"completed":1073741824,"digest":"sha256:6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa","status":"pulling 6a0746a1ec1a","total":1073741824}` + "\n" +
+				`{"status":"verifying sha256 digest"}` + "\n" + `{"status":"writing manifest"}` + "\n" + `{"status":"success"}` + "\n"},
+		{"POST", "/api/pull", `{"model":"big:70b","stream":false}`, 200, "application/json; charset=utf-8", `{"status":"success"}`},
+		{"POST", "/api/pull", `{}`, 400, "application/json; charset=utf-8", `{"error":"invalid model name"}`},
 		{"GET", "/nope", "", 404, "text/plain", "404 page not found"},
 	} {
 		t.Run(tc.method+" "+tc.path+" "+tc.body, func(t *testing.T) {
@@ -73,8 +81,8 @@ func TestShapes(t *testing.T) {
 	if !strings.Contains(string(body), `"name":"tiny:1b"`) {
 		t.Errorf("/api/ps after a chat = %s, want tiny:1b loaded", body)
 	}
-	if got := h.Requests(); got != 7 {
-		t.Errorf("Requests = %d, want the 7 POSTs (lists, version and / are not counted)", got)
+	if got := h.Requests(); got != 10 {
+		t.Errorf("Requests = %d, want the 10 POSTs (lists, version and / are not counted)", got)
 	}
 }
 
@@ -255,5 +263,48 @@ func TestOnRequest(t *testing.T) {
 	defer mu.Unlock()
 	if got, want := strings.Join(seen, ","), "POST /api/chat,POST /api/embed"; got != want {
 		t.Errorf("OnRequest saw %s, want %s", got, want)
+	}
+}
+
+// A pull streams the layer's progress for PullDuration, growing to the
+// layer's size, between Ollama's first and last statuses.
+func TestPullTakesItsDuration(t *testing.T) {
+	const took = 300 * time.Millisecond
+	ts := httptest.NewServer(fakeollama.New(fakeollama.Config{PullDuration: took, ChunkInterval: 50 * time.Millisecond}))
+	defer ts.Close()
+	start := time.Now()
+	resp, err := http.Post(ts.URL+"/api/pull", "application/json", strings.NewReader(`{"model":"big:70b"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var statuses []string
+	var completed []int64
+	for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+		var line struct {
+			Status    string
+			Completed int64
+			Total     int64
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		if line.Status == "pulling 6a0746a1ec1a" {
+			if line.Total != 1<<30 {
+				t.Errorf("total = %d, want %d", line.Total, 1<<30)
+			}
+			completed = append(completed, line.Completed)
+			continue
+		}
+		statuses = append(statuses, line.Status)
+	}
+	if elapsed := time.Since(start); elapsed < took {
+		t.Errorf("the pull ended after %s, before its %s", elapsed, took)
+	}
+	if want := []string{"pulling manifest", "verifying sha256 digest", "writing manifest", "success"}; !slices.Equal(statuses, want) {
+		t.Errorf("statuses = %q, want %q around the progress", statuses, want)
+	}
+	if len(completed) == 0 || completed[len(completed)-1] != 1<<30 || !slices.IsSorted(completed) {
+		t.Errorf("progress %v: want it growing to %d", completed, 1<<30)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/heldport"
 )
 
 // Server runs a Handler on one fixed address that can go away and come
@@ -28,16 +30,17 @@ type Server struct {
 	serving chan struct{} // closed when the current run's Serve has returned
 }
 
-// NewServer returns a stopped Server for addr ("127.0.0.1:0" picks a free
-// port now, kept for every later Start).
+// NewServer returns a stopped Server for addr. Port 0 on an IPv4 address
+// picks a port now and holds it (internal/heldport) for the life of the
+// process, so that while the Server is stopped its port refuses
+// connections and no other listener can take it before the next Start.
 func NewServer(addr string, h http.Handler) (*Server, error) {
-	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
-		ln, err := net.Listen("tcp", addr)
+	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		held, err := heldport.Hold(host, 0)
 		if err != nil {
 			return nil, fmt.Errorf("picking a port: %w", err)
 		}
-		addr = ln.Addr().String()
-		ln.Close()
+		addr = held.Addr()
 	}
 	return &Server{addr: addr, handler: h}, nil
 }

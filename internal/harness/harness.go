@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/heldport"
 )
 
 // Token is the fake's demo API key, owned by its "exporter" account.
@@ -63,14 +65,15 @@ func Stop(cmd *exec.Cmd) {
 	cmd.Wait()
 }
 
-// FreeAddr returns a loopback address that was free a moment ago.
-func FreeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// HeldAddr returns a loopback address held for the rest of this process
+// (see internal/heldport): a server, here or in a child, binds it whenever it
+// starts, and no other listener can be given it before, between or after.
+func HeldAddr() string {
+	p, err := heldport.Hold("127.0.0.1", 0)
 	if err != nil {
 		panic(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return p.Addr()
 }
 
 // WaitListening waits, 10 s at most, until addr accepts connections.

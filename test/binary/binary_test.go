@@ -70,7 +70,7 @@ type process struct {
 
 func startExporter(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
-	addr := harness.FreeAddr()
+	addr := harness.HeldAddr()
 	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	out := &harness.SyncBuffer{}

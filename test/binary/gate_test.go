@@ -2,9 +2,12 @@ package binary
 
 import (
 	"bufio"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,7 +22,7 @@ import (
 func startGate(t *testing.T, ollama *fakeollama.Server, args ...string) (*process, string) {
 	t.Helper()
 	_, upstream, _, token := fakeUpstream(t, nil)
-	gateAddr := harness.FreeAddr()
+	gateAddr := harness.HeldAddr()
 	p := startExporter(t, []string{"API_URL=" + upstream, "TOKEN=" + token},
 		append([]string{"--gate.listen-address=" + gateAddr, "--gate.backend=" + ollama.URL(), "--cache.ttl=0"}, args...)...)
 	gateURL := "http://" + gateAddr
@@ -32,7 +35,7 @@ func startGate(t *testing.T, ollama *fakeollama.Server, args ...string) (*proces
 	return p, gateURL
 }
 
-// startStandIn starts a stand-in Ollama on a free port, serving at once.
+// startStandIn starts a stand-in Ollama on a held port, serving at once.
 func startStandIn(t *testing.T, cfg fakeollama.Config) *fakeollama.Server {
 	t.Helper()
 	ollama, err := fakeollama.NewServer("127.0.0.1:0", fakeollama.New(cfg))
@@ -188,4 +191,67 @@ func fetchBody(t *testing.T, client *http.Client, method, url, body string) stri
 		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, b)
 	}
 	return string(b)
+}
+
+// A pull (minutes long in life, seconds here) sent while Ollama sleeps is
+// held, then streamed through as Ollama sends it: every progress line, to
+// "success", with the pull counted as demand while it runs.
+func TestGateHoldsAPullAndStreamsItThrough(t *testing.T) {
+	ollama := startStandIn(t, fakeollama.Config{PullDuration: 2 * time.Second, ChunkInterval: 200 * time.Millisecond})
+	p, gateURL := startGate(t, ollama)
+	ollama.Stop()
+	client := &http.Client{Timeout: 30 * time.Second}
+	type pulled struct {
+		statuses []string // in order, the progress lines as one "progress" each
+		err      error
+	}
+	done := make(chan pulled, 1)
+	firstLine := make(chan struct{})
+	go func() {
+		resp, err := client.Post(gateURL+"/api/pull", "application/json", strings.NewReader(`{"model":"big:70b"}`))
+		if err != nil {
+			done <- pulled{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		var got pulled
+		for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+			if len(got.statuses) == 0 {
+				close(firstLine)
+			}
+			var line struct{ Status, Digest string }
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+				got.err = fmt.Errorf("line %q: %w", sc.Text(), err)
+				break
+			}
+			if line.Digest != "" {
+				line.Status = "progress"
+			}
+			if n := len(got.statuses); n == 0 || line.Status != got.statuses[n-1] {
+				got.statuses = append(got.statuses, line.Status)
+			}
+		}
+		done <- got
+	}()
+	if err := harness.WaitFor(10*time.Second, func() bool {
+		_, body := fetch(t, client, "http://"+p.addr+"/metrics")
+		return strings.Contains(body, `openwebui_gate_held_requests{backend="default"} 1`)
+	}); err != nil {
+		t.Fatalf("the pull is not held: %v", err)
+	}
+	if err := ollama.Start(0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-firstLine:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no line of the pull within 20 s of Ollama's start")
+	}
+	if code, body := fetch(t, client, "http://"+p.addr+"/active_users"); code != 200 || body != `{"active_users":1}` {
+		t.Errorf("/active_users while the pull streams = %d %s, want it counted", code, body)
+	}
+	got := <-done
+	if want := []string{"pulling manifest", "progress", "verifying sha256 digest", "writing manifest", "success"}; got.err != nil || !slices.Equal(got.statuses, want) {
+		t.Errorf("the pull through the gate: %q, %v; want %q", got.statuses, got.err, want)
+	}
 }

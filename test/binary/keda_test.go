@@ -31,8 +31,8 @@ func TestKEDASIGTERM(t *testing.T) {
 	upstream := httptest.NewServer(fake)
 	defer upstream.Close()
 
-	grpcAddr := harness.FreeAddr()
-	cmd := exec.Command(bin, "--web.listen-address="+harness.FreeAddr(), "--keda.listen-address="+grpcAddr, "--keda.push-interval=200ms")
+	grpcAddr := harness.HeldAddr()
+	cmd := exec.Command(bin, "--web.listen-address="+harness.HeldAddr(), "--keda.listen-address="+grpcAddr, "--keda.push-interval=200ms")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "API_URL=" + upstream.URL, "TOKEN=" + token}
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "log"))
 	if err != nil {

@@ -42,7 +42,7 @@ func TestEveryLogLineHasTheSameKeys(t *testing.T) {
 				})
 			})
 			webConfig, roots := tlsWebConfig(t)
-			kedaAddr := harness.FreeAddr()
+			kedaAddr := harness.HeldAddr()
 			p := startExporter(t, []string{"API_URL=" + upstreamURL, "TOKEN=" + token},
 				"--log.format="+format, "--log.level=debug", "--web.config.file="+webConfig,
 				"--cache.ttl=0", "--cache.max-stale=0", "--keda.listen-address="+kedaAddr)

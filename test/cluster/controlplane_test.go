@@ -90,12 +90,12 @@ func startControlPlane(bin binaries, dir string) (cp *controlPlane, err error) {
 	begin := time.Now()
 
 	// etcd
-	clientAddr, peerAddr := freeAddr(), freeAddr()
+	clientAddr, peerAddr := heldAddr(), heldAddr()
 	etcd, err := cp.start("etcd", bin.etcd, nil,
 		"--name=default", "--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls=http://"+clientAddr, "--advertise-client-urls=http://"+clientAddr,
 		"--listen-peer-urls=http://"+peerAddr, "--initial-advertise-peer-urls=http://"+peerAddr,
-		"--initial-cluster=default=http://"+peerAddr, "--listen-metrics-urls=http://"+freeAddr(),
+		"--initial-cluster=default=http://"+peerAddr, "--listen-metrics-urls=http://"+heldAddr(),
 		"--log-level=warn", "--quota-backend-bytes=1073741824")
 	if err != nil {
 		return cp, err
@@ -113,7 +113,7 @@ func startControlPlane(bin binaries, dir string) (cp *controlPlane, err error) {
 	if err := writeServiceAccountKeys(dir); err != nil {
 		return cp, err
 	}
-	apiPort := freePort()
+	apiPort := heldPort()
 	apiserver, err := cp.start("kube-apiserver", bin.apiserver, nil,
 		"--etcd-servers=http://"+clientAddr, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", apiPort), "--cert-dir="+filepath.Join(dir, "apiserver-certs"),
@@ -206,12 +206,12 @@ current-context: local
 	if err := writeKEDACerts(kedaCerts); err != nil {
 		return cp, err
 	}
-	health := freeAddr()
+	health := heldAddr()
 	keda, err := cp.start("keda-operator", bin.kedaOperator,
 		[]string{"KUBECONFIG=" + cp.kubeconfig, "KEDA_CLUSTER_OBJECT_NAMESPACE=keda", "POD_NAMESPACE=keda", "WATCH_NAMESPACE=",
 			"OPERATOR_NAME=keda-operator"},
-		"--metrics-bind-address="+freeAddr(), "--health-probe-bind-address="+health,
-		"--metrics-service-bind-address="+freeAddr(), "--cert-dir="+kedaCerts, "--ca-dir="+kedaCerts,
+		"--metrics-bind-address="+heldAddr(), "--health-probe-bind-address="+health,
+		"--metrics-service-bind-address="+heldAddr(), "--cert-dir="+kedaCerts, "--ca-dir="+kedaCerts,
 		"--enable-webhook-patching=false", "--enable-apiservice-patching=false", "--leader-elect=false",
 		"--zap-log-level=info", "--zap-encoder=console")
 	if err != nil {

@@ -42,7 +42,7 @@ func gateTuning() tuning {
 func TestGateWakesOllama(t *testing.T) {
 	t.Run("a chat sent while Ollama is at zero is held, wakes it and completes byte for byte; a stream longer than the cooldown is not scaled in", func(t *testing.T) {
 		t.Parallel()
-		ollama := freeAddr()
+		ollama := heldAddr()
 		s := newStack(t, triggerPush, gateTuning(), stackOptions{exporters: 1, extraArgs: scenarioArgs,
 			gate: &gateOptions{backends: []string{"http://" + ollama}}})
 		// 40 chunks 0.6 s apart: a 24 s stream, over twice the cooldown.
@@ -99,7 +99,7 @@ func TestGateWakesOllama(t *testing.T) {
 
 	t.Run("two backends: an arrival wakes only small, a message to big is held and wakes only big, big sleeps after idle + cooldown while small stays up", func(t *testing.T) {
 		t.Parallel()
-		small, big := freeAddr(), freeAddr()
+		small, big := heldAddr(), heldAddr()
 		s := newStack(t, triggerPush, gateTuning(), stackOptions{exporters: 1, extraArgs: scenarioArgs,
 			backends: []string{"small", "big"},
 			gate: &gateOptions{backends: []string{
@@ -163,7 +163,7 @@ func TestGateWakesOllama(t *testing.T) {
 
 	t.Run("two exporter replicas: a request held by the one KEDA's stream is not on wakes Ollama", func(t *testing.T) {
 		t.Parallel()
-		ollama := freeAddr()
+		ollama := heldAddr()
 		s := newStack(t, triggerPush, gateTuning(), stackOptions{exporters: 2, extraArgs: scenarioArgs,
 			gate: &gateOptions{backends: []string{"http://" + ollama}, peers: true}})
 		o := followReplicas(t, s.target, ollama, s.replicas, fakeOllamaOptions{

@@ -115,38 +115,82 @@ func (p *proc) tail(n int) string {
 	return s
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort() int { return freePortOn("127.0.0.1") }
+// Every address this suite gives a server, its own or a third party's
+// (etcd, kube-apiserver, KEDA, Prometheus, the exporter, the stand-ins), is
+// held from the moment it is chosen until the suite ends: a socket bound to
+// it with SO_REUSEADDR that never listens. Connections to it are refused
+// until the server listens; the kernel gives the port to no other listener
+// (port 0) and no outgoing connection; and the server, which asks for
+// exactly that address with SO_REUSEADDR as every Go server does, binds it,
+// and binds it again after a restart (the stand-in Ollama at each 0 -> 1).
+// Choosing a free port and closing it let another listener take it first
+// (issue 23: the gate found a stranger on the stand-in Ollama's port and
+// called it up). internal/heldport is the same for the main module, which
+// this module does not import.
 
-// freePortOn returns a port that was free a moment ago on every one of the
-// loopback addresses hosts (127.0.0.0/8 is all loopback on Linux).
-func freePortOn(hosts ...string) int {
+// heldPort holds a loopback port for the rest of the suite.
+func heldPort() int { return heldPortOn("127.0.0.1") }
+
+// heldPortOn holds the same port on every one of the loopback addresses
+// hosts (127.0.0.0/8 is all loopback on Linux) for the rest of the suite.
+func heldPortOn(hosts ...string) int {
 	for range 100 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
-		if err != nil {
-			panic(fmt.Sprintf("no free port on %s: %v", hosts[0], err))
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		free := true
-		for _, h := range hosts[1:] {
-			other, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
-			if err != nil {
-				free = false
-				break
-			}
-			other.Close()
-		}
-		ln.Close()
-		if free {
+		fds, port, err := holdOn(hosts)
+		if err == nil {
 			return port
 		}
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			panic(fmt.Sprintf("holding a port on %v: %v", hosts, err))
+		}
 	}
-	panic(fmt.Sprintf("no port free on all of %v", hosts))
+	panic(fmt.Sprintf("no port free on all of %v in 100 tries", hosts))
 }
 
-func freeAddr() string { return freeAddrOn("127.0.0.1") }
+// holdOn holds a port the kernel chooses on hosts[0], then the same port on
+// the others; an error lists the sockets to close.
+func holdOn(hosts []string) (fds []int, port int, err error) {
+	for _, h := range hosts {
+		fd, got, err := holdPort(h, port)
+		if err != nil {
+			return fds, 0, fmt.Errorf("%s: %w", net.JoinHostPort(h, strconv.Itoa(port)), err)
+		}
+		fds, port = append(fds, fd), got
+	}
+	return fds, port, nil
+}
 
-func freeAddrOn(host string) string { return net.JoinHostPort(host, strconv.Itoa(freePortOn(host))) }
+// holdPort binds a socket to host:port (0: the kernel chooses) with
+// SO_REUSEADDR, without listening.
+func holdPort(host string, port int) (fd, bound int, err error) {
+	ip := net.ParseIP(host).To4()
+	if ip == nil {
+		return -1, 0, fmt.Errorf("%q is not an IPv4 address", host)
+	}
+	fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, err
+	}
+	if err = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err == nil {
+		err = syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte(ip), Port: port})
+	}
+	var sa syscall.Sockaddr
+	if err == nil {
+		sa, err = syscall.Getsockname(fd)
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return -1, 0, err
+	}
+	return fd, sa.(*syscall.SockaddrInet4).Port, nil
+}
+
+// heldAddr is heldPort as host:port.
+func heldAddr() string { return heldAddrOn("127.0.0.1") }
+
+func heldAddrOn(host string) string { return net.JoinHostPort(host, strconv.Itoa(heldPortOn(host))) }
 
 // waitListening waits until addr accepts TCP connections or p exits.
 func waitListening(p *proc, addr string, timeout time.Duration) error {

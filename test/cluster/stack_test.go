@@ -85,7 +85,7 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 	s.shipped = shippedFor(t, trigger)
 	t.Logf("%s: ScaledObject and exporter flags from %s", trigger, s.shipped.source)
 
-	fakeAddr := freeAddr()
+	fakeAddr := heldAddr()
 	fake := startT(t, "fakeopenwebui", fakeBin, nil, append([]string{"--listen", fakeAddr, "--humans", "0", "--token", fakeToken}, opt.fakeArgs...)...)
 	if err := waitListening(fake, fakeAddr, 30*time.Second); err != nil {
 		t.Fatal(err)
@@ -111,7 +111,7 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 				t.Fatalf("gate peers on loopback are set up for 2 replicas, not %d", n)
 			}
 			hosts = []string{"127.0.0.1", "127.0.0.2"}
-			gatePort = freePortOn(hosts...)
+			gatePort = heldPortOn(hosts...)
 		}
 	}
 	for i := range n {
@@ -123,7 +123,7 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 				peer := net.JoinHostPort(hosts[1-i], strconv.Itoa(gatePort))
 				extra = append(slices.Clone(extra), "--gate.peers="+peer)
 			} else {
-				gateAddr = freeAddrOn(hosts[i])
+				gateAddr = heldAddrOn(hosts[i])
 			}
 			extra = append(slices.Clone(extra), "--gate.listen-address="+gateAddr)
 			for _, b := range opt.gate.backends {
@@ -220,7 +220,7 @@ func (s *stack) backend(name string) *scaledTarget {
 
 func (s *stack) startExporter(name, host, gateAddr string, extra []string) *exporter {
 	s.t.Helper()
-	e := &exporter{httpAddr: freeAddrOn(host), grpcAddr: freeAddrOn(host), gateAddr: gateAddr}
+	e := &exporter{httpAddr: heldAddrOn(host), grpcAddr: heldAddrOn(host), gateAddr: gateAddr}
 	args := mergeFlags(s.shipped.exporterArgs, extra)
 	args = append([]string{"--web.listen-address=" + e.httpAddr, "--keda.listen-address=" + e.grpcAddr}, args...)
 	e.proc = startT(s.t, name, exporterBin, []string{"API_URL=" + s.fakeURL, "TOKEN=" + fakeToken}, args...)
@@ -422,7 +422,7 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr()
+	addr := heldAddr()
 	p := startT(t, "prometheus", bin, nil, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr, "--log.level=warn")
 	base := "http://" + addr

@@ -57,7 +57,7 @@ var metricsAPITriggerWakesNextToDeadPushTrigger = true
 
 func TestDeadPushTriggerNextToMetricsAPI(t *testing.T) {
 	ns := newNamespace(t, "kedaissue5914")
-	fakeAddr, httpAddr := freeAddr(), freeAddr()
+	fakeAddr, httpAddr := heldAddr(), heldAddr()
 	fake := startT(t, "fakeopenwebui", fakeBin, nil, "--listen", fakeAddr, "--humans", "0", "--token", fakeToken)
 	if err := waitListening(fake, fakeAddr, 30*time.Second); err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func TestDeadPushTriggerNextToMetricsAPI(t *testing.T) {
 	}
 	stubOllama(t, ns, "ollama", 0)
 	w := watchReplicas(t, ns, "ollama")
-	dead := freeAddr() // nothing listens there
+	dead := heldAddr() // nothing listens there
 	applyObject(t, ns, map[string]any{
 		"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
 		"metadata": map[string]any{"name": "ollama", "namespace": ns},

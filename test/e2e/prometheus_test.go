@@ -60,7 +60,7 @@ func TestPrometheus(t *testing.T) {
 	valueLocation := fieldString(so, "spec", "triggers", 0, "metadata", "valueLocation")
 
 	// The fake Open WebUI, with two people active.
-	fakeAddr := harness.FreeAddr()
+	fakeAddr := harness.HeldAddr()
 	startFake := func(humans int) *proc {
 		p := start(t, "fakeopenwebui", fakeBin, os.Environ(), "--listen", fakeAddr, "--humans", fmt.Sprint(humans))
 		waitHTTP200(t, "the fake Open WebUI is up", "http://"+fakeAddr+"/health")
@@ -93,7 +93,7 @@ func TestPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ollama.Stop)
-	exporterAddr, gateAddr := harness.FreeAddr(), harness.FreeAddr()
+	exporterAddr, gateAddr := harness.HeldAddr(), harness.HeldAddr()
 	exporter := start(t, "exporter", exporterBin, harness.CleanEnv(), exporterArgs(exporterAddr,
 		"--gate.listen-address="+gateAddr, "--gate.backend="+ollama.URL())...)
 	exporterURL := "http://" + exporterAddr
@@ -110,7 +110,7 @@ func TestPrometheus(t *testing.T) {
 	kedaPassword := secretString(t, kedaLogin, "openwebui-exporter-keda", "password")
 	promUser := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "username")
 	promPassword := secretString(t, basicAuthComponent, "openwebui-exporter-prometheus", "password")
-	authAddr := harness.FreeAddr()
+	authAddr := harness.HeldAddr()
 	start(t, "exporter-basic-auth", exporterBin, harness.CleanEnv(), exporterArgs(authAddr, "--web.config.file="+webConfig)...)
 	authURL := "http://" + authAddr
 
@@ -169,7 +169,7 @@ func TestPrometheus(t *testing.T) {
 	// for the dashboard.
 	rules := writeRules(t, dir, false)
 	ksmAddr := serveKubeStateMetrics(t)
-	promAddr := harness.FreeAddr()
+	promAddr := harness.HeldAddr()
 	config := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`global:
   scrape_interval: 1s

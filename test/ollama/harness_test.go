@@ -149,7 +149,7 @@ func (o *ollamaServer) url() string { return "http://" + o.addr }
 // until it serves HTTP.
 func startOllama(t *testing.T, name string, env ...string) *ollamaServer {
 	t.Helper()
-	o := &ollamaServer{t: t, bin: ollamaBinary(t), addr: freeAddr(t), dir: t.TempDir(), name: name, env: env}
+	o := &ollamaServer{t: t, bin: ollamaBinary(t), addr: heldAddr(t), dir: t.TempDir(), name: name, env: env}
 	o.start()
 	return o
 }
@@ -234,7 +234,7 @@ func startGateWith(t *testing.T, flags []string, backends ...string) *gateServer
 		}
 		t.Skip(msg)
 	}
-	fakeAddr := freeAddr(t)
+	fakeAddr := heldAddr(t)
 	fp := start(t, "fakeopenwebui", fake, cleanEnv(), "--listen", fakeAddr, "--humans", "1", "--token", fakeToken)
 	eventually(t, 20*time.Second, "the fake Open WebUI is up", func() (bool, string) {
 		if fp.exited() {
@@ -247,8 +247,8 @@ func startGateWith(t *testing.T, flags []string, backends ...string) *gateServer
 		return r.status == http.StatusOK, r.String()
 	})
 
-	g := &gateServer{addr: freeAddr(t)}
-	args := []string{"--openwebui.url=http://" + fakeAddr, "--web.listen-address=" + freeAddr(t),
+	g := &gateServer{addr: heldAddr(t)}
+	args := []string{"--openwebui.url=http://" + fakeAddr, "--web.listen-address=" + heldAddr(t),
 		"--gate.listen-address=" + g.addr, "--log.level=debug"}
 	for _, b := range backends {
 		args = append(args, "--gate.backend="+b)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,15 +90,33 @@ func (p *proc) tail(n int) string {
 	return s
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
+// heldAddr returns a loopback address held until t ends: a socket bound to
+// it with SO_REUSEADDR that never listens. Connections to it are refused
+// until a server listens; the kernel gives the port to no other listener
+// (port 0) and no outgoing connection; and the server, real Ollama or the
+// exporter, which asks for exactly that address with SO_REUSEADDR as every Go
+// server does, binds it, and binds it again after a restart. A port chosen
+// free and closed could be taken by another listener before the server bound
+// it (issue 23). internal/heldport is the same for the main module, which
+// this module does not import.
+func heldAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatalf("no free loopback port: %v", err)
+		t.Fatalf("holding a loopback port: %v", err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		t.Fatalf("holding a loopback port: %v", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("holding a loopback port: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("holding a loopback port: %v", err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // eventually calls check every 50 ms until it returns true, for at most
