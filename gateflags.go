@@ -40,7 +40,7 @@ const defaultHoldTimeout = "5m"
 func addGateFlags(app *kingpin.Application) *gateFlags {
 	return &gateFlags{
 		listenAddress: app.Flag("gate.listen-address", "Address (e.g. :11434) of the wake gate: an Ollama-compatible endpoint for Open WebUI's OLLAMA_BASE_URL(S) that passes everything through to --gate.backend while it is up, serves the model lists from memory while it sleeps, and holds every other request until it answers; off when empty.").Default("").String(),
-		backends:      app.Flag("gate.backend", "The backend behind the gate: URL (one backend, served at /), or NAME=URL[,wake=arrival|request][,idle=DURATION] (served under /NAME/; repeatable). wake=arrival (default): woken by people arriving in Open WebUI; wake=request: woken only by requests for it, asleep once none came within idle (default 10m).").PlaceHolder("[NAME=]URL[,wake=...][,idle=...]").Strings(),
+		backends:      app.Flag("gate.backend", "The backend behind the gate: URL (one backend, served at /), or NAME=URL[,wake=arrival|request][,idle=DURATION] (served under /NAME/; repeatable). wake=arrival (default): woken by people arriving in Open WebUI; wake=request: woken only by requests for it, asleep once none came within idle (default 10m). A pool of replicas (docs/replicas.md): the same NAME again adds a replica, or NAME=dns+http://HEADLESS-SERVICE:PORT; parallel=N is each replica's OLLAMA_NUM_PARALLEL (default 1), people=N the active people one replica serves.").PlaceHolder("[NAME=]URL[,wake=...][,idle=...][,parallel=N][,people=N]").Strings(),
 		holdTimeout:   app.Flag("gate.hold-timeout", "How long a request is held while its backend sleeps or starts, before it gets an error (504).").Default(defaultHoldTimeout).Duration(),
 		maxHeld:       app.Flag("gate.max-held", "Requests held at once over all backends; more get a 503.").Default("1000").Int(),
 		maxHeldBytes:  app.Flag("gate.max-held-bytes", "Bytes of held requests (headers and bodies) at once over all backends (e.g. 256MiB); a request past it gets a 503.").Default("256MiB").Bytes(),
@@ -78,13 +78,9 @@ func newGate(f *gateFlags, logger log.Logger) (*gate.Gate, error) {
 			return nil, fmt.Errorf("--gate.peers: want HOST:PORT of a headless Service, got %q: %w", *f.peers, err)
 		}
 	}
-	var backends []gate.BackendConfig
-	for _, raw := range *f.backends {
-		b, err := gate.ParseBackend(raw)
-		if err != nil {
-			return nil, fmt.Errorf("--gate.backend: %w", err)
-		}
-		backends = append(backends, b)
+	backends, err := gate.ParseBackends(*f.backends)
+	if err != nil {
+		return nil, fmt.Errorf("--gate.backend: %w", err)
 	}
 	g, err := gate.New(gate.Config{
 		Backends:     backends,

@@ -14,6 +14,13 @@
 //   - A backend woken on request: its own recent demand (distinct users, or
 //     requests, within its idle time), at least 1 while it holds or streams
 //     anything. People do not wake it.
+//   - A pool of replicas (docs/replicas.md) scales on its load: its held plus
+//     in-flight requests, so that KEDA's targetValue is the answers one
+//     replica runs at once (parallel=). A floor keeps one replica's worth
+//     (parallel) while anybody is there, or, with people=N, a replica per N
+//     active people: people are a leading signal, a queue a late one. A pool
+//     woken on request has the floor of one replica while it saw requests
+//     within its idle time.
 //
 // Waking for a waiting request is always safe, so a known gate demand is
 // answered even while the people count is unknown. Only when the answer
@@ -120,10 +127,18 @@ func (d *Decider) Decide(people snapshot.Snapshot, backend string) (int, error) 
 	if err != nil {
 		return 0, err
 	}
+	pool, isPool := d.pool(backend)
 	var own int // what the gate alone asks for
 	switch {
 	case backend == "":
 		own = min(d.anyDemand(), 1) // 1 while anything is held or streams
+	case rule == gate.WakeRequest && isPool:
+		dm, _ := d.gate.Demand(backend)
+		floor := 0
+		if dm.Recent > 0 {
+			floor = max(pool.Parallel, 1)
+		}
+		return max(active(dm), floor), nil
 	case rule == gate.WakeRequest:
 		dm, _ := d.gate.Demand(backend)
 		return max(dm.Recent, min(1, active(dm))), nil
@@ -137,7 +152,37 @@ func (d *Decider) Decide(people snapshot.Snapshot, backend string) (int, error) 
 		}
 		return 0, &CountUnknownError{Err: people.Err}
 	}
+	if isPool {
+		return max(peopleFloor(people.Scaling(), pool), own), nil
+	}
 	return max(people.Scaling(), own), nil
+}
+
+// peopleFloor is a pool's value from the people count alone: one replica's
+// worth (its parallel answers) per People active people, or one replica
+// while anybody is there when People is not set.
+func peopleFloor(n int, pool gate.BackendConfig) int {
+	if n <= 0 {
+		return 0
+	}
+	replicas := 1
+	if pool.People > 0 {
+		replicas = (n + pool.People - 1) / pool.People
+	}
+	return replicas * max(pool.Parallel, 1)
+}
+
+// pool returns backend's configuration when it is a pool of replicas.
+func (d *Decider) pool(backend string) (gate.BackendConfig, bool) {
+	if d.gate == nil || backend == "" {
+		return gate.BackendConfig{}, false
+	}
+	for _, b := range d.gate.Backends() {
+		if b.Name == backend {
+			return b, b.Pool()
+		}
+	}
+	return gate.BackendConfig{}, false
 }
 
 // active is what the gate holds or streams for a backend right now; a gate

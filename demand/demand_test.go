@@ -3,6 +3,7 @@ package demand_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +145,54 @@ func TestErrorKinds(t *testing.T) {
 	}
 	if demand.New(&people{}, nil).Changed() != nil {
 		t.Error("without a gate Changed must be nil (never ready)")
+	}
+}
+
+// replicated is a gate with one pool of replicas ("chat", parallel answers
+// each, people per replica) and its demand.
+func replicated(wake gate.WakeRule, parallel, people int, dm gate.Demand) gateDemand {
+	u, _ := url.Parse("dns+http://ollama-headless:11434")
+	bc := gate.BackendConfig{Name: "chat", URL: u, Discover: true, Wake: wake, Parallel: parallel, People: people}
+	if wake == gate.WakeRequest {
+		bc.Idle = 10 * time.Minute
+	}
+	return gateDemand{backends: []gate.BackendConfig{bc}, demand: map[string]gate.Demand{"chat": dm}}
+}
+
+// A pool scales on its load (held plus in flight), KEDA's targetValue being
+// parallel; the people count sets a floor.
+func TestValuePool(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		people  snapshot.Snapshot
+		gate    gateDemand
+		want    int
+		wantErr string
+	}{
+		{"nobody, nothing: 0", known(0), replicated(gate.WakeArrival, 2, 0, gate.Demand{}), 0, ""},
+		{"people without people=: one replica's worth", known(15), replicated(gate.WakeArrival, 2, 0, gate.Demand{}), 2, ""},
+		{"people=5: a replica per 5 people, rounded up", known(11), replicated(gate.WakeArrival, 2, 5, gate.Demand{}), 6, ""},
+		{"load above the floor: held plus in flight", known(3), replicated(gate.WakeArrival, 1, 0, gate.Demand{Held: 2, InFlight: 3}), 5, ""},
+		{"floor above the load", known(20), replicated(gate.WakeArrival, 1, 4, gate.Demand{InFlight: 3}), 5, ""},
+		{"the idle policy's engaged users set the floor", engaged(30, 6), replicated(gate.WakeArrival, 1, 2, gate.Demand{}), 3, ""},
+		{"unknown people: the load answers", unknown, replicated(gate.WakeArrival, 2, 0, gate.Demand{InFlight: 3}), 3, ""},
+		{"unknown people, no load: an error, never 0", unknown, replicated(gate.WakeArrival, 2, 0, gate.Demand{}), 0, "active user count unknown"},
+		{"learning asks for one wake", known(0), replicated(gate.WakeArrival, 2, 0, gate.Demand{Learning: true}), 1, ""},
+		{"wake=request: recent users keep one replica's worth", known(0), replicated(gate.WakeRequest, 4, 0, gate.Demand{Recent: 9}), 4, ""},
+		{"wake=request: the load above it", unknown, replicated(gate.WakeRequest, 2, 0, gate.Demand{Recent: 3, Held: 4, InFlight: 3}), 7, ""},
+		{"wake=request: nothing recent is 0", known(50), replicated(gate.WakeRequest, 2, 0, gate.Demand{}), 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := demand.New(&people{snap: tc.people}, tc.gate).Value(context.Background(), "chat")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Value = %d, %v; want an error with %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Value = %d, %v; want %d", got, err, tc.want)
+			}
+		})
 	}
 }

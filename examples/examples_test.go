@@ -594,12 +594,12 @@ func TestKubernetes(t *testing.T) {
 	}
 	single := 0
 	for _, so := range find(docs, dir, "ScaledObject", "") {
-		if !strings.HasPrefix(so.file, twoPoolsDir) {
+		if !strings.HasPrefix(so.file, twoPoolsDir) && !strings.HasPrefix(so.file, poolDir) {
 			single++
 		}
 	}
 	if single != 3 {
-		t.Errorf("want the metrics-api, prometheus and push ScaledObjects in examples/%s (beside %s), found %d", dir, twoPoolsDir, single)
+		t.Errorf("want the metrics-api, prometheus and push ScaledObjects in examples/%s (beside %s and %s), found %d", dir, twoPoolsDir, poolDir, single)
 	}
 }
 

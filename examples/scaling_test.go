@@ -175,6 +175,10 @@ func labelsMatch(selector, labels obj) bool {
 // twoPoolsDir holds the ScaledObjects of two Ollama pools behind the wake gate.
 const twoPoolsDir = "kubernetes/variants/gate-two-pools/"
 
+// poolDir holds the ScaledObject of a pool of replicas (gate-pool/): the
+// otwld/ollama release "ollama", scaled with targetValue = parallel.
+const poolDir = "kubernetes/variants/gate-pool/"
+
 // TestWakeUpExamples checks examples/wake-up, the manifests of
 // docs/wake-up.md: the Ollama Deployment KEDA scales, and Open WebUI's
 // settings for a sleeping Ollama.
@@ -194,6 +198,12 @@ func TestWakeUpExamples(t *testing.T) {
 			u, err := url.Parse(str(so.obj, "spec", "triggers", 0, "metadata", "url"))
 			if target := str(so.obj, "spec", "scaleTargetRef", "name"); err != nil || target != "ollama-"+u.Query().Get("backend") {
 				t.Errorf("%s scales %q, but its trigger asks for the gate backend of %v", so, target, u)
+			}
+			continue
+		}
+		if strings.HasPrefix(so.file, poolDir) {
+			if target, tv := str(so.obj, "spec", "scaleTargetRef", "name"), str(so.obj, "spec", "triggers", 0, "metadata", "targetValue"); target != "ollama" || tv != "2" {
+				t.Errorf("%s scales %q with targetValue %q, want the release ollama of gate-pool/ollama-values.yaml and its OLLAMA_NUM_PARALLEL 2", so, target, tv)
 			}
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 // backend is one --gate.backend with its state; mutable fields are guarded by Gate.mu.
 type backend struct {
 	cfg    BackendConfig
+	pool   *pool  // its replicas, for a pool; nil otherwise
 	name   string // DefaultName for the unnamed one
 	prefix string // "/" or "/NAME/"
 	kick   chan struct{}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,7 +42,26 @@ type BackendConfig struct {
 	URL  *url.URL
 	Wake WakeRule
 	Idle time.Duration // wake=request only
+
+	// A pool of replicas (docs/replicas.md): either Replicas (URL first), or
+	// Discover: URL's host names a headless Service whose addresses are the
+	// replicas (--gate.backend=NAME=dns+http://HOST:PORT).
+	Replicas []*url.URL
+	Discover bool
+	Parallel int // answers one replica runs at once (its OLLAMA_NUM_PARALLEL); 0: 1
+	People   int // wake=arrival pools: active people one replica serves; 0: one replica while anybody is active
+
+	options bool // ParseBackend saw options (they go on a pool's first flag only)
 }
+
+// Pool says whether the backend is a pool of replicas.
+func (bc BackendConfig) Pool() bool { return bc.Discover || len(bc.Replicas) > 1 }
+
+// Bounds of a pool's options.
+const (
+	MaxParallel = 256
+	MaxPeople   = 100000
+)
 
 // Config configures a Gate. Zero values of the optional fields take the
 // defaults noted beside them.
@@ -74,7 +94,8 @@ const (
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // ParseBackend parses the --gate.backend syntax: URL, or
-// NAME=URL[,wake=arrival|request][,idle=DURATION].
+// NAME=[dns+]URL[,wake=arrival|request][,idle=DURATION][,parallel=N][,people=N].
+// ParseBackends joins the flags of one pool.
 func ParseBackend(flagValue string) (BackendConfig, error) {
 	var bc BackendConfig
 	v := strings.TrimSpace(flagValue)
@@ -91,12 +112,19 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 			return bc, fmt.Errorf("backend %q: bad name %q: want lower-case letters, digits and inner hyphens, 1 to 32 characters ([a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?)", flagValue, bc.Name)
 		}
 	}
+	if rest, ok := strings.CutPrefix(rawURL, "dns+"); ok {
+		if bc.Name == "" {
+			return bc, fmt.Errorf("backend %q: a dns+ pool needs a name (NAME=dns+http://HOST:PORT)", flagValue)
+		}
+		rawURL, bc.Discover = rest, true
+	}
 	u, err := parseBackendURL(rawURL)
 	if err != nil {
 		return bc, fmt.Errorf("backend %q: %w", flagValue, err)
 	}
 	bc.URL = u
 	bc.Wake = WakeArrival
+	bc.options = len(parts) > 1
 	var idleSet bool
 	for _, opt := range parts[1:] {
 		k, val, ok := strings.Cut(opt, "=")
@@ -123,8 +151,19 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 				return bc, fmt.Errorf("backend %q: idle=%s: want between %s and %s", flagValue, d, MinIdle, MaxIdle)
 			}
 			bc.Idle, idleSet = d, true
+		case "parallel", "people":
+			n, err := strconv.Atoi(val)
+			limit := map[string]int{"parallel": MaxParallel, "people": MaxPeople}[k]
+			if err != nil || n < 1 || n > limit {
+				return bc, fmt.Errorf("backend %q: %s=%q: want a whole number from 1 to %d", flagValue, k, val, limit)
+			}
+			if k == "parallel" {
+				bc.Parallel = n
+			} else {
+				bc.People = n
+			}
 		default:
-			return bc, fmt.Errorf("backend %q: unknown option %q: want wake= or idle=", flagValue, k)
+			return bc, fmt.Errorf("backend %q: unknown option %q: want wake=, idle=, parallel= or people=", flagValue, k)
 		}
 	}
 	if idleSet && bc.Wake != WakeRequest {
@@ -134,6 +173,51 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 		bc.Idle = DefaultIdle
 	}
 	return bc, nil
+}
+
+// ParseBackends parses every --gate.backend and joins those of one NAME into
+// a pool of replicas: the same NAME again adds a replica (options go on the
+// first), and NAME=dns+http://HOST:PORT is a pool discovered in DNS.
+func ParseBackends(flagValues []string) ([]BackendConfig, error) {
+	var out []BackendConfig
+	at := map[string]int{}
+	for _, v := range flagValues {
+		bc, err := ParseBackend(v)
+		if err != nil {
+			return nil, err
+		}
+		i, seen := at[bc.Name]
+		if !seen || bc.Name == "" {
+			at[bc.Name] = len(out)
+			out = append(out, bc)
+			continue
+		}
+		first := &out[i]
+		switch {
+		case bc.options:
+			return nil, fmt.Errorf("backend %q: a pool's options go on its first --gate.backend (%s=%s,...)", v, bc.Name, first.URL)
+		case bc.Discover || first.Discover:
+			return nil, fmt.Errorf("backend %q: %q is a dns+ pool: its replicas come from DNS, not from more --gate.backend", v, bc.Name)
+		}
+		if len(first.Replicas) == 0 {
+			first.Replicas = []*url.URL{first.URL}
+		}
+		for _, u := range first.Replicas {
+			if u.String() == bc.URL.String() {
+				return nil, fmt.Errorf("backend %q: replica %s given twice", v, u)
+			}
+		}
+		first.Replicas = append(first.Replicas, bc.URL)
+	}
+	for _, bc := range out {
+		if !bc.Pool() && (bc.Parallel != 0 || bc.People != 0) {
+			return nil, fmt.Errorf("backend %q: parallel= and people= are for a pool: the same NAME again for each replica, or NAME=dns+http://HOST:PORT", bc.Name)
+		}
+		if bc.People != 0 && bc.Wake != WakeArrival {
+			return nil, fmt.Errorf("backend %q: people= needs wake=arrival (a wake=request pool does not count people)", bc.Name)
+		}
+	}
+	return out, nil
 }
 
 func parseBackendURL(raw string) (*url.URL, error) {
@@ -170,6 +254,9 @@ func checkBackends(bcs []BackendConfig) error {
 			return fmt.Errorf("backend %d: %w", i+1, err)
 		}
 		if bc.Name == "" {
+			if bc.Pool() || bc.Parallel != 0 || bc.People != 0 {
+				return fmt.Errorf("a pool needs a name (NAME=URL): %s", bc.URL)
+			}
 			if len(bcs) > 1 {
 				return fmt.Errorf("an unnamed backend (%s) cannot be mixed with others: name them all (NAME=URL)", bc.URL)
 			}
@@ -177,6 +264,9 @@ func checkBackends(bcs []BackendConfig) error {
 		}
 		if !nameRE.MatchString(bc.Name) {
 			return fmt.Errorf("backend %d: bad name %q", i+1, bc.Name)
+		}
+		if err := checkPool(bc); err != nil {
+			return err
 		}
 		if seen[bc.Name] {
 			return fmt.Errorf("backend name %q given twice", bc.Name)
@@ -194,6 +284,32 @@ func checkBackends(bcs []BackendConfig) error {
 		default:
 			return fmt.Errorf("backend %q: wake %q: want arrival or request", bc.Name, bc.Wake)
 		}
+	}
+	return nil
+}
+
+// checkPool checks the pool fields of a named backend.
+func checkPool(bc BackendConfig) error {
+	switch {
+	case bc.Discover && len(bc.Replicas) > 0:
+		return fmt.Errorf("backend %q: a dns+ pool takes its replicas from DNS, not from Replicas", bc.Name)
+	case bc.Parallel < 0 || bc.Parallel > MaxParallel:
+		return fmt.Errorf("backend %q: parallel %d: want 1 to %d", bc.Name, bc.Parallel, MaxParallel)
+	case bc.People < 0 || bc.People > MaxPeople:
+		return fmt.Errorf("backend %q: people %d: want 1 to %d", bc.Name, bc.People, MaxPeople)
+	case !bc.Pool() && (bc.Parallel != 0 || bc.People != 0):
+		return fmt.Errorf("backend %q: parallel and people are for a pool", bc.Name)
+	}
+	for i, u := range bc.Replicas {
+		if u == nil {
+			return fmt.Errorf("backend %q: replica %d: no URL", bc.Name, i+1)
+		}
+		if _, err := parseBackendURL(u.String()); err != nil {
+			return fmt.Errorf("backend %q: replica %d: %w", bc.Name, i+1, err)
+		}
+	}
+	if len(bc.Replicas) > 0 && bc.Replicas[0].String() != bc.URL.String() {
+		return fmt.Errorf("backend %q: URL must be the first replica", bc.Name)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -115,5 +116,85 @@ func TestBackendsAreReportedInFlagOrder(t *testing.T) {
 	}
 	if _, ok := g.Demand("nope"); ok {
 		t.Error("Demand of an unknown backend says ok")
+	}
+}
+
+func TestParseBackends(t *testing.T) {
+	cases := []struct {
+		name     string
+		in       []string
+		replicas []string // of the first backend
+		discover bool
+		parallel int
+		people   int
+		wantErr  string
+	}{
+		{name: "one URL is no pool", in: []string{"a=http://x:1"}},
+		{name: "the same name twice is a pool", in: []string{"a=http://x:1,parallel=2", "a=http://y:1"}, replicas: []string{"http://x:1", "http://y:1"}, parallel: 2},
+		{name: "three replicas, people", in: []string{"a=http://x:1,people=8", "a=http://y:1", "a=http://z:1"}, replicas: []string{"http://x:1", "http://y:1", "http://z:1"}, people: 8},
+		{name: "a pool beside another backend", in: []string{"a=http://x:1", "b=http://q:1", "a=http://y:1"}, replicas: []string{"http://x:1", "http://y:1"}},
+		{name: "dns", in: []string{"a=dns+http://ollama-headless.ai.svc:11434,parallel=4"}, discover: true, parallel: 4},
+		{name: "dns https", in: []string{"a=dns+https://ollama-headless:443"}, discover: true},
+		{name: "options on a later replica", in: []string{"a=http://x:1", "a=http://y:1,parallel=2"}, wantErr: "options go on its first"},
+		{name: "a replica twice", in: []string{"a=http://x:1", "a=http://x:1"}, wantErr: "replica http://x:1 given twice"},
+		{name: "dns and more", in: []string{"a=dns+http://h:1", "a=http://y:1"}, wantErr: "its replicas come from DNS"},
+		{name: "more and dns", in: []string{"a=http://y:1", "a=dns+http://h:1"}, wantErr: "its replicas come from DNS"},
+		{name: "unnamed dns", in: []string{"dns+http://h:1"}, wantErr: "needs a name"},
+		{name: "dns with a bad scheme", in: []string{"a=dns+ftp://h:1"}, wantErr: "scheme must be http or https"},
+		{name: "parallel without a pool", in: []string{"a=http://x:1,parallel=2"}, wantErr: "are for a pool"},
+		{name: "parallel 0", in: []string{"a=http://x:1,parallel=0", "a=http://y:1"}, wantErr: `parallel="0": want a whole number from 1 to 256`},
+		{name: "parallel too large", in: []string{"a=dns+http://h:1,parallel=257"}, wantErr: "from 1 to 256"},
+		{name: "parallel not a number", in: []string{"a=dns+http://h:1,parallel=two"}, wantErr: `parallel="two"`},
+		{name: "people on a wake=request pool", in: []string{"a=dns+http://h:1,wake=request,people=3"}, wantErr: "people= needs wake=arrival"},
+		{name: "unnamed twice", in: []string{"http://x:1", "http://y:1"}, replicas: nil}, // New refuses it: "cannot be mixed"
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bcs, err := ParseBackends(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			bc := bcs[0]
+			var reps []string
+			for _, u := range bc.Replicas {
+				reps = append(reps, u.String())
+			}
+			if strings.Join(reps, " ") != strings.Join(tc.replicas, " ") || bc.Discover != tc.discover || bc.Parallel != tc.parallel || bc.People != tc.people {
+				t.Errorf("got replicas %v discover %v parallel %d people %d; want %v %v %d %d", reps, bc.Discover, bc.Parallel, bc.People, tc.replicas, tc.discover, tc.parallel, tc.people)
+			}
+			if bc.Pool() != (len(tc.replicas) > 1 || tc.discover) {
+				t.Errorf("Pool() = %v", bc.Pool())
+			}
+		})
+	}
+}
+
+func TestNewChecksPools(t *testing.T) {
+	u := func(s string) *url.URL { x, _ := url.Parse(s); return x }
+	cases := []struct {
+		name    string
+		bc      BackendConfig
+		wantErr string
+	}{
+		{"dns with replicas", BackendConfig{Name: "a", URL: u("http://h:1"), Discover: true, Replicas: []*url.URL{u("http://h:1"), u("http://i:1")}}, "takes its replicas from DNS"},
+		{"URL not the first replica", BackendConfig{Name: "a", URL: u("http://h:1"), Replicas: []*url.URL{u("http://i:1"), u("http://h:1")}}, "URL must be the first replica"},
+		{"a bad replica", BackendConfig{Name: "a", URL: u("http://h:1"), Replicas: []*url.URL{u("http://h:1"), u("ftp://i:1")}}, "replica 2"},
+		{"parallel without a pool", BackendConfig{Name: "a", URL: u("http://h:1"), Parallel: 2}, "for a pool"},
+		{"negative parallel", BackendConfig{Name: "a", URL: u("http://h:1"), Discover: true, Parallel: -1}, "parallel -1"},
+		{"an unnamed pool", BackendConfig{URL: u("http://h:1"), Discover: true}, "a pool needs a name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(Config{Backends: []BackendConfig{tc.bc}})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
 	}
 }

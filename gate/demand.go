@@ -74,6 +74,9 @@ func (b *backend) ownDemand(now time.Time) BackendDemand {
 		InFlight: b.inFlight,
 		Learning: b.learning,
 	}
+	if b.pool != nil {
+		d.Replicas = b.pool.ownReplicas()
+	}
 	if b.cfg.Wake != WakeRequest {
 		return d
 	}

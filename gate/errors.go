@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -121,4 +122,10 @@ func tlsFailure(err error) (reason string, ok bool) {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
+}
+
+// resetMessage says why a request whose connections were closed before it
+// was read is not sent again: it was tried too often.
+func resetMessage(name string, tries int) string {
+	return fmt.Sprintf("gate: backend %q closed %d connections before it read the request (a listen backlog too small for the burst?); the request was not answered", name, tries)
 }

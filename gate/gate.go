@@ -15,6 +15,15 @@
 //   - route.go: ServeHTTP: the gate's own /_gate/ paths, or which backend and
 //     which path; a list goes to lists.go, any other request (demand) passes
 //     through while its backend is up and is held otherwise (serveDemand).
+//   - deliver.go: a demand request's passes: to a replica of a pool (chosen
+//     per request), again elsewhere after a refused dial, again after a
+//     connection closed before the request was read.
+//   - peek.go: the model and first user message read from a body that streams
+//     through, for the choice.
+//   - pool.go: a pool's replicas, their own probes and state, DNS discovery,
+//     the choice (package balance decides), per-replica counts for the peers.
+//   - poollists.go: a pool's model lists, the union of its replicas'.
+//   - replicadrain.go: /_gate/drain, a replica's preStop before its pod stops.
 //   - paths.go: what route refuses or adjusts (dot segments, Open WebUI's
 //     doubled slash) and CORS preflights (never demand).
 //   - passthrough.go: one pass of a request to its backend (the reverse proxy
@@ -94,6 +103,7 @@ type Gate struct {
 	bg        sync.WaitGroup
 
 	probeTimeout, probeHeld, probeIdle, learnWait, peerEvery, peerTTL time.Duration
+	resolveEvery                                                      time.Duration // a dns+ pool's name is resolved again this often
 	peerLookupTimeout                                                 time.Duration
 	lookup                                                            func(ctx context.Context, host string) ([]net.IPAddr, error)
 
@@ -160,6 +170,7 @@ func New(cfg Config) (*Gate, error) {
 		peerEvery:         defaultPeerEvery,
 		peerTTL:           defaultPeerTTL,
 		peerLookupTimeout: defaultPeerLookup,
+		resolveEvery:      defaultResolveEvery,
 		lookup:            net.DefaultResolver.LookupIPAddr,
 		peers:             map[string]*peerEntry{},
 		stateDirty:        make(chan struct{}, 1),
@@ -211,6 +222,9 @@ func New(cfg Config) (*Gate, error) {
 			b.name, b.prefix = DefaultName, "/"
 			g.unnamed = b
 		}
+		if bc.Pool() {
+			b.pool = newPool(bc)
+		}
 		g.backends = append(g.backends, b)
 		g.byName[b.name] = b
 	}
@@ -229,6 +243,10 @@ func (g *Gate) Backends() []BackendConfig {
 		out[i] = b.cfg
 		out[i].Name = b.name
 		out[i].URL = cloneURL(b.cfg.URL)
+		out[i].Replicas = nil
+		for _, u := range b.cfg.Replicas {
+			out[i].Replicas = append(out[i].Replicas, cloneURL(u))
+		}
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"time"
@@ -94,15 +93,11 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 		}
 		g.mu.Unlock()
 
-		var rd io.Reader
-		if body != nil {
-			rd = body.reader(func() {
-				g.mu.Lock()
-				g.freeLocked(b, d.hr)
-				g.mu.Unlock()
-			})
-		}
-		a := g.pass(w, r, b, rel, rd, false)
+		a := g.deliver(w, r, b, rel, heldBodyOf(body, func() {
+			g.mu.Lock()
+			g.freeLocked(b, d.hr)
+			g.mu.Unlock()
+		}))
 		if !a.retry {
 			d.outcome = passOutcome(a, OutcomeDelivered)
 			return
@@ -123,7 +118,7 @@ func (g *Gate) holdAndDeliver(w http.ResponseWriter, r *http.Request, b *backend
 		d.hr.ready = make(chan struct{})
 		d.hr.elem = b.queue.PushFront(d.hr)
 		g.heldCount++
-		g.setState(b, StateAsleep, a.reason)
+		g.afterRefusal(b, a.reason)
 		g.mu.Unlock()
 		b.kickProbe()
 		g.notify()

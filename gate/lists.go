@@ -70,7 +70,15 @@ func (g *Gate) serveList(w http.ResponseWriter, r *http.Request, b *backend, rel
 		st = b.state
 		g.mu.Unlock()
 	}
-	if st == StateUp {
+	if st == StateUp && b.pool != nil {
+		if g.servePoolList(w, r, b, rel) {
+			return
+		}
+		g.mu.Lock()
+		g.afterRefusal(b, "no replica answered "+path)
+		g.mu.Unlock()
+		b.kickProbe()
+	} else if st == StateUp {
 		a := g.pass(w, r, b, rel, r.Body, true)
 		if !a.retry {
 			g.count(b, passOutcome(a, OutcomePassed))
@@ -233,7 +241,7 @@ func (g *Gate) learn(b *backend, paths map[string]http.Header) {
 		if known {
 			continue
 		}
-		u := *b.cfg.URL
+		u := *g.listURL(b)
 		u.Path, u.RawPath = singleJoin(u.Path, path), ""
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		// The URL is the backend's own (flags) and the path one of the fixed

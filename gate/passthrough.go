@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"sync"
@@ -26,12 +27,16 @@ type attempt struct {
 	body    *trackingBody
 	capture bool            // a list GET: remember a 200 answer
 	client  context.Context // the client's request context
+	rep     *replica        // the replica of a pool it goes to; nil: b's URL
 	// set by the hooks:
-	retry    bool      // the request did not reach the backend (a failed dial, a hop's "no backend" answer): hold instead
-	reason   string    // what the dial or the hop said
-	replay   *heldBody // a retried direct pass: what the transport already took of the client's body
-	outcome  Outcome
-	response bool // the backend answered with a status line
+	retry     bool      // the request did not reach the backend (a failed dial, a hop's "no backend" answer, a connection closed before it was read): send it again or hold it
+	reset     bool      // with retry: the connection was closed before the request was read (send it again after a pause)
+	reason    string    // what the dial or the hop said
+	replay    *heldBody // a retried direct pass: what the transport already took of the client's body
+	outcome   Outcome
+	response  bool // the backend answered with a status line
+	reused    bool // the transport sent it on a kept-alive connection
+	retryable bool // deliver can send it again after its connection was closed unread
 }
 
 type attemptKey struct{}
@@ -42,12 +47,24 @@ var forwardHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host"
 
 // pass sends r to b once. body nil: r carries no body.
 func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, body io.Reader, capture bool) *attempt {
-	a := &attempt{b: b, rel: rel, capture: capture, client: r.Context()}
+	return g.send(w, r, &attempt{b: b, rel: rel, capture: capture}, body)
+}
+
+// passTo sends r once to rep, a replica of b's pool (nil: b's URL).
+func (g *Gate) passTo(w http.ResponseWriter, r *http.Request, b *backend, rep *replica, rel *url.URL, body io.Reader) *attempt {
+	return g.send(w, r, &attempt{b: b, rel: rel, rep: rep, retryable: true}, body)
+}
+
+func (g *Gate) send(w http.ResponseWriter, r *http.Request, a *attempt, body io.Reader) *attempt {
+	a.client = r.Context()
 	// The end of a drain (EndDrain) cancels what is still in flight.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(g.drain.ended, cancel)()
-	out := r.WithContext(context.WithValue(ctx, attemptKey{}, a))
+	ctx = context.WithValue(ctx, attemptKey{}, a)
+	// Whether the connection is new decides whether a reset may be retried.
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { a.reused = ci.Reused }})
+	out := r.WithContext(ctx)
 	if body != nil {
 		if body == io.Reader(r.Body) && r.ContentLength > 0 {
 			// The transport reads once more past the end to check the length;
@@ -59,7 +76,7 @@ func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url
 			// The client's own body: keep what the transport takes of it until
 			// the status line shows that the backend got it (a hop may answer
 			// instead), within the held-bytes budget.
-			a.body.record(func(n int) bool { return g.reserveBytes(b, int64(n)) }, func(n int) { g.releaseBytes(b, int64(n)) })
+			a.body.record(func(n int) bool { return g.reserveBytes(a.b, int64(n)) }, func(n int) { g.releaseBytes(a.b, int64(n)) })
 		}
 		out.Body = a.body
 	}
@@ -86,7 +103,11 @@ func (g *Gate) rewrite(pr *httputil.ProxyRequest) {
 	a := pr.In.Context().Value(attemptKey{}).(*attempt)
 	pr.Out.URL.Path, pr.Out.URL.RawPath = a.rel.Path, a.rel.RawPath
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery // unchanged, even where Go would drop a parameter
-	pr.SetURL(a.b.cfg.URL)                   // also makes Host the backend's
+	target := a.b.cfg.URL
+	if a.rep != nil {
+		target = a.rep.url
+	}
+	pr.SetURL(target) // also makes Host the backend's
 	for _, h := range forwardHeaders {
 		if v, ok := pr.In.Header[h]; ok {
 			pr.Out.Header[h] = v
@@ -140,6 +161,14 @@ func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 			a.b.name, hop.reason))
 		return
 	}
+	if a.retryable && !a.response && neverReached(err, a.reused) {
+		// Closed before the request was read: deliver sends it again, with
+		// what the transport took of the client's body put back.
+		if rec, ok := a.body.takeReplay(); ok {
+			a.retry, a.reset, a.replay, a.reason = true, true, rec, "connection closed before the request was read"
+			return
+		}
+	}
 	a.outcome = OutcomeBackendError
 	level.Warn(g.logger).Log("msg", "backend failed", "backend", a.b.name, "path", a.rel.Path, "err", err)
 	writeError(w, a.rel.Path, http.StatusBadGateway, codeProxy,
@@ -154,6 +183,9 @@ func (g *Gate) modifyResponse(res *http.Response) error {
 	a.body.stopRecording() // the backend answered: its body is its own now
 	a.response = true
 	g.mu.Lock()
+	if a.rep != nil && a.rep.state != StateUp {
+		a.rep.state, a.rep.reason = StateUp, ""
+	}
 	if a.b.state != StateUp {
 		// Any status line proves the backend serves HTTP.
 		g.setState(a.b, StateUp, "")
@@ -322,10 +354,10 @@ type hopError struct{ reason string }
 
 func (e *hopError) Error() string { return e.reason }
 
-// replayBody gives the whole client body again: what a hop's pass took, then
-// the rest.
-func replayBody(rec *heldBody, rest io.ReadCloser) io.ReadCloser {
-	return &rejoinedBody{Reader: io.MultiReader(rec.reader(func() {}), rest), Closer: rest}
+// replayBody gives the whole client body again: what was already taken of it
+// (by a hop's pass, or to choose a replica), then the rest.
+func replayBody(taken io.Reader, rest io.ReadCloser) io.ReadCloser {
+	return &rejoinedBody{Reader: io.MultiReader(taken, rest), Closer: rest}
 }
 
 // captureBody copies a list answer while it passes and hands it over when it

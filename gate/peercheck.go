@@ -14,6 +14,9 @@ const (
 	// it, it reports only their number (Recent), so the report stays small
 	// (the ids are 24 hex characters each: 1000 of them are about 35 KiB).
 	maxReportUsers = 1000
+	// maxReportReplicas bounds the replicas of one pool a peer reports (only
+	// those with requests in flight or draining are listed).
+	maxReportReplicas = 10_000
 )
 
 // check tells what is wrong with a peer's report of one backend, or nil.
@@ -27,6 +30,17 @@ func (d BackendDemand) check() error {
 			return fmt.Errorf("%s is negative (%d)", c.name, c.n)
 		case c.n > maxPeerCount:
 			return fmt.Errorf("%s is absurd (%d, over %d)", c.name, c.n, maxPeerCount)
+		}
+	}
+	if len(d.Replicas) > maxReportReplicas {
+		return fmt.Errorf("%d replicas, over %d", len(d.Replicas), maxReportReplicas)
+	}
+	for id, r := range d.Replicas {
+		switch {
+		case r.InFlight < 0:
+			return fmt.Errorf("replica %q: in_flight is negative (%d)", id, r.InFlight)
+		case r.InFlight > maxPeerCount:
+			return fmt.Errorf("replica %q: in_flight is absurd (%d, over %d)", id, r.InFlight, maxPeerCount)
 		}
 	}
 	for _, age := range d.Users {

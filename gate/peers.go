@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
@@ -24,6 +25,9 @@ type BackendDemand struct {
 	Users     map[string]float64 `json:"users,omitempty"` // wake=request: hashed user id -> seconds since last seen (0: held or in flight); absent past maxReportUsers
 	Anonymous int                `json:"anonymous"`       // wake=request: requests without a user id within Idle, held and in-flight ones included
 	Recent    int                `json:"recent"`          // wake=request: users within Idle plus Anonymous (what Users cannot list past maxReportUsers)
+	// A pool: this gate's requests in flight per replica ("host:port"), and
+	// the replicas it drains; replicas with neither are left out.
+	Replicas map[string]ReplicaDemand `json:"replicas,omitempty"`
 }
 
 // DemandReport is the answer of /_gate/demand: this replica's own demand.
@@ -190,7 +194,7 @@ func sameDemand(a, b map[string]BackendDemand) bool {
 	for k, x := range a {
 		y, ok := b[k]
 		if !ok || x.Held != y.Held || x.InFlight != y.InFlight || x.Learning != y.Learning || x.Anonymous != y.Anonymous || x.Recent != y.Recent ||
-			!reflect.DeepEqual(keys(x.Users), keys(y.Users)) {
+			!reflect.DeepEqual(keys(x.Users), keys(y.Users)) || !maps.Equal(x.Replicas, y.Replicas) {
 			return false
 		}
 	}

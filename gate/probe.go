@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -67,12 +68,20 @@ func (g *Gate) busy(b *backend) bool {
 // server). A 5xx or no HTTP answer within the probe timeout is starting; a
 // refused or failed dial is asleep.
 func (g *Gate) probe(ctx context.Context, b *backend) (State, string) {
-	code, st, reason := g.probeGet(ctx, b, pathVersion)
+	if b.pool != nil {
+		return g.probePool(ctx, b)
+	}
+	return g.probeURL(ctx, b.cfg.URL)
+}
+
+// probeURL is probe for one server (a backend, or a replica of a pool).
+func (g *Gate) probeURL(ctx context.Context, base *url.URL) (State, string) {
+	code, st, reason := g.probeGet(ctx, base, pathVersion)
 	if st != "" {
 		return st, reason
 	}
 	if code == http.StatusNotFound {
-		code, st, reason = g.probeGet(ctx, b, pathModels)
+		code, st, reason = g.probeGet(ctx, base, pathModels)
 		if st != "" {
 			return st, reason
 		}
@@ -89,10 +98,10 @@ func (g *Gate) probe(ctx context.Context, b *backend) (State, string) {
 
 // probeGet returns the status of GET path, or the state and reason when no
 // HTTP answer came.
-func (g *Gate) probeGet(ctx context.Context, b *backend, path string) (int, State, string) {
+func (g *Gate) probeGet(ctx context.Context, base *url.URL, path string) (int, State, string) {
 	ctx, cancel := context.WithTimeout(ctx, g.probeTimeout)
 	defer cancel()
-	u := *b.cfg.URL
+	u := *base
 	u.Path, u.RawPath = singleJoin(u.Path, path), ""
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {

@@ -48,7 +48,7 @@ func TestARecordedBodyTakesAboutItsSize(t *testing.T) {
 	if !ok {
 		t.Fatal("no replay")
 	}
-	got, err := io.ReadAll(replayBody(rec, io.NopCloser(bytes.NewReader(nil))))
+	got, err := io.ReadAll(replayBody(rec.reader(func() {}), io.NopCloser(bytes.NewReader(nil))))
 	if err != nil || !bytes.Equal(got, body) {
 		t.Errorf("the replay gave %d bytes (err %v), want the %d recorded", len(got), err, size)
 	}

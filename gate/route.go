@@ -124,20 +124,19 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	}()
 
 	if direct {
-		a := g.pass(w, r, b, rel, r.Body, false)
+		body := liveBody(r)
+		a := g.deliver(w, r, b, rel, body)
 		if !a.retry {
 			d.outcome = passOutcome(a, OutcomePassed)
 			return
 		}
-		// The request did not reach the backend: it went to sleep. Hold the
-		// request instead, with what a hop took of its body put back.
-		if a.replay != nil && a.replay.size > 0 {
-			r.Body = replayBody(a.replay, r.Body)
-		}
+		// The request did not reach the backend (any replica of a pool): it
+		// went to sleep. Hold the request instead; deliver put back in r.Body
+		// what was taken of its body.
 		g.mu.Lock()
 		b.inFlight--
 		d.inFlight = false
-		g.setState(b, StateAsleep, a.reason)
+		g.afterRefusal(b, a.reason)
 		g.mu.Unlock()
 	}
 

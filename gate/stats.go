@@ -58,11 +58,12 @@ type HoldHistogram struct {
 type BackendStats struct {
 	Name      string
 	State     State
-	Since     time.Time // when State began
-	Reason    string    // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
-	Held      int       // requests held now
-	InFlight  int       // demand requests being passed through or streamed now (delivered ones included)
-	HeldBytes int64     // bytes of held requests in memory now, headers and bodies: held ones and released ones whose body is not sent yet
+	Since     time.Time      // when State began
+	Reason    string         // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
+	Held      int            // requests held now
+	InFlight  int            // demand requests being passed through or streamed now (delivered ones included)
+	HeldBytes int64          // bytes of held requests in memory now, headers and bodies: held ones and released ones whose body is not sent yet
+	Replicas  []ReplicaStats // a pool's replicas, by id; nil for a single backend
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
 	// Learning: a learning wake is under way (a list never seen was asked
@@ -119,6 +120,9 @@ func (g *Gate) Stats() []BackendStats {
 			Held: b.queue.Len() + b.reading, InFlight: b.inFlight, HeldBytes: b.heldBytes,
 			Requests: req, Hold: b.hold.snapshot(),
 			Learning: b.learning, ListsKnown: b.lists[pathTags] != nil || b.lists[pathModels] != nil,
+		}
+		if b.pool != nil {
+			out[i].Replicas = b.pool.stats()
 		}
 	}
 	return out

@@ -16,18 +16,19 @@ type StatusReport struct {
 
 // BackendStatus is one backend in /_gate/status.
 type BackendStatus struct {
-	Name               string   `json:"name"`
-	Prefix             string   `json:"prefix"`
-	State              State    `json:"state"`
-	Since              string   `json:"since"` // RFC 3339
-	WaitingSeconds     float64  `json:"waiting_seconds"`
-	Held               int      `json:"held"`
-	InFlight           int      `json:"in_flight"`
-	HoldTimeoutSeconds float64  `json:"hold_timeout_seconds"`
-	Models             []string `json:"models"`
-	Reason             string   `json:"reason"`
-	Learning           bool     `json:"learning"`                // a learning wake is under way
-	NotLearnable       string   `json:"not_learnable,omitempty"` // why the last learning wake gave up (until the backend is next up)
+	Name               string         `json:"name"`
+	Prefix             string         `json:"prefix"`
+	State              State          `json:"state"`
+	Since              string         `json:"since"` // RFC 3339
+	WaitingSeconds     float64        `json:"waiting_seconds"`
+	Held               int            `json:"held"`
+	InFlight           int            `json:"in_flight"`
+	HoldTimeoutSeconds float64        `json:"hold_timeout_seconds"`
+	Models             []string       `json:"models"`
+	Reason             string         `json:"reason"`
+	Learning           bool           `json:"learning"`                // a learning wake is under way
+	NotLearnable       string         `json:"not_learnable,omitempty"` // why the last learning wake gave up (until the backend is next up)
+	Replicas           []ReplicaStats `json:"replicas,omitempty"`      // a pool's replicas
 }
 
 func (g *Gate) status() StatusReport {
@@ -45,6 +46,9 @@ func (g *Gate) status() StatusReport {
 			HoldTimeoutSeconds: g.cfg.HoldTimeout.Seconds(), Models: b.models(), Reason: b.reason,
 			Learning: b.learning, NotLearnable: b.notLearnable,
 		})
+		if b.pool != nil {
+			rep.Backends[len(rep.Backends)-1].Replicas = b.pool.stats()
+		}
 	}
 	return rep
 }
@@ -62,8 +66,11 @@ func (g *Gate) serveOwn(w http.ResponseWriter, r *http.Request) {
 		v = rep
 	case "/_gate/demand":
 		v = g.demandReport()
+	case "/_gate/drain":
+		g.serveDrain(w, r)
+		return
 	default:
-		writeError(w, r.URL.Path, http.StatusNotFound, codeNotFound, "gate: no such gate endpoint "+r.URL.Path+": /_gate/status and /_gate/demand exist")
+		writeError(w, r.URL.Path, http.StatusNotFound, codeNotFound, "gate: no such gate endpoint "+r.URL.Path+": /_gate/status, /_gate/demand and /_gate/drain exist")
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -41,6 +41,7 @@ type options struct {
 	held, heldRuns           int
 	startDelay               time.Duration
 	noGate, noNginx          bool
+	replicas                 int
 	skipLatency, skipStreams bool
 	skipHeld                 bool
 }
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&o.heldRuns, "held-runs", 3, "runs of the held measurement (a fresh exporter each)")
 	flag.DurationVar(&o.startDelay, "start-delay", 2*time.Second, "the stand-in's port is open this long before it serves HTTP, in the held measurement")
 	flag.BoolVar(&o.noGate, "no-gate", false, "leave the gate out (an exporter without --gate.listen-address)")
+	flag.IntVar(&o.replicas, "replicas", 1, "stand-in Ollama replicas: more than 1 puts them behind the gate as one pool (served under /pool) and behind nginx as one upstream; direct is the first")
 	flag.BoolVar(&o.noNginx, "no-nginx", false, "leave nginx out")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "skip the wrk latency measurement")
 	flag.BoolVar(&o.skipStreams, "skip-streams", false, "skip the stream measurement")
@@ -112,16 +114,34 @@ func run(o options) error {
 		"--chunks="+strconv.Itoa(o.chunks), "--chunk-interval="+o.chunkInterval.String()); err != nil {
 		return err
 	}
-	targets := []target{{"direct", "http://" + ollamaAddr}}
-	if !o.noGate {
-		if _, err := start(dir, "exporter", bin("openwebui_exporter"), exporterEnv, "--web.listen-address="+exporterAddr,
-			"--log.level=warn", "--gate.listen-address="+gateAddr, "--gate.backend=http://"+ollamaAddr); err != nil {
+	replicas := []string{ollamaAddr}
+	for i := 1; i < o.replicas; i++ { // more stand-ins, each on a held address
+		a := harness.HeldAddr()
+		replicas = append(replicas, a)
+		if _, err := start(dir, fmt.Sprintf("fakeollama-%d", i), bin("fakeollama"), nil, "--listen="+a,
+			"--chunks="+strconv.Itoa(o.chunks), "--chunk-interval="+o.chunkInterval.String()); err != nil {
 			return err
 		}
-		targets = append(targets, target{"gate", "http://" + gateAddr})
+	}
+	targets := []target{{"direct", "http://" + ollamaAddr}}
+	if !o.noGate {
+		args := []string{"--web.listen-address=" + exporterAddr, "--log.level=warn", "--gate.listen-address=" + gateAddr}
+		gateURL := "http://" + gateAddr
+		if len(replicas) == 1 {
+			args = append(args, "--gate.backend=http://"+ollamaAddr)
+		} else {
+			for _, r := range replicas {
+				args = append(args, "--gate.backend=pool=http://"+r)
+			}
+			gateURL += "/pool"
+		}
+		if _, err := start(dir, "exporter", bin("openwebui_exporter"), exporterEnv, args...); err != nil {
+			return err
+		}
+		targets = append(targets, target{"gate", gateURL})
 	}
 	if !o.noNginx {
-		if _, err := startNginx(dir, o.nginx, nginxAddr, ollamaAddr); err != nil {
+		if _, err := startNginx(dir, o.nginx, nginxAddr, replicas...); err != nil {
 			return err
 		}
 		targets = append(targets, target{"nginx", "http://" + nginxAddr})

@@ -93,7 +93,7 @@ http {
 	uwsgi_temp_path %[1]s/uwsgi;
 	scgi_temp_path %[1]s/scgi;
 	upstream backend {
-		server %[3]s;
+		%[3]s
 		keepalive 64;
 	}
 	server {
@@ -110,16 +110,21 @@ http {
 }
 `
 
-// startNginx runs nginx in the foreground on listen, proxying to backend,
+// startNginx runs nginx in the foreground on listen, proxying to backends
+// (round robin over several),
 // with a config under dir; as root it drops to nobody first (nginx is
 // not to run as root here).
-func startNginx(dir, nginx, listen, backend string) (*exec.Cmd, error) {
+func startNginx(dir, nginx, listen string, backends ...string) (*exec.Cmd, error) {
+	servers := ""
+	for _, b := range backends {
+		servers += "server " + b + ";\n\t\t"
+	}
 	ndir := filepath.Join(dir, "nginx")
 	if err := os.MkdirAll(ndir, 0o777); err != nil {
 		return nil, fmt.Errorf("nginx directory: %w", err)
 	}
 	conf := filepath.Join(ndir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, ndir, listen, backend)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, ndir, listen, servers)), 0o644); err != nil {
 		return nil, fmt.Errorf("nginx config: %w", err)
 	}
 	args := []string{"-p", ndir, "-c", conf, "-e", filepath.Join(ndir, "error.log"), "-g", "daemon off;"}

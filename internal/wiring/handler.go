@@ -38,7 +38,7 @@ func NewHandler(cache *snapshot.Cache, decider *demand.Decider, g *gate.Gate, to
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	if g != nil {
-		registry.MustRegister(collector.NewGate(g, decider, cache.Timeout()))
+		registry.MustRegister(collector.NewGate(g, decider, cache.Timeout()), collector.NewGateReplicas(g))
 	}
 	mux := http.NewServeMux()
 	mux.Handle(telemetryPath, promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: stdLogger{logger}}))

@@ -112,6 +112,12 @@ var chartCases = []struct {
 		trigger: "external-push", grpcTLS: true, minReplicas: 2, external: set("openwebui-exporter-token"),
 		gate: true, backends: []string{"small", "big"},
 		extraKinds: []string{"PodDisruptionBudget", "Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
+	{name: "gate, a pool of replicas", values: "gate-pool-values.yaml", want: expect{
+		trigger: "metrics-api", minReplicas: 2, external: set("openwebui-exporter-token"), gate: true, backends: []string{"chat", "lab"},
+		extraKinds: []string{"PodDisruptionBudget"}, targetValues: map[string]string{"chat": "2", "lab": "1"}}},
+	{name: "docs/replicas.md recipe, a pool", values: "../../../examples/gate-pool/exporter.yaml", want: expect{
+		trigger: "metrics-api", minReplicas: 2, external: set("openwebui-exporter-token"), gate: true, backends: []string{"chat"},
+		extraKinds: []string{"PodDisruptionBudget"}, targetValues: map[string]string{"chat": "2"}}},
 	{name: "docs/gate-deploy.md recipe, two pools", values: recipeValues, want: expect{
 		trigger: "external-push", grpcTLS: true, minReplicas: 2, external: set("openwebui-exporter-token"),
 		gate: true, backends: []string{"small", "big"},

@@ -31,17 +31,18 @@ import (
 
 // expect is what a rendering must contain: the set-up it was asked for.
 type expect struct {
-	namespace   string            // of every object
-	trigger     string            // the ScaledObject's trigger type; "" for none
-	basicAuth   bool              // the exporter requires basic auth
-	webTLS      bool              // the exporter serves HTTPS
-	grpcTLS     bool              // the push trigger uses mutual TLS
-	minReplicas int32             // of the exporter
-	external    map[string]bool   // Secrets the user creates, referenced but not rendered
-	extraKinds  []string          // kinds beyond Deployment, Service and ScaledObject that must be there
-	flags       map[string]string // exporter flags that must have these values
-	gate        bool              // the wake gate is on (--gate.listen-address)
-	backends    []string          // the gate's named backends, in flag order; nil: the one unnamed backend
+	namespace    string            // of every object
+	trigger      string            // the ScaledObject's trigger type; "" for none
+	basicAuth    bool              // the exporter requires basic auth
+	webTLS       bool              // the exporter serves HTTPS
+	grpcTLS      bool              // the push trigger uses mutual TLS
+	minReplicas  int32             // of the exporter
+	external     map[string]bool   // Secrets the user creates, referenced but not rendered
+	extraKinds   []string          // kinds beyond Deployment, Service and ScaledObject that must be there
+	flags        map[string]string // exporter flags that must have these values
+	gate         bool              // the wake gate is on (--gate.listen-address)
+	backends     []string          // the gate's named backends, in flag order; nil: the one unnamed backend
+	targetValues map[string]string // backend -> the targetValue of its ScaledObject's trigger (a pool's is its parallel); nil: not checked
 }
 
 // setup indexes a rendering by kind and name.
@@ -484,6 +485,9 @@ func checkSetup(t *testing.T, s setup, want expect) {
 		}
 		for _, each := range so.Spec.Triggers {
 			checkMetadataKeys(t, sow, each)
+		}
+		if tv, ok := want.targetValues[backend]; ok && md["targetValue"] != tv {
+			t.Errorf("%s: targetValue %q, want %q", sow, md["targetValue"], tv)
 		}
 		authParams := s.triggerAuth(t, want, sow, tr)
 

@@ -19,7 +19,8 @@ import (
 // pattern cannot match).
 var backendNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
-// gateBackend is one --gate.backend value, split the way the exporter does.
+// gateBackend is one --gate.backend value, split the way the exporter does
+// (gate.ParseBackend; its own tests check the values).
 type gateBackend struct {
 	name, url, wake, idle string
 }
@@ -44,6 +45,7 @@ func parseGateBackend(v string) (gateBackend, bool) {
 			b.wake = val
 		case "idle":
 			b.idle = val
+		case "parallel", "people": // a pool's (the exporter checks their values)
 		default:
 			return b, false
 		}
@@ -115,7 +117,11 @@ func checkGate(t *testing.T, s setup, want expect, dep *appsv1.Deployment, f map
 			t.Errorf("%s: backend name %q is not [a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", where, b.name)
 		}
 		if slices.Contains(names, b.name) {
-			t.Errorf("%s: backend name %q given twice", where, b.name)
+			// The same name again is another replica of a pool: NAME=URL, no options.
+			if b.wake != "arrival" || b.idle != "" || strings.Contains(b.url, ",") {
+				t.Errorf("%s: backend %q again with options: a pool's options go on its first --gate.backend", where, b.name)
+			}
+			continue
 		}
 		names = append(names, b.name)
 		if b.wake != "arrival" && b.wake != "request" {
@@ -124,7 +130,7 @@ func checkGate(t *testing.T, s setup, want expect, dep *appsv1.Deployment, f map
 		if b.idle != "" && b.wake != "request" {
 			t.Errorf("%s: backend %s: idle without wake=request", where, b.name)
 		}
-		if u := b.url; !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		if u := strings.TrimPrefix(b.url, "dns+"); !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 			t.Errorf("%s: backend %s: url %q is not http(s)", where, b.name, u)
 		}
 	}

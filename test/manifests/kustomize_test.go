@@ -43,6 +43,9 @@ var kustomizeCases = map[string]expect{
 		extraKinds: []string{"ServiceMonitor", "PodDisruptionBudget"}},
 	"examples/kubernetes/variants/gate-two-pools": {trigger: "metrics-api", minReplicas: 2, gate: true,
 		backends: []string{"small", "big"}, extraKinds: []string{"ServiceMonitor", "PodDisruptionBudget"}},
+	// A pool of replicas (issue 25).
+	"examples/kubernetes/variants/gate-pool": {trigger: "metrics-api", minReplicas: 2, gate: true,
+		backends: []string{"chat"}, extraKinds: []string{"ServiceMonitor", "PodDisruptionBudget"}, targetValues: map[string]string{"chat": "2"}},
 	// docs/scaling.md: the push variant with KEDA's cron trigger for warm hours.
 	"examples/scaling/warm-hours": {trigger: "external-push", grpcTLS: true, minReplicas: 2,
 		extraKinds: []string{"Certificate", "Issuer", "TriggerAuthentication", "PodDisruptionBudget"}},

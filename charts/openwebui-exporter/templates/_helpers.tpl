@@ -229,7 +229,8 @@ default the Ollama of Open WebUI's official chart in this namespace). */}}
 {{- end }}
 {{- end }}
 
-{{/* The --gate.backend values: URL for the unnamed backend, NAME=URL,wake=...[,idle=...] for named ones. */}}
+{{/* The --gate.backend values: URL for the unnamed backend, NAME=URL,wake=...[,idle=...][,parallel=...][,people=...] for
+named ones, then NAME=URL for each further replica of a pool. */}}
 {{- define "openwebui-exporter.gateBackendFlags" -}}
 {{- $out := list }}
 {{- range include "openwebui-exporter.gateBackends" . | fromJsonArray }}
@@ -238,7 +239,11 @@ default the Ollama of Open WebUI's official chart in this namespace). */}}
 {{- else }}
 {{- $v := printf "%s=%s,wake=%s" .name .url (.wake | default "arrival") }}
 {{- with .idle }}{{ $v = printf "%s,idle=%s" $v . }}{{ end }}
+{{- with .parallel }}{{ $v = printf "%s,parallel=%v" $v . }}{{ end }}
+{{- with .people }}{{ $v = printf "%s,people=%v" $v . }}{{ end }}
 {{- $out = append $out $v }}
+{{- $name := .name }}
+{{- range .replicas }}{{ $out = append $out (printf "%s=%s" $name .) }}{{ end }}
 {{- end }}
 {{- end }}
 {{- toJson $out }}

@@ -1,0 +1,437 @@
+package gate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log/level"
+
+	"github.com/openwebui-exporter/openwebui_exporter/gate/balance"
+)
+
+// ChatHeader is the header Open WebUI (v0.6.18 and later, with
+// ENABLE_FORWARD_USER_INFO_HEADERS=true) sends with a chat's requests: the
+// conversation a pool keeps on one replica.
+const ChatHeader = "X-OpenWebUI-Chat-Id"
+
+// Timings of a pool.
+const (
+	defaultResolveEvery = 5 * time.Second // a dns+http pool re-resolves its name this often
+	// modelKeep is how long a model the gate routed to a replica counts as
+	// loaded there without its /api/ps saying so: Ollama's default keep-alive.
+	modelKeep = 5 * time.Minute
+)
+
+// pool is the replica set of a pooled backend; its fields are guarded by
+// Gate.mu, except chooser (safe on its own) and the fixed configuration.
+type pool struct {
+	parallel int
+	discover *url.URL // dns+http(s): the name resolved for replicas; nil for a static list
+	chooser  *balance.Chooser
+
+	replicas   []*replica // by id
+	resolvedAt time.Time  // last DNS answer (dns+http only)
+	resolveErr string
+}
+
+// replica is one server of a pool, with its own probe state.
+type replica struct {
+	url      *url.URL
+	id       string // host:port
+	state    State
+	reason   string
+	draining bool                 // asked to drain (preStop): routes nothing new until it was seen down and up again
+	gone     bool                 // no longer in the DNS answer: routes nothing new, forgotten once its streams end
+	inFlight int                  // this gate's requests to it
+	models   map[string]bool      // what its /api/tags lists; nil until known (then it may serve anything)
+	loaded   map[string]time.Time // model -> until when it counts as loaded (/api/ps, or routed here)
+	requests uint64               // routed to it
+	refused  uint64               // its dial failed and the request went elsewhere
+}
+
+func newPool(bc BackendConfig) *pool {
+	p := &pool{parallel: max(bc.Parallel, 1), chooser: balance.NewChooser(balance.DefaultPolicy, 0)}
+	if bc.Discover {
+		p.discover = cloneURL(bc.URL)
+		return p
+	}
+	for _, u := range bc.Replicas {
+		p.replicas = append(p.replicas, newReplica(u))
+	}
+	p.sort()
+	return p
+}
+
+func newReplica(u *url.URL) *replica {
+	return &replica{url: cloneURL(u), id: u.Host, state: StateUnknown, loaded: map[string]time.Time{}}
+}
+
+func (p *pool) sort() {
+	sort.Slice(p.replicas, func(i, j int) bool { return p.replicas[i].id < p.replicas[j].id })
+}
+
+func (p *pool) byID(id string) *replica {
+	for _, r := range p.replicas {
+		if r.id == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// routable says whether new requests may go to r.
+func (r *replica) routable() bool { return r.state == StateUp && !r.draining && !r.gone }
+
+// lists says whether r lists model (or its list is not known yet).
+func (r *replica) lists(model string) bool {
+	if r.models == nil || model == "" {
+		return true
+	}
+	return r.models[model] || (!strings.Contains(model, ":") && r.models[model+":latest"])
+}
+
+// aggregate is the backend's state from its replicas': up while any serves
+// (a draining or vanished one included: it still serves its streams),
+// starting while any starts, else asleep with the first reason seen.
+func (p *pool) aggregate() (State, string) {
+	st, reason := StateAsleep, ""
+	for _, r := range p.replicas {
+		switch {
+		case r.state == StateUp && !r.gone && !r.draining:
+			return StateUp, ""
+		case r.state == StateStarting && st != StateStarting:
+			st, reason = StateStarting, r.id+": "+r.reason
+		case reason == "" && r.reason != "":
+			reason = r.id + ": " + r.reason
+		}
+	}
+	if len(p.replicas) == 0 {
+		reason = "no replica"
+		if p.resolveErr != "" {
+			reason = "no replica: " + p.resolveErr
+		}
+	}
+	if st == StateAsleep && reason == "" {
+		reason = "no replica serves"
+	}
+	return st, reason
+}
+
+// poolState is b's state from its replicas' (g.mu held): as aggregate, but a
+// replica that a peer drains does not make the pool up.
+func (g *Gate) poolState(b *backend) (State, string) {
+	_, drained := g.peerReplicas(b.name)
+	if len(drained) == 0 {
+		return b.pool.aggregate()
+	}
+	for _, r := range b.pool.replicas {
+		if r.routable() && !drained[r.id] {
+			return StateUp, ""
+		}
+	}
+	st, reason := b.pool.aggregate()
+	if st == StateUp {
+		return StateStarting, "every replica that serves is draining"
+	}
+	return st, reason
+}
+
+// choose picks a replica for a request of model in conversation among the
+// routable ones not in tried, counting peers' in-flight requests (g.mu held);
+// nil when there is none. The choice is counted in flight at once.
+func (g *Gate) choose(b *backend, model, conversation string, tried map[*replica]bool) *replica {
+	p := b.pool
+	now := g.now()
+	peerLoad, peerDrain := g.peerReplicas(b.name)
+	var cands []*replica
+	listed := false
+	for _, r := range p.replicas {
+		if r.routable() && !tried[r] && !peerDrain[r.id] && r.models != nil && r.lists(model) && model != "" {
+			listed = true
+		}
+	}
+	for _, r := range p.replicas {
+		// A model that only some replicas list goes only to them; one that
+		// none lists goes anywhere (its 404 comes from Ollama itself).
+		if r.routable() && !tried[r] && !peerDrain[r.id] && (!listed || (r.models != nil && r.lists(model))) {
+			cands = append(cands, r)
+		}
+	}
+	if len(cands) == 0 {
+		return nil
+	}
+	views := make([]balance.Replica, len(cands))
+	for i, r := range cands {
+		loaded, other := false, false
+		for m, until := range r.loaded {
+			if now.After(until) {
+				delete(r.loaded, m)
+				continue
+			}
+			if m == model || m == model+":latest" {
+				loaded = true
+			} else {
+				other = true
+			}
+		}
+		views[i] = balance.Replica{ID: r.id, InFlight: r.inFlight + peerLoad[r.id], Parallel: p.parallel,
+			Loaded: loaded || model == "", Evicts: !loaded && other}
+	}
+	r := cands[p.chooser.Choose(views, conversation)]
+	r.inFlight++
+	r.requests++
+	if model != "" {
+		r.loaded[model] = now.Add(modelKeep)
+	}
+	return r
+}
+
+// conversationKey is what keeps a conversation on one replica: Open WebUI's
+// chat id, else a hash of who asks and the chat's first user message; ""
+// when neither is known.
+func conversationKey(h http.Header, firstUser string) string {
+	if id := h.Get(ChatHeader); id != "" {
+		return "chat:" + id
+	}
+	if firstUser == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(h.Get(UserHeader) + "\x00" + firstUser))
+	return "msg:" + hex.EncodeToString(sum[:16])
+}
+
+// peerReplicas sums the fresh peers' in-flight counts per replica of backend
+// name and says which replicas a peer drains (g.mu held).
+func (g *Gate) peerReplicas(name string) (map[string]int, map[string]bool) {
+	load, drain := map[string]int{}, map[string]bool{}
+	wall := time.Now()
+	for _, p := range g.peers {
+		if wall.Sub(p.at) > g.peerTTL {
+			continue
+		}
+		for id, rd := range p.backends[name].Replicas {
+			load[id] += rd.InFlight
+			drain[id] = drain[id] || rd.Draining
+		}
+	}
+	return load, drain
+}
+
+// ReplicaDemand is what a gate replica tells its peers of one replica of a
+// pool: its requests in flight there, and whether it drains it.
+type ReplicaDemand struct {
+	InFlight int  `json:"in_flight"`
+	Draining bool `json:"draining,omitempty"`
+}
+
+// ownReplicas is this gate's view of b's replicas for its peers (g.mu held).
+func (p *pool) ownReplicas() map[string]ReplicaDemand {
+	out := map[string]ReplicaDemand{}
+	for _, r := range p.replicas {
+		if r.inFlight > 0 || r.draining {
+			out[r.id] = ReplicaDemand{InFlight: r.inFlight, Draining: r.draining}
+		}
+	}
+	return out
+}
+
+// probePool resolves a dns+http pool's name when due, probes every replica
+// at once and returns the backend's state from theirs.
+func (g *Gate) probePool(ctx context.Context, b *backend) (State, string) {
+	p := b.pool
+	if p.discover != nil {
+		g.mu.Lock()
+		due := len(p.replicas) == 0 || time.Since(p.resolvedAt) >= g.resolveEvery
+		g.mu.Unlock()
+		if due {
+			g.resolvePool(ctx, b)
+		}
+	}
+	g.mu.Lock()
+	reps := append([]*replica(nil), p.replicas...)
+	g.mu.Unlock()
+	type seen struct {
+		st              State
+		reason          string
+		models, loaded  []string
+		listed, psKnown bool
+	}
+	results := make([]seen, len(reps))
+	var wg sync.WaitGroup
+	for i, r := range reps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := &results[i]
+			s.st, s.reason = g.probeURL(ctx, r.url)
+			if s.st == StateUp {
+				s.models, s.listed = g.replicaModels(ctx, r.url, pathTags)
+				s.loaded, s.psKnown = g.replicaModels(ctx, r.url, pathPS)
+			}
+		}()
+	}
+	wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	for i, r := range reps {
+		s := results[i]
+		if r.state == StateUp && s.st == StateStarting {
+			// As for a backend: while up, only a refused dial takes a replica
+			// down; a busy one may answer its probe late.
+			continue
+		}
+		if r.state != s.st {
+			level.Info(g.logger).Log("msg", "replica state", "backend", b.name, "replica", r.id, "from", r.state, "to", s.st, "reason", s.reason)
+			if s.st == StateUp && r.state != StateUnknown {
+				r.draining = false // back after it was down: a new pod on the same address
+			}
+		}
+		r.state, r.reason = s.st, s.reason
+		if s.listed {
+			r.models = map[string]bool{}
+			for _, m := range s.models {
+				r.models[m] = true
+			}
+		}
+		if s.psKnown {
+			// What the replica has loaded now; a model the gate routed there
+			// since it was unloaded is counted again at its next request.
+			r.loaded = map[string]time.Time{}
+			for _, m := range s.loaded {
+				r.loaded[m] = now.Add(modelKeep)
+			}
+		}
+	}
+	p.forgetGone()
+	return g.poolState(b)
+}
+
+// forgetGone drops vanished replicas whose streams have ended (g.mu held).
+func (p *pool) forgetGone() {
+	kept := p.replicas[:0]
+	for _, r := range p.replicas {
+		if r.gone && r.inFlight == 0 {
+			p.chooser.Forget(r.id)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	p.replicas = kept
+}
+
+// resolvePool asks DNS for the addresses of a dns+http pool and makes them its
+// replicas: new ones are added (probed next), vanished ones stop receiving
+// requests and are forgotten once their streams end. A failed lookup keeps
+// the replicas it had.
+func (g *Gate) resolvePool(ctx context.Context, b *backend) {
+	p := b.pool
+	host, port := p.discover.Hostname(), p.discover.Port()
+	ctx, cancel := context.WithTimeout(ctx, g.probeTimeout)
+	ips, err := g.lookup(ctx, host)
+	cancel()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p.resolvedAt = time.Now()
+	if err != nil {
+		if p.resolveErr != err.Error() {
+			level.Warn(g.logger).Log("msg", "resolving a pool failed", "backend", b.name, "host", host, "err", err)
+		}
+		p.resolveErr = err.Error()
+		return
+	}
+	p.resolveErr = ""
+	want := map[string]bool{}
+	for _, ip := range ips {
+		id := net.JoinHostPort(ip.IP.String(), port)
+		want[id] = true
+		if r := p.byID(id); r != nil {
+			r.gone = false
+			continue
+		}
+		u := cloneURL(p.discover)
+		u.Host = id
+		p.replicas = append(p.replicas, newReplica(u))
+		level.Info(g.logger).Log("msg", "replica found", "backend", b.name, "replica", id)
+	}
+	for _, r := range p.replicas {
+		if !want[r.id] && !r.gone {
+			r.gone = true
+			level.Info(g.logger).Log("msg", "replica gone from DNS", "backend", b.name, "replica", r.id, "in_flight", r.inFlight)
+		}
+	}
+	p.sort()
+	p.forgetGone()
+}
+
+// replicaModels reads the model names of a replica's /api/tags or /api/ps;
+// false when it did not answer with a list.
+func (g *Gate) replicaModels(ctx context.Context, base *url.URL, path string) ([]string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, g.probeTimeout)
+	defer cancel()
+	u := *base
+	u.Path, u.RawPath = singleJoin(u.Path, path), ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, false
+	}
+	req.Header.Set("User-Agent", "openwebui-exporter-gate")
+	res, err := g.transport.RoundTrip(req)
+	if err != nil {
+		return nil, false
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+		return nil, false
+	}
+	var list struct {
+		Models []struct {
+			Name  string `json:"name"`
+			Model string `json:"model"`
+		} `json:"models"`
+	}
+	if json.NewDecoder(io.LimitReader(res.Body, maxListBytes)).Decode(&list) != nil {
+		return nil, false
+	}
+	var out []string
+	for _, m := range list.Models {
+		out = append(out, m.Name)
+		if m.Model != "" && m.Model != m.Name {
+			out = append(out, m.Model)
+		}
+	}
+	return out, true
+}
+
+// ReplicaStats is one replica of a pool as this gate sees it.
+type ReplicaStats struct {
+	ID       string `json:"id"` // host:port
+	State    State  `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Draining bool   `json:"draining"`
+	Gone     bool   `json:"gone,omitempty"` // no longer in DNS; kept while its streams end
+	InFlight int    `json:"in_flight"`      // this gate's
+	Requests uint64 `json:"requests"`       // routed to it
+	Refused  uint64 `json:"refused"`        // its dial failed and the request went elsewhere
+}
+
+// stats lists the replicas (g.mu held).
+func (p *pool) stats() []ReplicaStats {
+	out := make([]ReplicaStats, 0, len(p.replicas))
+	for _, r := range p.replicas {
+		out = append(out, ReplicaStats{ID: r.id, State: r.state, Reason: r.reason, Draining: r.draining, Gone: r.gone,
+			InFlight: r.inFlight, Requests: r.requests, Refused: r.refused})
+	}
+	return out
+}
