@@ -45,7 +45,8 @@ type Loader struct {
 	mu      sync.Mutex
 	models  map[string]*inMemory
 	changed chan struct{} // closed when a model becomes idle or leaves memory
-	loads   []string      // every load begun, in order
+	loads   []string      // every load completed, in order
+	loading string        // the model being loaded now, "" none
 }
 
 // inMemory is a loaded model.
@@ -67,12 +68,20 @@ func NewLoader(h http.Handler, cfg LoaderConfig) *Loader {
 	return &Loader{h: h, cfg: cfg, loader: make(chan struct{}, 1), models: map[string]*inMemory{}, changed: make(chan struct{})}
 }
 
-// Loads lists every load begun so far, in order: tests read which model
-// Ollama's loader took first.
+// Loads lists every load completed so far, in order: tests read which model
+// Ollama's loader took first (loads run one at a time, so a load that began
+// later never ends first).
 func (l *Loader) Loads() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.loads...)
+}
+
+// Loading is the model being loaded now, "" when none.
+func (l *Loader) Loading() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.loading
 }
 
 // Loaded lists the models in memory now, sorted.
@@ -194,7 +203,7 @@ func (l *Loader) load(r *http.Request, model string) error {
 			return nil
 		}
 		if len(l.models) < l.cfg.MaxLoaded || l.evictLocked() {
-			l.loads = append(l.loads, model)
+			l.loading = model
 			l.mu.Unlock()
 			break
 		}
@@ -212,6 +221,11 @@ func (l *Loader) load(r *http.Request, model string) error {
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
+	defer func() {
+		l.mu.Lock()
+		l.loading = ""
+		l.mu.Unlock()
+	}()
 	select {
 	case <-t.C:
 	case <-r.Context().Done():
@@ -221,6 +235,7 @@ func (l *Loader) load(r *http.Request, model string) error {
 	}
 	l.mu.Lock()
 	l.models[model] = &inMemory{refs: 1, loaded: time.Now()}
+	l.loads = append(l.loads, model)
 	l.mu.Unlock()
 	return nil
 }
