@@ -3,20 +3,12 @@ package gate
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-kit/log/level"
 )
@@ -105,12 +97,6 @@ func (g *Gate) serveList(w http.ResponseWriter, r *http.Request, b *backend, rel
 	g.learnWake(w, r, b, rel)
 }
 
-func (b *backend) reasonNow(g *Gate) string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return b.reason
-}
-
 // learnWake handles a list never seen while b is not up: b's demand says
 // Learning (one wake, to learn the list), and the request waits for b to come
 // up for at most learnWait, then gets a 503 that says so.
@@ -161,12 +147,6 @@ func (g *Gate) serveMemory(w http.ResponseWriter, b *backend, rem *remembered) {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(rem.Body)
 	g.count(b, OutcomeFromMemory)
-}
-
-func (g *Gate) count(b *backend, o Outcome) {
-	g.mu.Lock()
-	b.requests[o]++
-	g.mu.Unlock()
 }
 
 // remember keeps a complete 200 answer to a list GET.
@@ -224,13 +204,6 @@ func (g *Gate) learn(b *backend, paths map[string]http.Header) {
 	}
 }
 
-func singleJoin(a, b string) string {
-	if len(a) > 0 && a[len(a)-1] == '/' {
-		a = a[:len(a)-1]
-	}
-	return a + b
-}
-
 // models returns the model names of b's remembered lists (/api/tags' names,
 // else /v1/models' ids; g.mu held).
 func (b *backend) models() []string {
@@ -261,153 +234,4 @@ func (b *backend) models() []string {
 		}
 	}
 	return names
-}
-
-// The state file: the remembered lists of every backend, keyed by name, with
-// the URL they came from (lists of another URL are not served).
-type stateFile struct {
-	Version  int                     `json:"version"`
-	Backends map[string]stateBackend `json:"backends"`
-}
-
-type stateBackend struct {
-	URL   string               `json:"url"`
-	Lists map[string]stateList `json:"lists"`
-}
-
-type stateList struct {
-	ContentType string    `json:"content_type"`
-	Body        string    `json:"body,omitempty"`        // the answer, when it is UTF-8
-	BodyBase64  string    `json:"body_base64,omitempty"` // else
-	At          time.Time `json:"at"`
-	SHA256      string    `json:"sha256"`
-}
-
-func (g *Gate) loadState() error {
-	path := g.cfg.StateFile
-	dir := filepath.Dir(path)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("gate: state file %s: its directory %s does not exist", path, dir)
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		level.Warn(g.logger).Log("msg", "state file unreadable, starting without remembered lists", "file", path, "err", err)
-		return nil
-	}
-	var sf stateFile
-	if err := json.Unmarshal(data, &sf); err != nil || sf.Version != 1 {
-		if err == nil {
-			err = fmt.Errorf("version %d, want 1", sf.Version)
-		}
-		level.Warn(g.logger).Log("msg", "state file corrupt, starting without remembered lists (it is rewritten at the next list)", "file", path, "err", err)
-		return nil
-	}
-	for name, sb := range sf.Backends {
-		b := g.byName[name]
-		if b == nil {
-			continue
-		}
-		if sb.URL != b.cfg.URL.String() {
-			level.Warn(g.logger).Log("msg", "state file lists are of another URL, not used", "backend", name, "file_url", sb.URL, "url", b.cfg.URL.String())
-			continue
-		}
-		for p, l := range sb.Lists {
-			body := []byte(l.Body)
-			if l.BodyBase64 != "" {
-				if body, err = base64.StdEncoding.DecodeString(l.BodyBase64); err != nil {
-					level.Warn(g.logger).Log("msg", "state file list corrupt, not used", "backend", name, "path", p, "err", err)
-					continue
-				}
-			}
-			if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != l.SHA256 || !learnable[p] && p != pathRoot {
-				level.Warn(g.logger).Log("msg", "state file list corrupt, not used", "backend", name, "path", p)
-				continue
-			}
-			b.lists[p] = &remembered{ContentType: l.ContentType, Body: body, At: l.At}
-		}
-	}
-	return nil
-}
-
-// writeState writes the state file atomically (a temporary file in the same
-// directory, synced, then renamed over it).
-func (g *Gate) writeState() error {
-	sf := stateFile{Version: 1, Backends: map[string]stateBackend{}}
-	g.mu.Lock()
-	for _, b := range g.backends {
-		sb := stateBackend{URL: b.cfg.URL.String(), Lists: map[string]stateList{}}
-		for _, p := range sortedNames(b.lists) {
-			rem := b.lists[p]
-			sum := sha256.Sum256(rem.Body)
-			l := stateList{ContentType: rem.ContentType, At: rem.At, SHA256: hex.EncodeToString(sum[:])}
-			if utf8.Valid(rem.Body) {
-				l.Body = string(rem.Body)
-			} else {
-				l.BodyBase64 = base64.StdEncoding.EncodeToString(rem.Body)
-			}
-			sb.Lists[p] = l
-		}
-		sf.Backends[b.name] = sb
-	}
-	g.mu.Unlock()
-	data, err := json.MarshalIndent(sf, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding the state: %w", err)
-	}
-	path := g.cfg.StateFile
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing the state file: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename: no such file, harmless
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("writing the state file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("writing the state file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing the state file %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing the state file: %w", err)
-	}
-	return nil
-}
-
-// stateLoop writes the state file after every change of a list, and once more
-// at the end if a change is pending.
-func (g *Gate) stateLoop(ctx context.Context) {
-	write := func() {
-		if err := g.writeState(); err != nil {
-			level.Warn(g.logger).Log("msg", "state file not written", "file", g.cfg.StateFile, "err", err)
-		}
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			select {
-			case <-g.stateDirty:
-				write()
-			default:
-			}
-			return
-		case <-g.stateDirty:
-			write()
-		}
-	}
-}
-
-// userKey hashes a user id: the gate exchanges and keeps only hashes.
-func userKey(id string) string {
-	if id == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(sum[:12])
 }

@@ -6,13 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-kit/log"
 )
 
 const (
@@ -177,101 +173,6 @@ func TestALearningListPassesThroughWhenTheBackendWakesInTime(t *testing.T) {
 		t.Errorf("got %d %q, want the backend's list", c.status, c.body)
 	}
 }
-
-func TestStateFile(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "lists.json")
-	sb := newSleepyBackend(t, ollamaLike(nil, nil))
-	sb.serve()
-
-	// A gate learns the lists and writes them.
-	ctx, cancel := context.WithCancel(context.Background())
-	g1, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: file})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); g1.Run(ctx) }()
-	for _, p := range []string{"/api/tags", "/api/version"} {
-		w := &discardWriter{h: http.Header{}}
-		r, _ := http.NewRequest(http.MethodGet, "http://gate"+p, nil)
-		eventually(t, "up", func() bool { return stats(g1, DefaultName).State == StateUp })
-		g1.ServeHTTP(w, r)
-	}
-	eventually(t, "the state file written", func() bool {
-		b, err := os.ReadFile(file)
-		return err == nil && strings.Contains(string(b), "/api/version")
-	})
-	cancel()
-	<-done
-	if matches, _ := filepath.Glob(filepath.Join(dir, ".*tmp*")); len(matches) != 0 {
-		t.Errorf("temporary files left: %v", matches)
-	}
-
-	// A fresh gate with the backend asleep serves them from the file.
-	sb.stop()
-	g2 := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: file})
-	eventually(t, "asleep", func() bool { return stats(g2.Gate, DefaultName).State == StateAsleep })
-	if code, hdr, body := do(t, "GET", g2.url+"/api/tags", nil, nil); code != 200 || body != tagsBody || hdr.Get(FromMemoryHeader) != "1" {
-		t.Errorf("from the state file: %d %q", code, body)
-	}
-	if d := mustDemand(t, g2.Gate, DefaultName); d.Learning {
-		t.Error("a list from the state file still wants a learning wake")
-	}
-
-	cases := []struct {
-		name    string
-		content string
-		flag    string
-		wantErr string
-		lists   int
-	}{
-		{"corrupt: warned and ignored", "{not json", sb.url(), "", 0},
-		{"another version: ignored", `{"version":2}`, sb.url(), "", 0},
-		{"another URL: not used", "", "http://127.0.0.1:1", "", 0},
-		{"the same URL", "", sb.url(), "", 2},
-	}
-	good, _ := os.ReadFile(file)
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			f := filepath.Join(t.TempDir(), "s.json")
-			content := tc.content
-			if content == "" {
-				content = string(good)
-			}
-			if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			var logged strings.Builder
-			g, err := New(Config{Backends: []BackendConfig{backendURL(t, tc.flag)}, StateFile: f, Logger: log.NewLogfmtLogger(&logged)})
-			if err != nil {
-				t.Fatalf("New: %v", err)
-			}
-			if n := len(g.backends[0].lists); n != tc.lists {
-				t.Errorf("%d lists loaded, want %d", n, tc.lists)
-			}
-			if tc.lists == 0 && !strings.Contains(logged.String(), "level=warn") {
-				t.Errorf("no warning logged: %q", logged.String())
-			}
-		})
-	}
-	if _, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: filepath.Join(dir, "missing", "s.json")}); err == nil || !strings.Contains(err.Error(), "does not exist") {
-		t.Errorf("a state file in a missing directory: %v", err)
-	}
-	if _, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: filepath.Join(dir, "new.json")}); err != nil {
-		t.Errorf("a state file that does not exist yet: %v", err)
-	}
-}
-
-// discardWriter is a ResponseWriter that keeps nothing.
-type discardWriter struct {
-	h    http.Header
-	code int
-}
-
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d *discardWriter) WriteHeader(code int)        { d.code = code }
 
 func TestAGzippedListIsRememberedAsIdentity(t *testing.T) {
 	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

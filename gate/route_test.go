@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -44,6 +45,26 @@ func TestNamedPrefixToleratesOpenWebUIsDoubleSlash(t *testing.T) {
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("request %d reached the backend as %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestUnknownPrefixListsThePrefixes(t *testing.T) {
+	g, err := New(Config{Backends: []BackendConfig{backendURL(t, "small=http://127.0.0.1:1"), backendURL(t, "big=http://127.0.0.1:1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path   string
+		openai bool
+	}{{"/api/tags", false}, {"/", false}, {"/huge/api/chat", false}, {"/v1/models", true}} {
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
+		if w.Code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", tc.path, w.Code)
+		}
+		if msg := errorMessage(t, w.Body.String(), tc.openai); !strings.Contains(msg, "/small/, /big/") {
+			t.Errorf("%s: %q does not list the prefixes", tc.path, msg)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package gate
 
-import "time"
+import (
+	"time"
+)
 
 // State is a backend's state as the gate sees it.
 type State string
@@ -91,4 +93,29 @@ func (h *holdHist) snapshot() HoldHistogram {
 		out.Counts[i] = c
 	}
 	return out
+}
+
+// Stats returns this replica's numbers per backend, in flag order.
+func (g *Gate) Stats() []BackendStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]BackendStats, len(g.backends))
+	for i, b := range g.backends {
+		req := make(map[Outcome]uint64, len(Outcomes))
+		for _, o := range Outcomes {
+			req[o] = b.requests[o]
+		}
+		out[i] = BackendStats{
+			Name: b.name, State: b.state, Since: b.since, Reason: b.reason,
+			Held: b.queue.Len() + b.reading, InFlight: b.inFlight, HeldBytes: b.heldBytes,
+			Requests: req, Hold: b.hold.snapshot(),
+		}
+	}
+	return out
+}
+
+func (g *Gate) count(b *backend, o Outcome) {
+	g.mu.Lock()
+	b.requests[o]++
+	g.mu.Unlock()
 }

@@ -1,0 +1,136 @@
+package gate
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// ServeHTTP serves the whole gate surface: /_gate/status, /_gate/demand, and
+// every backend under its prefix.
+func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/_gate/") {
+		g.serveOwn(w, r)
+		return
+	}
+	b, rel, ok := g.route(r)
+	if !ok {
+		prefixes := make([]string, len(g.backends))
+		for i, b := range g.backends {
+			prefixes[i] = b.prefix
+		}
+		writeError(w, r.URL.Path, http.StatusNotFound, codeNotFound,
+			fmt.Sprintf("gate: no backend at %s: the backends are served under %s", r.URL.Path, strings.Join(prefixes, ", ")))
+		return
+	}
+	switch {
+	case isList(r.Method, rel.Path):
+		g.serveList(w, r, b, rel)
+	default:
+		g.serveDemand(w, r, b, rel)
+	}
+}
+
+// route finds the backend of r and the path to ask it, with the /NAME prefix
+// stripped (escaping kept).
+func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
+	ep := r.URL.EscapedPath()
+	if ep == "" {
+		ep = "/"
+	}
+	if g.unnamed != nil {
+		return g.unnamed, &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}, true
+	}
+	seg, rest, _ := strings.Cut(strings.TrimPrefix(ep, "/"), "/")
+	b := g.byName[seg]
+	if b == nil {
+		return nil, nil, false
+	}
+	rawRest := "/" + rest // "/NAME" is served as "/NAME/"
+	// Open WebUI keeps a trailing slash of an OLLAMA_BASE_URLS entry and
+	// appends "/api/...": http://gate/big/ asks for /big//api/tags.
+	for strings.HasPrefix(rawRest, "//") {
+		rawRest = rawRest[1:]
+	}
+	p, err := url.PathUnescape(rawRest)
+	if err != nil {
+		return b, &url.URL{Path: rawRest}, true
+	}
+	rel := &url.URL{Path: p}
+	if rawRest != rel.EscapedPath() {
+		rel.RawPath = rawRest
+	}
+	return b, rel, true
+}
+
+// serveDemand passes r through while b is up, holds it while b is asleep or
+// starting, and delivers it when b is up.
+func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL) {
+	user := userKey(r.Header.Get(UserHeader))
+	d := &demandReq{}
+	g.mu.Lock()
+	b.begin(user)
+	direct := b.state == StateUp && b.queue.Len()+b.reading == 0 // never ahead of one held before it
+	if direct {
+		b.inFlight++
+		d.inFlight = true
+	}
+	g.mu.Unlock()
+	g.notify()
+
+	defer func() {
+		p := recover() // an aborted stream (http.ErrAbortHandler) still ends the accounting
+		if p != nil && (d.outcome == "" || d.outcome == OutcomePassed || d.outcome == OutcomeDelivered) {
+			d.outcome = OutcomeBackendError
+			if r.Context().Err() != nil {
+				d.outcome = OutcomeClientGone
+			}
+		}
+		g.mu.Lock()
+		if d.inFlight {
+			b.inFlight--
+		}
+		if d.releasing {
+			b.releasing--
+			g.pump(b)
+		}
+		if d.hr != nil {
+			g.freeLocked(b, d.hr)
+		}
+		b.end(user, g.now())
+		if d.outcome != "" {
+			b.requests[d.outcome]++
+		}
+		g.mu.Unlock()
+		g.notify()
+		if p != nil {
+			panic(p)
+		}
+	}()
+
+	if direct {
+		a := g.pass(w, r, b, rel, r.Body, false)
+		if !a.retry {
+			d.outcome = passOutcome(a, OutcomePassed)
+			return
+		}
+		// Nothing was sent: the backend went to sleep. Hold the request instead.
+		g.mu.Lock()
+		b.inFlight--
+		d.inFlight = false
+		g.setState(b, StateAsleep, a.reason)
+		g.mu.Unlock()
+	}
+
+	g.holdAndDeliver(w, r, b, rel, d)
+}
+
+// demandReq is what one demand request counts while it is served; serveDemand
+// gives it all back when the request ends, however it ends.
+type demandReq struct {
+	inFlight  bool // counted in b.inFlight
+	releasing bool // counted in b.releasing
+	hr        *heldReq
+	outcome   Outcome
+}
