@@ -30,6 +30,8 @@
 //   - state.go: --gate.state-file, the remembered lists across restarts.
 //   - stats.go, status.go: the numbers (Stats) and /_gate/status.
 //   - errors.go: errors in the backend's own shape; what a failed dial means.
+//   - warm.go: warming, loading a backend's models before the first message
+//     needs them (warm=), and keeping them loaded while their people are here.
 //   - config.go: Config and --gate.backend.
 package gate
 
@@ -195,6 +197,10 @@ func New(cfg Config) (*Gate, error) {
 			b.name, b.prefix = DefaultName, "/"
 			g.unnamed = b
 		}
+		b.cfg.Warm = defaultWarm(bc.Warm, bc.Wake)
+		if b.cfg.Warm.Mode != WarmOff {
+			b.warm = newWarmer(b.cfg.Warm)
+		}
 		g.backends = append(g.backends, b)
 		g.byName[b.name] = b
 	}
@@ -247,6 +253,16 @@ func (g *Gate) Run(ctx context.Context) {
 		defer wg.Done()
 		g.expiryLoop(ctx)
 	}()
+	for _, b := range g.backends {
+		if b.warm == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.warmLoop(ctx, b)
+		}()
+	}
 	wg.Wait()
 	g.bg.Wait()
 }

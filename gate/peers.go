@@ -21,6 +21,9 @@ type BackendDemand struct {
 	Learning  bool               `json:"learning"`
 	Users     map[string]float64 `json:"users,omitempty"` // wake=request: hashed user id -> seconds since last seen (0: held or in flight)
 	Anonymous int                `json:"anonymous"`       // wake=request: requests without a user id within Idle, held and in-flight ones included
+	// Learned is what warming learned (warm.go): hashed user id -> the model
+	// they used last, the newest entries; replicas take what is newer.
+	Learned map[string]Learned `json:"learned,omitempty"`
 }
 
 // DemandReport is the answer of /_gate/demand: this replica's own demand.
@@ -41,7 +44,11 @@ func (g *Gate) demandReport() DemandReport {
 	now := g.now()
 	rep := DemandReport{Instance: g.instance, Backends: map[string]BackendDemand{}}
 	for _, b := range g.backends {
-		rep.Backends[b.name] = b.ownDemand(now)
+		d := b.ownDemand(now)
+		if b.warm != nil {
+			d.Learned = b.warm.newestLearned(maxPeerLearned)
+		}
+		rep.Backends[b.name] = d
 	}
 	return rep
 }
@@ -123,6 +130,11 @@ func (g *Gate) mergePeers(reports []*DemandReport) bool {
 			changed = true
 		}
 		g.peers[rep.Instance] = &peerEntry{at: wall, atNow: now, backends: rep.Backends}
+		for name, d := range rep.Backends {
+			if b := g.byName[name]; b != nil && b.warm != nil && len(d.Learned) > 0 {
+				b.warm.mergeLearned(d.Learned)
+			}
+		}
 	}
 	for id, p := range g.peers {
 		if wall.Sub(p.at) > g.peerTTL {

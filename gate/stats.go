@@ -60,6 +60,7 @@ type BackendStats struct {
 	HeldBytes int64     // bytes of request bodies in memory now: held ones and released ones not yet sent
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
+	Warm      WarmStats // zero with warm=off
 }
 
 // holdHist is the non-cumulative form kept while counting.
@@ -109,6 +110,9 @@ func (g *Gate) Stats() []BackendStats {
 			Name: b.name, State: b.state, Since: b.since, Reason: b.reason,
 			Held: b.queue.Len() + b.reading, InFlight: b.inFlight, HeldBytes: b.heldBytes,
 			Requests: req, Hold: b.hold.snapshot(),
+		}
+		if b.warm != nil {
+			out[i].Warm = b.warm.stats()
 		}
 	}
 	return out

@@ -23,6 +23,10 @@ type BackendStatus struct {
 	HoldTimeoutSeconds float64  `json:"hold_timeout_seconds"`
 	Models             []string `json:"models"`
 	Reason             string   `json:"reason"`
+	// Warm is what the gate keeps loaded (warm.go); Loading what the backend
+	// loads now, for the filter's "loading MODEL … (N s)".
+	Warm    []string       `json:"warm"`
+	Loading []LoadingModel `json:"loading"`
 }
 
 func (g *Gate) status() StatusReport {
@@ -38,6 +42,7 @@ func (g *Gate) status() StatusReport {
 			Name: b.name, Prefix: b.prefix, State: b.state, Since: b.since.UTC().Format(time.RFC3339),
 			WaitingSeconds: waiting, Held: b.queue.Len() + b.reading, InFlight: b.inFlight,
 			HoldTimeoutSeconds: g.cfg.HoldTimeout.Seconds(), Models: b.models(), Reason: b.reason,
+			Warm: b.warmModels(), Loading: b.loadingLocked(time.Now()),
 		})
 	}
 	return rep
