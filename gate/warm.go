@@ -167,7 +167,7 @@ const (
 	releaseKeepAlive = "5m"
 	maxLearnedUsers  = 10000 // people whose last model is remembered per backend
 	maxRecentModels  = 8
-	maxPeerLearned   = 1000  // newest learned entries sent to peers
+	maxPeerLearned   = 1000 // newest learned entries sent to peers
 	maxSniffBytes    = 1 << 20
 )
 
