@@ -87,6 +87,7 @@ type Gate struct {
 	bg        sync.WaitGroup
 
 	probeTimeout, probeHeld, probeIdle, learnWait, peerEvery, peerTTL time.Duration
+	warmEvery, warmKeepEvery                                          time.Duration // warm.go
 	lookup                                                            func(ctx context.Context, host string) ([]net.IPAddr, error)
 
 	mu        sync.Mutex // guards everything below and every backend's mutable fields
@@ -138,22 +139,24 @@ func New(cfg Config) (*Gate, error) {
 		}
 	}
 	g := &Gate{
-		cfg:          cfg,
-		logger:       cfg.Logger,
-		now:          cfg.Now,
-		transport:    cfg.Transport,
-		byName:       map[string]*backend{},
-		instance:     randomID(),
-		probeTimeout: defaultProbeTimeout,
-		probeHeld:    defaultProbeHeld,
-		probeIdle:    defaultProbeIdle,
-		learnWait:    defaultLearnWait,
-		peerEvery:    defaultPeerEvery,
-		peerTTL:      defaultPeerTTL,
-		lookup:       net.DefaultResolver.LookupIPAddr,
-		peers:        map[string]*peerEntry{},
-		stateDirty:   make(chan struct{}, 1),
-		changed:      make(chan struct{}),
+		cfg:           cfg,
+		logger:        cfg.Logger,
+		now:           cfg.Now,
+		transport:     cfg.Transport,
+		byName:        map[string]*backend{},
+		instance:      randomID(),
+		probeTimeout:  defaultProbeTimeout,
+		probeHeld:     defaultProbeHeld,
+		probeIdle:     defaultProbeIdle,
+		learnWait:     defaultLearnWait,
+		peerEvery:     defaultPeerEvery,
+		peerTTL:       defaultPeerTTL,
+		warmEvery:     warmTick,
+		warmKeepEvery: warmKeepTick,
+		lookup:        net.DefaultResolver.LookupIPAddr,
+		peers:         map[string]*peerEntry{},
+		stateDirty:    make(chan struct{}, 1),
+		changed:       make(chan struct{}),
 	}
 	if g.logger == nil {
 		g.logger = log.NewNopLogger()

@@ -429,7 +429,7 @@ func removeString(list []string, s string) []string {
 
 // warmLoop plans and sends b's warm-ups until ctx ends.
 func (g *Gate) warmLoop(ctx context.Context, b *backend) {
-	t := time.NewTicker(warmTick)
+	t := time.NewTicker(g.warmEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -691,17 +691,20 @@ func (w *warmer) count(model string, o WarmOutcome) {
 	w.outcomes[model][o]++
 }
 
-// keepWarm keeps the models the gate keeps loaded while their people are
-// here (docs/warming.md, "keep_alive"): every warmKeepTick it reads /api/ps;
-// a kept model whose timer runs (a chat set Ollama's default keep_alive
-// again) gets keep_alive -1 again while it is wanted; a kept model nobody
-// here uses any more, while others are still here, goes back to Ollama's
-// default timer. With nobody here, nothing changes: the pool's demand is
-// gone and KEDA's cooldown ends the pod with its models.
+// keepWarm keeps loaded what the people here use (docs/warming.md,
+// "keep_alive"). Every warmKeepEvery it reads /api/ps:
+//   - a wanted model that is loaded on a timer (a chat sets Ollama's
+//     default keep_alive again) gets keep_alive -1 again. Wanted: an explicit
+//     list; else the models the people here used last, and, while none of
+//     theirs is known, what the gate warmed;
+//   - a model the gate kept that nobody here uses any more, while others are
+//     still here, goes back to Ollama's default timer (releaseKeepAlive);
+//   - with nobody here nothing changes: the pool's demand is gone, and KEDA's
+//     cooldown ends the pod with its models.
 func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool, known bool) {
 	g.mu.Lock()
 	w := b.warm
-	due := time.Since(w.lastKeep) >= warmKeepTick && len(w.kept) > 0 && b.state == StateUp
+	due := time.Since(w.lastKeep) >= g.warmKeepEvery && b.state == StateUp
 	for lr := range w.reqs {
 		if !lr.headers {
 			due = false // never beside a request that waits for a load
@@ -712,17 +715,27 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		return
 	}
 	w.lastKeep = time.Now()
-	// Wanted: an explicit list always; else the models of the people here,
-	// or every kept model while their models are unknown or nobody is here.
 	wanted := map[string]bool{}
-	used := map[string]bool{}
 	for u := range present {
 		if l, ok := w.learned[u]; ok {
-			used[l.Model] = true
+			wanted[l.Model] = true
 		}
 	}
+	theirsKnown := len(wanted) > 0
 	for m := range w.kept {
-		wanted[m] = !known || len(used) == 0 || w.cfg.Mode == WarmList || used[m]
+		if !known || !theirsKnown {
+			wanted[m] = true
+		}
+	}
+	if w.cfg.Mode == WarmList {
+		for _, m := range w.cfg.Models {
+			wanted[m] = true
+		}
+	}
+	release := known && len(present) > 0
+	kept := make(map[string]bool, len(w.kept))
+	for m := range w.kept {
+		kept[m] = true
 	}
 	g.mu.Unlock()
 
@@ -730,20 +743,32 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 	if err != nil {
 		return
 	}
-	for m, want := range wanted {
-		exp, loaded := expires[m]
-		switch {
-		case !loaded:
+	forever := time.Now().Add(100 * 365 * 24 * time.Hour)
+	for m := range kept {
+		if _, loaded := expires[m]; !loaded {
 			g.mu.Lock()
-			delete(w.kept, m) // unloaded (evicted for a request, or by hand): planned again at the next arrival
+			delete(w.kept, m) // unloaded (evicted for a request, or by hand): planned again at the next arrival or wake
 			g.mu.Unlock()
-		case want && exp.Before(time.Now().Add(100*365*24*time.Hour)):
-			if err := g.sendLoad(ctx, b, m, "-1", "load"); err != nil {
-				level.Warn(g.logger).Log("msg", "keeping a warm model loaded failed", "backend", b.name, "model", m, "err", err)
+		}
+	}
+	for m, exp := range expires {
+		if strings.HasSuffix(m, ":latest") && expires[strings.TrimSuffix(m, ":latest")] == exp {
+			continue // the same model under its short name
+		}
+		switch {
+		case wanted[m]:
+			if exp.Before(forever) {
+				if err := g.sendLoad(ctx, b, m, "-1", "load"); err != nil {
+					level.Warn(g.logger).Log("msg", "keeping a model loaded failed", "backend", b.name, "model", m, "err", err)
+					continue
+				}
 			}
-		case !want:
+			g.mu.Lock()
+			w.kept[m] = true
+			g.mu.Unlock()
+		case kept[m] && release:
 			if err := g.sendLoad(ctx, b, m, strconv.Quote(releaseKeepAlive), "load"); err != nil {
-				level.Warn(g.logger).Log("msg", "handing a warm model back to Ollama's timer failed", "backend", b.name, "model", m, "err", err)
+				level.Warn(g.logger).Log("msg", "handing a model back to Ollama's timer failed", "backend", b.name, "model", m, "err", err)
 			}
 			g.mu.Lock()
 			delete(w.kept, m)

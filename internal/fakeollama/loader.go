@@ -97,11 +97,13 @@ func (l *Loader) Loaded() []string {
 	return out
 }
 
-// Reset empties the memory, as a pod that was scaled in and started again.
+// Reset empties the memory and the load history, as a pod that was scaled
+// in and started again.
 func (l *Loader) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.models = map[string]*inMemory{}
+	l.loads = nil
 	l.signalLocked()
 }
 
