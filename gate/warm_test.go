@@ -291,7 +291,9 @@ func TestWarmOnArrival(t *testing.T) {
 	}
 	// bob's small:8b is kept only while he is here; he leaves, alice arrives.
 	r.people.set("alice")
-	eventually(t, "alice's model loaded", func() bool { return reflect.DeepEqual(r.loader.Loaded(), []string{"big:70b"}) || r.warmups("big:70b", WarmSkipped) > 0 })
+	eventually(t, "alice's model loaded", func() bool {
+		return reflect.DeepEqual(r.loader.Loaded(), []string{"big:70b"}) || r.warmups("big:70b", WarmSkipped) > 0
+	})
 	// max-loaded=1 and small:8b still in memory on Ollama's timer: auto does
 	// not unload it, so the arrival is skipped, counted, and not retried.
 	if r.warmups("big:70b", WarmSkipped) != 1 {
