@@ -226,7 +226,7 @@ default the Ollama of Open WebUI's official chart in this namespace). */}}
 {{- end }}
 {{- end }}
 
-{{/* The --gate.backend values: URL for the unnamed backend, NAME=URL,wake=...[,idle=...] for named ones. */}}
+{{/* The --gate.backend values: URL for the unnamed backend, NAME=URL,wake=...[,idle=...][,warm=...][,max-loaded=...] for named ones. */}}
 {{- define "openwebui-exporter.gateBackendFlags" -}}
 {{- $out := list }}
 {{- range include "openwebui-exporter.gateBackends" . | fromJsonArray }}
@@ -235,6 +235,8 @@ default the Ollama of Open WebUI's official chart in this namespace). */}}
 {{- else }}
 {{- $v := printf "%s=%s,wake=%s" .name .url (.wake | default "arrival") }}
 {{- with .idle }}{{ $v = printf "%s,idle=%s" $v . }}{{ end }}
+{{- with .warm }}{{ $v = printf "%s,warm=%s" $v . }}{{ end }}
+{{- with .maxLoaded }}{{ $v = printf "%s,max-loaded=%v" $v . }}{{ end }}
 {{- $out = append $out $v }}
 {{- end }}
 {{- end }}
