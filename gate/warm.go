@@ -190,12 +190,13 @@ type warmer struct {
 	recent  []string           // models served, newest first
 	reqs    map[*loadReq]struct{}
 
-	wakeDone    bool            // this wake's warm-ups are planned
-	pending     []string        // models to warm, in order
-	failed      map[string]bool // failed since the backend came up: not tried again until the next wake
-	present     map[string]bool // hashed ids present at the previous look
-	kept        map[string]bool // models the gate keeps loaded (keep_alive -1)
-	loading     string          // the gate's own warm-up under way, "" none
+	wakeDone    bool                 // this wake's warm-ups are planned
+	pending     []string             // models to warm, in order
+	failed      map[string]bool      // failed since the backend came up: not tried again until the next wake
+	present     map[string]bool      // hashed ids present at the previous look
+	arrivedAt   map[string]time.Time // hashed id present -> when it was first seen present
+	kept        map[string]bool      // models the gate keeps loaded (keep_alive -1)
+	loading     string               // the gate's own warm-up under way, "" none
 	loadingFrom time.Time
 	notOllama   bool // /api/ps answered 404: an OpenAI-compatible server, nothing to warm
 	lastKeep    time.Time
@@ -226,6 +227,7 @@ func newWarmer(cfg Warm) *warmer {
 		reqs:      map[*loadReq]struct{}{},
 		failed:    map[string]bool{},
 		present:   map[string]bool{},
+		arrivedAt: map[string]time.Time{},
 		kept:      map[string]bool{},
 		outcomes:  map[string]map[WarmOutcome]uint64{},
 		durations: map[string]*holdHist{},
@@ -465,6 +467,19 @@ func (g *Gate) warmStep(ctx context.Context, b *backend) {
 
 	g.mu.Lock()
 	w := b.warm
+	if known {
+		now := time.Now()
+		for u := range present {
+			if _, ok := w.arrivedAt[u]; !ok {
+				w.arrivedAt[u] = now
+			}
+		}
+		for u := range w.arrivedAt {
+			if !present[u] {
+				delete(w.arrivedAt, u)
+			}
+		}
+	}
 	if b.state != StateUp {
 		// Asleep or starting: the next time it is up is a wake.
 		w.wakeDone, w.pending, w.failed, w.kept, w.notOllama = false, nil, map[string]bool{}, map[string]bool{}, false
@@ -504,7 +519,8 @@ func (g *Gate) warmStep(ctx context.Context, b *backend) {
 
 // planLocked lists what b should have loaded, in order (g.mu held). An
 // explicit list is loaded as given. auto: the models the people here used
-// last on b, the most wanted first; when none is known, Open WebUI's default
+// last on b, first the model of the person who arrived last (the likeliest
+// to write next: bench/simday -warm), then the most wanted; when none is known, Open WebUI's default
 // models and then the models b served most recently; no more than its room,
 // and only models b lists (once its list is known).
 func (g *Gate) planLocked(b *backend, present map[string]bool, defaults []string) []string {
@@ -514,9 +530,13 @@ func (g *Gate) planLocked(b *backend, present map[string]bool, defaults []string
 	}
 	var plan []string
 	wanted := map[string]int{}
+	newest := map[string]time.Time{}
 	for u := range present {
 		if l, ok := w.learned[u]; ok {
 			wanted[l.Model]++
+			if a := w.arrivedAt[u]; a.After(newest[l.Model]) {
+				newest[l.Model] = a
+			}
 		}
 	}
 	if len(wanted) > 0 {
@@ -532,6 +552,9 @@ func (g *Gate) planLocked(b *backend, present map[string]bool, defaults []string
 			return len(w.recent)
 		}
 		sort.Slice(plan, func(i, j int) bool {
+			if !newest[plan[i]].Equal(newest[plan[j]]) {
+				return newest[plan[i]].After(newest[plan[j]])
+			}
 			if wanted[plan[i]] != wanted[plan[j]] {
 				return wanted[plan[i]] > wanted[plan[j]]
 			}

@@ -437,3 +437,31 @@ func TestWarmLearnedStateSurvivesAndIsShared(t *testing.T) {
 		t.Error("a raw user id went to the peers; only hashes may")
 	}
 }
+
+// At a wake with room for one model, the model of the person who arrived
+// last goes first: they are the likeliest to write next.
+func TestWarmNewestArrivalFirst(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{MaxLoaded: 2})
+	r.be.serve()
+	r.chat("alice", "big:70b")
+	r.chat("bob", "small:8b")
+	r.chat("carol", "small:8b")
+	r.be.stop()
+	r.loader.Reset()
+	eventually(t, "asleep", func() bool { return stats(r.gate.Gate, r.name()).State == StateAsleep })
+	r.people.set("bob", "carol")
+	eventually(t, "bob and carol seen", func() bool {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		return len(r.gate.backends[0].warm.arrivedAt) == 2
+	})
+	time.Sleep(5 * time.Millisecond) // a later arrival on the wall clock
+	r.people.set("bob", "carol", "alice")
+	eventually(t, "alice seen", func() bool {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		return len(r.gate.backends[0].warm.arrivedAt) == 3
+	})
+	r.be.serve()
+	eventually(t, "alice's model warmed", func() bool { return reflect.DeepEqual(r.loader.Loaded(), []string{"big:70b"}) })
+}
