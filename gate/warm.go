@@ -306,7 +306,7 @@ func withLoad(r *http.Request, lr *loadReq) *http.Request {
 
 // loadHeaders marks the request of ctx as no longer waiting for its model:
 // its response header came back.
-func (g *Gate) loadHeaders(b *backend, ctx context.Context, status int) {
+func (g *Gate) loadHeaders(ctx context.Context, b *backend, status int) {
 	lr, _ := ctx.Value(loadReqKey{}).(*loadReq)
 	if lr == nil || b.warm == nil {
 		return
@@ -775,7 +775,7 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		}
 	}
 	for m, exp := range expires {
-		if strings.HasSuffix(m, ":latest") && expires[strings.TrimSuffix(m, ":latest")] == exp {
+		if strings.HasSuffix(m, ":latest") && expires[strings.TrimSuffix(m, ":latest")].Equal(exp) {
 			continue // the same model under its short name
 		}
 		switch {

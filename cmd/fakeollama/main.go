@@ -68,8 +68,11 @@ func main() {
 	var handler http.Handler = fakeollama.New(cfg)
 	if *loadTime != "" {
 		lcfg, err := parseLoadTime(*loadTime)
-		if err != nil || *maxLoaded < 1 {
-			fail(2, fmt.Errorf("--load-time %q, --max-loaded %d: want DURATION or MODEL=DURATION,... and at least 1 model: %v", *loadTime, *maxLoaded, err))
+		if err != nil {
+			fail(2, fmt.Errorf("--load-time: want DURATION or MODEL=DURATION,...: %w", err))
+		}
+		if *maxLoaded < 1 {
+			fail(2, fmt.Errorf("--max-loaded %d: want at least 1", *maxLoaded))
 		}
 		lcfg.MaxLoaded, lcfg.KeepAlive = *maxLoaded, *keepAlive
 		handler = fakeollama.NewLoader(handler, lcfg)

@@ -133,17 +133,21 @@ func TestLoaderOneLoadAtATime(t *testing.T) {
 func TestLoaderNeverEvictsAModelInUse(t *testing.T) {
 	l, url := newLoader(t, fakeollama.LoaderConfig{DefaultLoadTime: time.Millisecond},
 		fakeollama.Config{Chunks: 5, ChunkInterval: 20 * time.Millisecond})
-	res, err := http.Post(url+"/api/chat", "application/json", strings.NewReader(`{"model":"small:8b","messages":[{"role":"user","content":"hi"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The small model streams (its header came: it is loaded and in use).
-	smallDone := make(chan struct{})
+	// The small model streams: its header came, so it is loaded and in use.
+	headers, smallDone := make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(smallDone)
+		res, err := http.Post(url+"/api/chat", "application/json", strings.NewReader(`{"model":"small:8b","messages":[{"role":"user","content":"hi"}]}`))
+		headers <- err
+		if err != nil {
+			return
+		}
+		defer res.Body.Close()
 		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
 	}()
+	if err := <-headers; err != nil {
+		t.Fatal(err)
+	}
 	postJSON(t, url, "/api/generate", `{"model":"big:70b"}`)
 	select {
 	case <-smallDone:
