@@ -287,7 +287,7 @@ func (g *Gate) beginLoad(b *backend, r *http.Request, path, user string) *loadRe
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &modelSniffer{ReadCloser: r.Body, left: r.ContentLength, done: func(model string) {
 			g.mu.Lock()
-			lr.model = model
+			lr.model = modelKey(model)
 			g.mu.Unlock()
 		}}
 	}
@@ -333,11 +333,16 @@ func (g *Gate) endLoad(b *backend, lr *loadReq) {
 	w.kickNow()
 }
 
+// modelKey is how warming names a model: Ollama's "NAME:latest" and "NAME"
+// are the same model, so the tag is left out (Ollama takes "NAME" for it).
+func modelKey(m string) string { return strings.TrimSuffix(m, ":latest") }
+
 // learn records that user (hashed; "" anonymous) was answered by model; it
 // reports whether that changed what a restart should know (the newest
 // model, or a person's model), so that the state file is not written at
 // every message.
 func (w *warmer) learn(user, model string, at time.Time) bool {
+	model = modelKey(model)
 	changed := len(w.recent) == 0 || w.recent[0] != model
 	w.recent = append([]string{model}, removeString(w.recent, model)...)
 	if len(w.recent) > maxRecentModels {
@@ -377,7 +382,7 @@ func (w *warmer) state() *stateWarm {
 func (w *warmer) loadState(s stateWarm) {
 	w.mergeLearned(s.Learned)
 	for _, m := range s.Recent {
-		if checkModelName(m) == nil && !containsString(w.recent, m) && len(w.recent) < maxRecentModels {
+		if m = modelKey(m); checkModelName(m) == nil && !containsString(w.recent, m) && len(w.recent) < maxRecentModels {
 			w.recent = append(w.recent, m)
 		}
 	}
@@ -389,6 +394,7 @@ func (w *warmer) mergeLearned(in map[string]Learned) {
 		if len(u) != 24 || checkModelName(l.Model) != nil {
 			continue // not a user key the gate makes, or not a model name
 		}
+		l.Model = modelKey(l.Model)
 		if old, ok := w.learned[u]; !ok || l.At.After(old.At) {
 			w.learned[u] = l
 		}
@@ -526,7 +532,11 @@ func (g *Gate) warmStep(ctx context.Context, b *backend) {
 func (g *Gate) planLocked(b *backend, present map[string]bool, defaults []string) []string {
 	w := b.warm
 	if w.cfg.Mode == WarmList {
-		return append([]string(nil), w.cfg.Models...)
+		var plan []string
+		for _, m := range w.cfg.Models {
+			plan = append(plan, modelKey(m))
+		}
+		return plan
 	}
 	var plan []string
 	wanted := map[string]int{}
@@ -562,7 +572,7 @@ func (g *Gate) planLocked(b *backend, present map[string]bool, defaults []string
 		})
 	} else {
 		for _, m := range append(append([]string(nil), defaults...), w.recent...) {
-			if !containsString(plan, m) {
+			if m = modelKey(m); !containsString(plan, m) {
 				plan = append(plan, m)
 			}
 		}
@@ -656,7 +666,7 @@ func (g *Gate) warmNext(ctx context.Context, b *backend) bool {
 	}
 	g.mu.Lock()
 	w.pending = removeString(w.pending, m)
-	if loaded[m] || loaded[m+":latest"] {
+	if loaded[m] {
 		w.kept[m] = true // loaded by someone's request: keep it while it is wanted
 		g.mu.Unlock()
 		return true
@@ -752,7 +762,7 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 	}
 	if w.cfg.Mode == WarmList {
 		for _, m := range w.cfg.Models {
-			wanted[m] = true
+			wanted[modelKey(m)] = true
 		}
 	}
 	release := known && len(present) > 0
@@ -775,9 +785,6 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		}
 	}
 	for m, exp := range expires {
-		if strings.HasSuffix(m, ":latest") && expires[strings.TrimSuffix(m, ":latest")].Equal(exp) {
-			continue // the same model under its short name
-		}
 		switch {
 		case wanted[m]:
 			if exp.Before(forever) {
@@ -850,8 +857,7 @@ func (g *Gate) loadedExpiry(ctx context.Context, b *backend) (map[string]time.Ti
 		if name == "" {
 			name = m.Model
 		}
-		out[name] = m.ExpiresAt
-		out[strings.TrimSuffix(name, ":latest")] = m.ExpiresAt
+		out[modelKey(name)] = m.ExpiresAt
 	}
 	return out, nil
 }

@@ -465,3 +465,18 @@ func TestWarmNewestArrivalFirst(t *testing.T) {
 	r.be.serve()
 	eventually(t, "alice's model warmed", func() bool { return reflect.DeepEqual(r.loader.Loaded(), []string{"big:70b"}) })
 }
+
+// Ollama's NAME:latest and NAME are one model to warming: a chat to
+// "small:latest" is learned, kept and matched as "small".
+func TestWarmModelKey(t *testing.T) {
+	for in, want := range map[string]string{"small:latest": "small", "small": "small", "llama3.1:8b": "llama3.1:8b", "a:latest:latest": "a:latest"} {
+		if got := modelKey(in); got != want {
+			t.Errorf("modelKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+	w := newWarmer(Warm{Mode: WarmAuto, MaxLoaded: 1})
+	w.learn(userKey("alice"), "small:latest", time.Now())
+	if got := w.learned[userKey("alice")].Model; got != "small" {
+		t.Errorf("learned %q, want small", got)
+	}
+}

@@ -190,6 +190,12 @@ class InletTest(unittest.TestCase):
                 "Model loaded",
             ),
             (
+                "NAME:latest is NAME",
+                [{"backends": [status("up", loading=loading("tiny", 4))]}, {"backends": [status("up")]}],
+                ["loading tiny \u2026 (4 s)"],
+                "Model loaded",
+            ),
+            (
                 "garbage in loading",
                 [{"backends": [status("up", loading=[{"model": 3}, "x", {"model": "m:8b", "seconds": "soon"}])]}, {"backends": [status("up")]}],
                 ["loading m:8b \u2026 (0 s)"],
@@ -204,6 +210,8 @@ class InletTest(unittest.TestCase):
                 body = self.body
                 if name == "a prefixed model id":
                     body = {"model": "work.m:8b", "messages": []}
+                if name == "NAME:latest is NAME":
+                    body = {"model": "tiny:latest", "messages": []}
                 out, elapsed = run_inlet(gate.url, body, emitter)
                 self.assertIs(out, body)
                 self.assertLess(elapsed, 10, "the wait must stop by itself")

@@ -182,9 +182,15 @@ def loading_of(backend, names):
         model, seconds = entry["model"], entry.get("seconds")
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             seconds = 0
-        if any(n == model or n.endswith("." + model) for n in names):
+        # The gate names NAME:latest as NAME (one model to Ollama).
+        key = strip_latest(model)
+        if any(strip_latest(n) == key or strip_latest(n).endswith("." + key) for n in names):
             return model, seconds
     return None
+
+
+def strip_latest(name):
+    return name[: -len(":latest")] if name.endswith(":latest") else name
 
 
 def backend_named(status, name):
