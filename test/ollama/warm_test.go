@@ -2,6 +2,7 @@ package ollama
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -18,6 +19,12 @@ func TestGateWarmsTheModelAfterARestart(t *testing.T) {
 	checkStream(t, g.url(), chatStream, "tiny", hello.Text()) // the gate learns tiny
 
 	o.stop()
+	// Scaled to zero, as KEDA does: the gate sees it asleep (its idle
+	// probe runs every 5 s) before it comes back.
+	eventually(t, 20*time.Second, "the gate sees Ollama asleep", func() (bool, string) {
+		st := g.status(t)
+		return len(st.Backends) == 1 && st.Backends[0].State == "asleep", fmt.Sprint(st)
+	})
 	o.start() // a new process: nothing loaded
 	// Asked of Ollama itself, not through the gate: nobody but the gate
 	// sends it anything now.
