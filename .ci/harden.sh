@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "--- fuzz FuzzScrub"
-go test -run='^$' -fuzz='^FuzzScrub$' -fuzztime=10s ./openwebui/
+go test -run='^$' -fuzz='^FuzzScrub$' -fuzztime=50000x ./openwebui/
 echo "--- fuzz FuzzLabels"
-go test -run='^$' -fuzz='^FuzzLabels$' -fuzztime=10s ./collector/
+go test -run='^$' -fuzz='^FuzzLabels$' -fuzztime=50000x ./collector/

@@ -14,5 +14,5 @@ echo "--- simulated day with the wake gate (bench/simday -wake -check)"
 go run ./bench/simday -wake -check
 for target in FuzzParseAnalyticsUsers FuzzParseChatList; do
 	echo "--- fuzz $target"
-	go test -run='^$' -fuzz="^$target\$" -fuzztime=10s ./openwebui/
+	go test -run='^$' -fuzz="^$target\$" -fuzztime=50000x ./openwebui/
 done

@@ -1029,7 +1029,13 @@ func TestGrafanaDashboards(t *testing.T) {
 		}
 		walk(file, list(dash, "panels"))
 		for _, want := range []string{"openwebui_active_users", "openwebui_up", "openwebui_scrape_duration_seconds",
-			"openwebui_last_success_timestamp_seconds", "kube_deployment_status_replicas"} {
+			"openwebui_last_success_timestamp_seconds", "kube_deployment_status_replicas",
+			// The gate per backend (issue 26): state, held and in flight, the
+			// wait, outcomes, what KEDA gets, warm-ups, replicas.
+			"openwebui_gate_backend_state", "openwebui_gate_held_requests", "openwebui_gate_inflight_requests",
+			"openwebui_gate_hold_duration_seconds_bucket", "openwebui_gate_requests_total", "openwebui_backend_demand",
+			"openwebui_gate_warmups_total", "openwebui_gate_warmup_duration_seconds_bucket",
+			"openwebui_gate_replica_up", "openwebui_gate_replica_inflight_requests", "openwebui_gate_replica_requests_total"} {
 			if !all[want] {
 				t.Errorf("%s: no panel shows %s", file, want)
 			}

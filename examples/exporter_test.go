@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +25,7 @@ import (
 // the fake Open WebUI in admin mode, so every metric shows).
 type exporter struct {
 	flags         map[string]bool // long flag names, "no-x" included for bool flags
+	flagHelp      map[string]flagHelp
 	envs          map[string]bool // env vars the exporter reads
 	defaultListen string          // --web.listen-address default, e.g. ":8080"
 	metrics       map[string]bool // metric family names on /metrics
@@ -49,10 +51,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// flagHelp is what --help-long says of one flag.
+type flagHelp struct {
+	def    string // the default, "" if none (a bool's is "false")
+	env    string // the env var kingpin reads for it, "" if none
+	isBool bool
+}
+
 var (
-	helpFlagRE = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--(\[no-\])?([a-z0-9][a-z0-9.\-]*)(=\S*)?`)
+	// A flag's line is indented by 2 ("  -h, --help") or 6; its wrapped help text deeper.
+	helpFlagRE = regexp.MustCompile(`(?m)^  (?:-\w, |    )--(\[no-\])?([a-z0-9][a-z0-9.\-]*)(=\S*)?`)
 	helpEnvRE  = regexp.MustCompile(`\(\$([A-Z_][A-Z0-9_]*)\)`)
-	typeLineRE = regexp.MustCompile(`(?m)^# TYPE (\S+) `)
+	typeLineRE = regexp.MustCompile(`(?m)^# TYPE (\S+) (\S+)`)
 )
 
 func learnExporter(dir string) (*exporter, error) {
@@ -64,8 +74,10 @@ func learnExporter(dir string) (*exporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--help-long: %w\n%s", err, help)
 	}
-	e := &exporter{flags: map[string]bool{}, envs: map[string]bool{}, metrics: map[string]bool{}}
-	for _, m := range helpFlagRE.FindAllStringSubmatch(string(help), -1) {
+	e := &exporter{flags: map[string]bool{}, flagHelp: map[string]flagHelp{}, envs: map[string]bool{}, metrics: map[string]bool{}}
+	locs := helpFlagRE.FindAllStringSubmatchIndex(string(help), -1)
+	for i, loc := range locs {
+		m := helpFlagRE.FindStringSubmatch(string(help)[loc[0]:loc[1]])
 		e.flags[m[2]] = true
 		if m[1] != "" {
 			e.flags["no-"+m[2]] = true
@@ -73,6 +85,19 @@ func learnExporter(dir string) (*exporter, error) {
 		if m[2] == "web.listen-address" {
 			e.defaultListen = strings.TrimPrefix(m[3], "=")
 		}
+		// The flag's text runs until the next flag.
+		end := len(help)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		}
+		h := flagHelp{def: helpDefault(strings.TrimPrefix(m[3], "=")), isBool: m[1] != ""}
+		if h.isBool {
+			h.def = "false"
+		}
+		if env := helpEnvRE.FindStringSubmatch(string(help)[loc[1]:end]); env != nil {
+			h.env = env[1]
+		}
+		e.flagHelp[m[2]] = h
 	}
 	for _, m := range helpEnvRE.FindAllStringSubmatch(string(help), -1) {
 		e.envs[m[1]] = true
@@ -89,9 +114,12 @@ func learnExporter(dir string) (*exporter, error) {
 	upstream := httptest.NewServer(fake)
 	defer upstream.Close()
 
-	addr := harness.FreeAddr()
+	// The gate too, so that its metrics show: in front of a port nothing
+	// listens on (port 1 of loopback refuses), so its backend sleeps.
+	addr, gateAddr := harness.FreeAddr(), harness.FreeAddr()
 	cmd := exec.Command(bin, "--openwebui.url="+upstream.URL, "--openwebui.count-mode=admin",
-		"--web.listen-address="+addr, "--cache.ttl=0", "--log.level=warn")
+		"--web.listen-address="+addr, "--cache.ttl=0", "--log.level=warn",
+		"--gate.listen-address="+gateAddr, "--gate.backend=http://127.0.0.1:1")
 	cmd.Env = harness.CleanEnv("TOKEN=" + key)
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -123,8 +151,24 @@ func learnExporter(dir string) (*exporter, error) {
 	}
 	for _, m := range typeLineRE.FindAllStringSubmatch(string(metrics), -1) {
 		e.metrics[m[1]] = true
+		if m[2] == "histogram" { // the series a query reads
+			e.metrics[m[1]+"_bucket"], e.metrics[m[1]+"_sum"], e.metrics[m[1]+"_count"] = true, true, true
+		}
 	}
 	return e, nil
+}
+
+// helpDefault reads what --help-long shows after "--flag=": a default
+// (quoted when it is a string: "" is none), or a placeholder such as
+// OPENWEBUI.URL, FILE or [NAME=]URL[,...], which means there is none.
+func helpDefault(shown string) string {
+	if unquoted, err := strconv.Unquote(shown); err == nil {
+		return unquoted
+	}
+	if strings.Contains(shown, "[") || strings.ToUpper(shown) == shown && strings.ToLower(shown) != shown {
+		return "" // a placeholder
+	}
+	return shown
 }
 
 func get(url string) ([]byte, error) {
@@ -158,7 +202,8 @@ func TestExporterFacts(t *testing.T) {
 		}
 	}
 	for _, m := range []string{"openwebui_up", "openwebui_active_users", "openwebui_users", "openwebui_scrape_duration_seconds",
-		"openwebui_last_success_timestamp_seconds", "openwebui_version_info", "openwebui_exporter_build_info"} {
+		"openwebui_last_success_timestamp_seconds", "openwebui_version_info", "openwebui_exporter_build_info",
+		"openwebui_gate_backend_state", "openwebui_gate_held_requests", "openwebui_backend_demand"} {
 		if !facts.metrics[m] {
 			t.Errorf("metric %s not served by the exporter (served: %v)", m, sortedKeys(facts.metrics))
 		}

@@ -332,22 +332,32 @@ func secretString(t *testing.T, file, name, key string) string {
 	return ""
 }
 
-const prometheusRuleFile = "examples/kubernetes/base/prometheusrule.yaml"
+const (
+	prometheusRuleFile = "examples/kubernetes/base/prometheusrule.yaml"
+	// The gate's alerts: a plain rule group file the chart's PrometheusRule
+	// includes as it stands (with gate.enabled).
+	gateRulesFile = "charts/openwebui-exporter/alerts/gate.rules.yaml"
+)
 
-// writeRules extracts the PrometheusRule's spec (its groups) into a rules
-// file for Prometheus and promtool. Without annotations when bare is set:
-// promtool's rule unit tests compare annotations verbatim.
+// writeRules writes the PrometheusRule's groups and the gate's into one
+// rules file for Prometheus and promtool. Without annotations when bare is
+// set: promtool's rule unit tests compare annotations verbatim.
 func writeRules(t *testing.T, dir string, bare bool) string {
 	t.Helper()
 	docs := yamlDocs(t, prometheusRuleFile)
 	if len(docs) != 1 || fieldString(docs[0], "kind") != "PrometheusRule" {
 		t.Fatalf("%s: want one PrometheusRule", prometheusRuleFile)
 	}
-	spec := field(docs[0], "spec")
-	groups, _ := field(spec, "groups").([]any)
+	groups, _ := field(docs[0], "spec", "groups").([]any)
 	if len(groups) == 0 {
 		t.Fatalf("%s: no spec.groups", prometheusRuleFile)
 	}
+	gate := yamlDocs(t, gateRulesFile)
+	gateGroups, _ := field(gate[0], "groups").([]any)
+	if len(gate) != 1 || len(gateGroups) == 0 {
+		t.Fatalf("%s: want one document with groups", gateRulesFile)
+	}
+	groups = append(groups, gateGroups...)
 	if bare {
 		for _, g := range groups {
 			rules, _ := field(g, "rules").([]any)
@@ -356,7 +366,7 @@ func writeRules(t *testing.T, dir string, bare bool) string {
 			}
 		}
 	}
-	out, err := yaml.Marshal(spec)
+	out, err := yaml.Marshal(map[string]any{"groups": groups})
 	if err != nil {
 		t.Fatal(err)
 	}

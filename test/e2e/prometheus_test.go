@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeollama"
 	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
@@ -85,8 +86,16 @@ func TestPrometheus(t *testing.T) {
 		return append([]string{"--openwebui.url=http://" + fakeAddr, "--openwebui.token-file=" + tokenFile,
 			"--web.listen-address=" + addr, "--cache.ttl=1s", "--cache.max-stale=0s"}, extra...)
 	}
-	exporterAddr := harness.FreeAddr()
-	exporter := start(t, "exporter", exporterBin, harness.CleanEnv(), exporterArgs(exporterAddr)...)
+	// The plain exporter runs the wake gate too, in front of a stand-in
+	// Ollama that is stopped (connections refused) until a request is held.
+	ollama, err := fakeollama.NewServer("127.0.0.1:0", fakeollama.New(fakeollama.Config{ChunkInterval: -1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ollama.Stop)
+	exporterAddr, gateAddr := harness.FreeAddr(), harness.FreeAddr()
+	exporter := start(t, "exporter", exporterBin, harness.CleanEnv(), exporterArgs(exporterAddr,
+		"--gate.listen-address="+gateAddr, "--gate.backend="+ollama.URL())...)
 	exporterURL := "http://" + exporterAddr
 
 	const basicAuthComponent = "examples/kubernetes/components/basic-auth/secrets.yaml"
@@ -156,8 +165,10 @@ func TestPrometheus(t *testing.T) {
 	})
 
 	// Prometheus scrapes both exporters every second and evaluates the
-	// PrometheusRule's rules.
+	// PrometheusRule's rules and the gate's; and a recorded kube-state-metrics
+	// for the dashboard.
 	rules := writeRules(t, dir, false)
+	ksmAddr := serveKubeStateMetrics(t)
 	promAddr := harness.FreeAddr()
 	config := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`global:
@@ -176,7 +187,10 @@ scrape_configs:
       password: %q
     static_configs:
       - targets: [%q]
-`, rules, job, exporterAddr, jobBasicAuth, promUser, promPassword, authAddr)), 0o600); err != nil {
+  - job_name: kube-state-metrics
+    static_configs:
+      - targets: [%q]
+`, rules, job, exporterAddr, jobBasicAuth, promUser, promPassword, authAddr, ksmAddr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, code := promtool(t, nil, "check", "config", config); code != 0 {
@@ -222,6 +236,42 @@ scrape_configs:
 	}
 	follow(2)
 
+	// A message held while Ollama sleeps, delivered once it serves: the
+	// gate's panels then show a state change, a hold and its outcome.
+	t.Run("gate holds and delivers", func(t *testing.T) {
+		done := make(chan response, 1)
+		go func() {
+			r, err := post("http://"+gateAddr+"/api/chat", `{"model":"tiny:1b","messages":[{"role":"user","content":"hi"}]}`, 2*time.Minute)
+			if err != nil {
+				r = response{body: []byte(err.Error())}
+			}
+			done <- r
+		}()
+		eventually(t, settle, "Prometheus sees the request held and the backend asleep", func() (bool, string) {
+			q := `openwebui_gate_held_requests{job="` + job + `"} == 1 and on (backend) openwebui_gate_backend_state{state="asleep"} == 1`
+			s, err := p.query(q)
+			return err == nil && len(s) == 1, p.describe(q)
+		})
+		// The gate's alerts match the real series: both go pending while the
+		// request waits (they fire only after minutes).
+		eventually(t, settle, "alerts OpenWebUIGateRequestHeldTooLong and OpenWebUIGateAsleepWithDemand are pending", func() (bool, string) {
+			return countAlerts(p, "OpenWebUIGateRequestHeldTooLong", "pending") == 1 &&
+				countAlerts(p, "OpenWebUIGateAsleepWithDemand", "pending") == 1, alertsState(p)
+		})
+		if err := ollama.Start(0); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-done; r.status != http.StatusOK {
+			t.Fatalf("the held chat: HTTP %d %s", r.status, r.body)
+		}
+		eventually(t, settle, "Prometheus sees one hold, delivered", func() (bool, string) {
+			q := `openwebui_gate_hold_duration_seconds_count == 1 and on (backend) openwebui_gate_requests_total{outcome="delivered"} == 1`
+			s, err := p.query(q)
+			return err == nil && len(s) == 1, p.describe(q)
+		})
+	})
+	t.Run("dashboard", func(t *testing.T) { checkDashboard(t, p) })
+
 	eventually(t, settle, "every alert rule evaluates without error", func() (bool, string) {
 		r, err := request(http.MethodGet, p.base+"/api/v1/rules", "", "")
 		if err != nil {
@@ -229,7 +279,7 @@ scrape_configs:
 		}
 		body := string(r.body)
 		health := regexp.MustCompile(`"health":"(\w+)"`).FindAllStringSubmatch(body, -1)
-		if len(health) != 3 {
+		if len(health) != 8 { // the exporter's 3, the gate's 5
 			return false, body
 		}
 		for _, h := range health {
@@ -237,7 +287,7 @@ scrape_configs:
 				return false, body
 			}
 		}
-		return true, "3 rules, health ok"
+		return true, "8 rules, health ok"
 	})
 
 	for _, q := range []string{

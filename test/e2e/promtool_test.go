@@ -26,14 +26,14 @@ func TestPromtool(t *testing.T) {
 	rules := writeRules(t, dir, false)
 	out, code := promtool(t, nil, "check", "rules", rules)
 	if code != 0 {
-		t.Fatalf("promtool check rules (the spec of %s): exit %d\n%s", prometheusRuleFile, code, out)
+		t.Fatalf("promtool check rules (the spec of %s and %s): exit %d\n%s", prometheusRuleFile, gateRulesFile, code, out)
 	}
-	t.Logf("promtool check rules (the spec of %s):\n%s", prometheusRuleFile, strings.TrimSpace(out))
+	t.Logf("promtool check rules (the spec of %s and %s):\n%s", prometheusRuleFile, gateRulesFile, strings.TrimSpace(out))
 
 	// What the alerts must do, on made-up series (one sample a minute).
 	bare := writeRules(t, dir, true)
 	tests := filepath.Join(dir, "rules_test.yml")
-	if err := os.WriteFile(tests, []byte(strings.ReplaceAll(ruleTests, "RULES", bare)), 0o644); err != nil {
+	if err := os.WriteFile(tests, []byte(strings.ReplaceAll(ruleTests+gateRuleTests, "RULES", bare)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, code = promtool(t, nil, "test", "rules", tests)
@@ -110,4 +110,132 @@ tests:
         alertname: OpenWebUIExporterDown
         exp_alerts:
           - exp_labels: {severity: warning, job: openwebui-exporter}
+`
+
+// gateRuleTests: the gate's alerts (gateRulesFile), each firing where it
+// should and not where it should not. Backend "big" is the one in trouble
+// in each case; the others are the near misses.
+const gateRuleTests = `
+  # Held without a break for 3 minutes: big from minute 1; small lets go at
+  # minute 3 and holds again, so its 3 minutes never add up.
+  - interval: 1m
+    input_series:
+      - series: 'openwebui_gate_held_requests{job="openwebui-exporter", instance="a", backend="big"}'
+        values: '0 1 2 1 1 1 0'
+      - series: 'openwebui_gate_held_requests{job="openwebui-exporter", instance="a", backend="small"}'
+        values: '0 1 1 0 1 1 0'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: OpenWebUIGateRequestHeldTooLong
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: OpenWebUIGateRequestHeldTooLong
+        exp_alerts:
+          - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big}
+      - eval_time: 6m
+        alertname: OpenWebUIGateRequestHeldTooLong
+        exp_alerts: []
+
+  # Asleep for 10 minutes: big with demand 1 (KEDA does not scale it); small
+  # asleep with demand 0 (as it should be); medium starting with demand 1
+  # (KEDA scaled it, the pod is on its way).
+  - interval: 1m
+    input_series:
+      - series: 'openwebui_gate_backend_state{job="openwebui-exporter", instance="a", backend="big", state="asleep"}'
+        values: '1x15'
+      - series: 'openwebui_backend_demand{job="openwebui-exporter", instance="a", backend="big"}'
+        values: '1x15'
+      - series: 'openwebui_gate_backend_state{job="openwebui-exporter", instance="a", backend="small", state="asleep"}'
+        values: '1x15'
+      - series: 'openwebui_backend_demand{job="openwebui-exporter", instance="a", backend="small"}'
+        values: '0x15'
+      - series: 'openwebui_gate_backend_state{job="openwebui-exporter", instance="a", backend="medium", state="asleep"}'
+        values: '0x15'
+      - series: 'openwebui_gate_backend_state{job="openwebui-exporter", instance="a", backend="medium", state="starting"}'
+        values: '1x15'
+      - series: 'openwebui_backend_demand{job="openwebui-exporter", instance="a", backend="medium"}'
+        values: '1x15'
+    alert_rule_test:
+      - eval_time: 9m
+        alertname: OpenWebUIGateAsleepWithDemand
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: OpenWebUIGateAsleepWithDemand
+        exp_alerts:
+          - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big, state: asleep}
+
+  # Hold timeouts: big had one at minute 6, summed over two gate replicas
+  # (a saw none); small never. An hour later it is quiet again.
+  - interval: 1m
+    input_series:
+      - series: 'openwebui_gate_requests_total{job="openwebui-exporter", instance="a", backend="big", outcome="hold_timeout"}'
+        values: '0x100'
+      - series: 'openwebui_gate_requests_total{job="openwebui-exporter", instance="b", backend="big", outcome="hold_timeout"}'
+        values: '0x5 1x95'
+      - series: 'openwebui_gate_requests_total{job="openwebui-exporter", instance="a", backend="small", outcome="hold_timeout"}'
+        values: '0x100'
+      - series: 'openwebui_gate_requests_total{job="openwebui-exporter", instance="a", backend="small", outcome="delivered"}'
+        values: '0+1x100'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: OpenWebUIGateHoldTimeouts
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: OpenWebUIGateHoldTimeouts
+        exp_alerts:
+          - exp_labels: {severity: warning, job: openwebui-exporter, backend: big}
+      - eval_time: 90m
+        alertname: OpenWebUIGateHoldTimeouts
+        exp_alerts: []
+
+  # A learning wake that does not end (big, 10 minutes); small learnt its
+  # lists at minute 4.
+  - interval: 1m
+    input_series:
+      - series: 'openwebui_gate_learning{job="openwebui-exporter", instance="a", backend="big"}'
+        values: '1x15'
+      - series: 'openwebui_gate_lists_known{job="openwebui-exporter", instance="a", backend="big"}'
+        values: '0x15'
+      - series: 'openwebui_gate_learning{job="openwebui-exporter", instance="a", backend="small"}'
+        values: '1x3 0x12'
+      - series: 'openwebui_gate_lists_known{job="openwebui-exporter", instance="a", backend="small"}'
+        values: '0x3 1x12'
+    alert_rule_test:
+      - eval_time: 9m
+        alertname: OpenWebUIGateLearningStuck
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: OpenWebUIGateLearningStuck
+        exp_alerts:
+          - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big}
+
+  # Replicas of big, which is up: 10.0.0.1 refuses; 10.0.0.2 refuses but
+  # drains (preStop); 10.0.0.3 serves. Pool small is asleep: its replica
+  # refusing is the pool sleeping, not a fault.
+  - interval: 1m
+    input_series:
+      - series: 'openwebui_gate_backend_state{job="openwebui-exporter", instance="a", backend="big", state="up"}'
+        values: '1x10'
+      - series: 'openwebui_gate_replica_up{job="openwebui-exporter", instance="a", backend="big", replica="10.0.0.1:11434"}'
+        values: '0x10'
+      - series: 'openwebui_gate_replica_draining{job="openwebui-exporter", instance="a", backend="big", replica="10.0.0.1:11434"}'
+        values: '0x10'
+      - series: 'openwebui_gate_replica_up{job="openwebui-exporter", instance="a", backend="big", replica="10.0.0.2:11434"}'
+        values: '0x10'
+      - series: 'openwebui_gate_replica_draining{job="openwebui-exporter", instance="a", backend="big", replica="10.0.0.2:11434"}'
+        values: '1x10'
+      - series: 'openwebui_gate_replica_up{job="openwebui-exporter", instance="a", backend="big", replica="10.0.0.3:11434"}'
+        values: '1x10'
+      - series: 'openwebui_gate_backend_state{job="openwebui-exporter", instance="a", backend="small", state="up"}'
+        values: '0x10'
+      - series: 'openwebui_gate_replica_up{job="openwebui-exporter", instance="a", backend="small", replica="10.0.1.1:11434"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: OpenWebUIGateReplicaRefusing
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: OpenWebUIGateReplicaRefusing
+        exp_alerts:
+          - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big, replica: "10.0.0.1:11434"}
 `

@@ -96,13 +96,13 @@ var chartCases = []struct {
 		extraKinds: []string{"PodDisruptionBudget", "Certificate", "Issuer", "TriggerAuthentication"}}},
 	{name: "63-character fullnameOverride, gate backends", set: []string{"fullnameOverride=" + longName, "openwebui.existingSecret=s",
 		"keda.enabled=true", "keda.trigger=push", "web.tls.enabled=true", "web.basicAuth.enabled=true", "web.basicAuth.prometheus.password=p",
-		"serviceMonitor.enabled=true", "grafanaDashboard.enabled=true", "gate.enabled=true",
+		"serviceMonitor.enabled=true", "grafanaDashboard.enabled=true", "prometheusRule.enabled=true", "gate.enabled=true",
 		"gate.backends[0].name=small", "gate.backends[0].url=http://ollama-small.open-webui.svc:11434", "gate.backends[0].scaleTargetRef.name=ollama-small",
 		"gate.backends[1].name=" + strings.Repeat("b", 32), "gate.backends[1].url=http://ollama-big.open-webui.svc:11434", "gate.backends[1].scaleTargetRef.name=ollama-big",
 		"gate.backends[1].wake=request"}, want: expect{
 		trigger: "external-push", basicAuth: true, webTLS: true, grpcTLS: true, minReplicas: 2, external: set("s"),
 		gate: true, backends: []string{"small", strings.Repeat("b", 32)},
-		extraKinds: []string{"PodDisruptionBudget", "Certificate", "Issuer", "TriggerAuthentication", "ServiceMonitor", "ConfigMap"}}},
+		extraKinds: []string{"PodDisruptionBudget", "Certificate", "Issuer", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule", "ConfigMap"}}},
 
 	// The wake gate (issues 17 and 18).
 	{name: "gate", values: "gate-values.yaml", want: expect{

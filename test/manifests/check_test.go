@@ -414,6 +414,7 @@ func checkSetup(t *testing.T, s setup, want expect) {
 		if !found {
 			t.Errorf("%s: no exporter-down alert on up{job=%q}", d, svc.Name)
 		}
+		checkGateAlerts(t, d.String(), rule, want.gate)
 	}
 
 	// The dashboard is the one of examples/grafana.
@@ -821,5 +822,40 @@ func checkNothingDangles(t *testing.T, s setup) {
 		if name := d.Obj.(*cmv1.Certificate).Spec.SecretName; !used[name] {
 			t.Errorf("%s: nothing reads its Secret %s", d, name)
 		}
+	}
+}
+
+// gateRulesFile is the gate's rule group, which the chart includes as it
+// stands and test/e2e tests with promtool.
+const gateRulesFile = "charts/openwebui-exporter/alerts/gate.rules.yaml"
+
+// checkGateAlerts: with the gate, the PrometheusRule carries the group of
+// gateRulesFile unchanged; without it, no gate alerts.
+func checkGateAlerts(t *testing.T, where string, rule *monitoringv1.PrometheusRule, gate bool) {
+	t.Helper()
+	raw, err := os.ReadFile(repoRoot + "/" + gateRulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []monitoringv1.RuleGroup `json:"groups"`
+	}
+	if err := sigsyaml.UnmarshalStrict(raw, &file); err != nil || len(file.Groups) != 1 {
+		t.Fatalf("%s: want one rule group: %v", gateRulesFile, err)
+	}
+	want := file.Groups[0]
+	var got *monitoringv1.RuleGroup
+	for i := range rule.Spec.Groups {
+		if rule.Spec.Groups[i].Name == want.Name {
+			got = &rule.Spec.Groups[i]
+		}
+	}
+	switch {
+	case !gate && got != nil:
+		t.Errorf("%s: the gate's alerts (group %s) without the gate", where, want.Name)
+	case gate && got == nil:
+		t.Errorf("%s: no group %s: the gate's alerts are missing", where, want.Name)
+	case gate && !reflect.DeepEqual(*got, want):
+		t.Errorf("%s: group %s differs from %s:\n got %+v\nwant %+v", where, want.Name, gateRulesFile, *got, want)
 	}
 }
