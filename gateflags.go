@@ -27,6 +27,7 @@ type gateFlags struct {
 	maxHeldBytes  *units.Base2Bytes
 	stateFile     *string
 	peers         *string
+	drainTimeout  *time.Duration
 }
 
 // defaultHoldTimeout covers a pod start, an image pull and Ollama's own
@@ -42,9 +43,10 @@ func addGateFlags(app *kingpin.Application) *gateFlags {
 		backends:      app.Flag("gate.backend", "The backend behind the gate: URL (one backend, served at /), or NAME=URL[,wake=arrival|request][,idle=DURATION][,warm=auto|off|MODEL[+MODEL...]][,max-loaded=N] (served under /NAME/; repeatable). wake=arrival (default): woken by people arriving in Open WebUI; wake=request: woken only by requests for it, asleep once none came within idle (default 10m). warm: which models the gate loads into Ollama as soon as it answers after a wake, and when a known person arrives (auto, the default for wake=arrival: what its people used last; off, the default for wake=request; or a list); max-loaded (default 1): how many models auto keeps loaded at once. See docs/warming.md.").PlaceHolder("[NAME=]URL[,wake=...][,idle=...][,warm=...]").Strings(),
 		holdTimeout:   app.Flag("gate.hold-timeout", "How long a request is held while its backend sleeps or starts, before it gets an error (504).").Default(defaultHoldTimeout).Duration(),
 		maxHeld:       app.Flag("gate.max-held", "Requests held at once over all backends; more get a 503.").Default("1000").Int(),
-		maxHeldBytes:  app.Flag("gate.max-held-bytes", "Bytes of held request bodies at once over all backends (e.g. 256MiB); a request past it gets a 503.").Default("256MiB").Bytes(),
+		maxHeldBytes:  app.Flag("gate.max-held-bytes", "Bytes of held requests (headers and bodies) at once over all backends (e.g. 256MiB); a request past it gets a 503.").Default("256MiB").Bytes(),
 		stateFile:     app.Flag("gate.state-file", "File where the backends' model lists are kept across restarts, so that a gate started while the backend sleeps still lists its models; none when empty.").Default("").String(),
 		peers:         app.Flag("gate.peers", "HOST:PORT of a headless Service of every gate replica: each replica adds the others' held and in-flight requests to its own, so KEDA sees a request held by any replica through whichever it asks.").Default("").String(),
+		drainTimeout:  app.Flag("gate.drain-timeout", "After SIGTERM, how long the gate keeps delivering what it holds and streams (still serving, counted by KEDA and its peers, but not ready); then what it still holds gets a 503 and it exits. A second SIGTERM ends the drain at once. 0 (default): --gate.hold-timeout plus 30s. Kubernetes' terminationGracePeriodSeconds must be longer (the chart's gate.terminationGracePeriodSeconds sets both).").Default("0s").Duration(),
 	}
 }
 
@@ -52,8 +54,8 @@ func addGateFlags(app *kingpin.Application) *gateFlags {
 // people tells it who is here and Open WebUI's default models, for warming.
 func newGate(f *gateFlags, people gate.People, logger log.Logger) (*gate.Gate, error) {
 	if *f.listenAddress == "" {
-		if len(*f.backends) > 0 || *f.stateFile != "" || *f.peers != "" {
-			return nil, errors.New("--gate.backend, --gate.state-file and --gate.peers need --gate.listen-address")
+		if len(*f.backends) > 0 || *f.stateFile != "" || *f.peers != "" || *f.drainTimeout != 0 {
+			return nil, errors.New("--gate.backend, --gate.state-file, --gate.peers and --gate.drain-timeout need --gate.listen-address")
 		}
 		return nil, nil
 	}
@@ -68,6 +70,9 @@ func newGate(f *gateFlags, people gate.People, logger log.Logger) (*gate.Gate, e
 	}
 	if *f.maxHeldBytes < units.KiB {
 		return nil, fmt.Errorf("--gate.max-held-bytes must be at least 1KiB, got %s", *f.maxHeldBytes)
+	}
+	if *f.drainTimeout < 0 || *f.drainTimeout > 25*time.Hour {
+		return nil, fmt.Errorf("--gate.drain-timeout must be between 0 (--gate.hold-timeout plus 30s) and 25h, got %s", *f.drainTimeout)
 	}
 	if *f.peers != "" {
 		if _, _, err := net.SplitHostPort(*f.peers); err != nil {
@@ -98,26 +103,48 @@ func newGate(f *gateFlags, people gate.People, logger log.Logger) (*gate.Gate, e
 	return g, nil
 }
 
-// gateShutdownTimeout is how long answers that are still streaming through
-// the gate get at shutdown: within Kubernetes' default 30 s grace period.
-const gateShutdownTimeout = 25 * time.Second
+// drainTimeout is --gate.drain-timeout, with 0 meaning the hold timeout plus
+// 30 s: a request held just before SIGTERM can wait its whole hold and still
+// stream a short answer.
+func (f *gateFlags) drain() time.Duration {
+	if *f.drainTimeout == 0 {
+		return *f.holdTimeout + 30*time.Second
+	}
+	return *f.drainTimeout
+}
+
+// Timings of the gate's shutdown (see gateServer.shutdown).
+const (
+	// drainSettle: the least a draining gate serves on, for requests that were
+	// routed to it before Kubernetes took it out of its Service (the endpoint
+	// change takes a moment to reach every node), so the pod needs no preStop
+	// sleep (its image has no shell).
+	drainSettle = 5 * time.Second
+	// answerGrace: for the answers EndDrain writes (503, 504) to reach their
+	// clients before the connections are closed.
+	answerGrace = 2 * time.Second
+)
 
 // gateServer serves the gate on its own port. Plain HTTP, like Ollama; no
 // read or write timeout, since an answer may stream for minutes.
 type gateServer struct {
-	gate     *gate.Gate
-	server   *http.Server
-	listener net.Listener
+	gate         *gate.Gate
+	server       *http.Server
+	listener     net.Listener
+	drainTimeout time.Duration
+	stopRun      context.CancelFunc
+	runDone      chan struct{}
 }
 
-func listenGate(address string, g *gate.Gate, errorLog *slog.Logger) (*gateServer, error) {
+func listenGate(address string, g *gate.Gate, drainTimeout time.Duration, errorLog *slog.Logger) (*gateServer, error) {
 	ln, err := net.Listen("tcp", address)
 	if err != nil {
 		return nil, fmt.Errorf("--gate.listen-address: %w", err)
 	}
 	return &gateServer{
-		gate:     g,
-		listener: ln,
+		gate:         g,
+		listener:     ln,
+		drainTimeout: drainTimeout,
 		server: &http.Server{
 			Handler:           g,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -127,24 +154,69 @@ func listenGate(address string, g *gate.Gate, errorLog *slog.Logger) (*gateServe
 	}, nil
 }
 
-// serve runs the gate's probes and serves until ctx ends, then lets what
-// streams finish (at most gateShutdownTimeout).
-func (s *gateServer) serve(ctx context.Context, logger log.Logger) error {
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
-	go s.gate.Run(runCtx)
-	served := make(chan error, 1)
-	go func() { served <- s.server.Serve(s.listener) }()
-	select {
-	case err := <-served:
-		return fmt.Errorf("wake gate: %w", err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), gateShutdownTimeout)
+// start runs the gate's probes and peer exchange and serves; a failure to
+// serve goes to served.
+func (s *gateServer) start(served chan<- error) {
+	var runCtx context.Context
+	runCtx, s.stopRun = context.WithCancel(context.Background())
+	s.runDone = make(chan struct{})
+	go func() {
+		defer close(s.runDone)
+		s.gate.Run(runCtx)
+	}()
+	go func() {
+		if err := s.server.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
+			served <- fmt.Errorf("wake gate: %w", err)
+		}
+	}()
+}
+
+// shutdown drains the gate, while the caller keeps the exporter's other
+// servers up (KEDA reads this replica's demand there meanwhile), then stops
+// it. See docs/gate.md, "Stopping: the drain":
+//
+//  1. Not ready (out of the Service), no more keep-alive (clients reconnect
+//     to another replica), everything still served, at least drainSettle.
+//  2. Until nothing is held or in flight, or the drain timeout (or again, a
+//     second signal): the listener stays open, so peers still read
+//     /_gate/demand and late requests are served.
+//  3. The listener closes; what is still held or waits for an answer at the
+//     deadline is answered (EndDrain), streams are cut.
+func (s *gateServer) shutdown(again context.Context, logger log.Logger) {
+	start := time.Now()
+	deadline, cancel := context.WithTimeout(context.Background(), s.drainTimeout)
 	defer cancel()
-	if err := s.server.Shutdown(shutdownCtx); err != nil {
-		level.Warn(logger).Log("msg", "answers still streaming through the gate were cut at shutdown", "err", err)
-		s.server.Close()
+	stopAgain := context.AfterFunc(again, cancel)
+	defer stopAgain()
+
+	s.gate.Drain()
+	s.server.SetKeepAlivesEnabled(false)
+	held, inFlight := s.gate.Pending()
+	level.Info(logger).Log("msg", "draining the wake gate: not ready, still serving and counted, until nothing is held or in flight (a second SIGTERM ends the drain now)",
+		"held", held, "in_flight", inFlight, "drain_timeout", s.drainTimeout)
+	settle := time.NewTimer(min(drainSettle, s.drainTimeout))
+	select {
+	case <-settle.C:
+	case <-deadline.Done():
+		settle.Stop()
 	}
-	return nil
+	_ = s.gate.WaitDrained(deadline)
+	// Closes the listener; new connections are refused from here on. Waits
+	// for requests that came late, still within the deadline.
+	if err := s.server.Shutdown(deadline); err != nil {
+		held, inFlight := s.gate.Pending()
+		level.Warn(logger).Log("msg", "the drain ended before everything was delivered: held requests get a 503, requests without an answer yet a 504, streams are cut",
+			"held", held, "in_flight", inFlight, "after", time.Since(start).Round(time.Millisecond))
+		s.gate.EndDrain()
+		grace, cancelGrace := context.WithTimeout(context.Background(), answerGrace)
+		defer cancelGrace()
+		if err := s.server.Shutdown(grace); err != nil {
+			s.server.Close()
+		}
+	} else {
+		level.Info(logger).Log("msg", "the wake gate drained: everything it held was delivered", "after", time.Since(start).Round(time.Millisecond))
+	}
+	s.gate.EndDrain() // nothing left to answer; ends the drain's context
+	s.stopRun()
+	<-s.runDone
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
@@ -25,6 +26,9 @@ func TestGateFlags(t *testing.T) {
 		{name: "max held 0", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.max-held=0"}, wantErr: "--gate.max-held must be at least 1, got 0"},
 		{name: "max held bytes tiny", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.max-held-bytes=10B"}, wantErr: "--gate.max-held-bytes must be at least 1KiB"},
 		{name: "peers without a port", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.peers=gate-headless"}, wantErr: "--gate.peers: want HOST:PORT"},
+		{name: "drain timeout needs the listen address", args: []string{"--gate.drain-timeout=1m"}, wantErr: "need --gate.listen-address"},
+		{name: "drain timeout negative", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.drain-timeout=-1s"}, wantErr: "--gate.drain-timeout must be between 0 (--gate.hold-timeout plus 30s) and 25h, got -1s"},
+		{name: "drain timeout too long", args: []string{"--gate.listen-address=:0", "--gate.backend=http://o:1", "--gate.drain-timeout=26h"}, wantErr: "--gate.drain-timeout must be between"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			app := kingpin.New("test", "")
@@ -60,5 +64,27 @@ func TestGateFlagDefaults(t *testing.T) {
 	}
 	if *f.maxHeld != 1000 || int64(*f.maxHeldBytes) != 256<<20 {
 		t.Errorf("bounds default = %d requests, %d bytes; want 1000, 256MiB", *f.maxHeld, int64(*f.maxHeldBytes))
+	}
+}
+
+// The drain outlasts a whole hold by default: a request held just before
+// SIGTERM can wait its hold timeout and still stream a short answer.
+func TestGateDrainTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 5*time.Minute + 30*time.Second},
+		{[]string{"--gate.hold-timeout=10m"}, 10*time.Minute + 30*time.Second},
+		{[]string{"--gate.drain-timeout=350s"}, 350 * time.Second},
+	} {
+		app := kingpin.New("test", "")
+		f := addGateFlags(app)
+		if _, err := app.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.drain(); got != tc.want {
+			t.Errorf("%v: drain timeout %s, want %s", tc.args, got, tc.want)
+		}
 	}
 }

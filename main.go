@@ -44,7 +44,7 @@ func main() {
 		// Hidden: a simulation on a compressed clock (bench/simday) serves a
 		// Date hours ahead of the host's; nobody else should widen it.
 		maxClockSkew   = app.Flag("openwebui.max-clock-skew", "Only for simulations on a compressed clock: how far Open WebUI's clock may be from this host's; 0 (default) is 30s, with the idle-tab policy a quarter of its timeout (2s to 30s).").Hidden().Default("0s").Duration()
-		updateInterval = app.Flag("openwebui.status-update-interval", "The value of Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, if set there (0 when unset).").Default("0s").Duration()
+		updateInterval = app.Flag("openwebui.status-update-interval", "Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, in seconds (300) or as a duration (5m); 0 (default) when unset there. 0 to 1h. Needs --openwebui.count-mode=admin above 0, which then counts users active within 180s plus this (and notices a throttle it was not told of).").Default("0").String()
 		caFile         = app.Flag("openwebui.tls.ca-file", "PEM file of the CA that signs Open WebUI's certificate (default: the system's CAs).").String()
 		insecureTLS    = app.Flag("openwebui.tls.insecure-skip-verify", "Do not verify Open WebUI's TLS certificate. Insecure: anybody in between can read the token.").Bool()
 		maxStale       = app.Flag("cache.max-stale", "How old a good count may be and still be answered when a refresh takes over 250ms or Open WebUI fails; 0 makes readers wait for the refresh.").Default("2m").Duration()
@@ -95,8 +95,9 @@ func main() {
 	if *timeout <= 0 {
 		fail("--openwebui.timeout must be positive, got %s", *timeout)
 	}
-	if *updateInterval < 0 || *updateInterval > openwebui.ActivityWindow-time.Minute {
-		fail("--openwebui.status-update-interval must be between 0 and 2m (the exporter must re-stamp its own account within Open WebUI's 180s window), got %s", *updateInterval)
+	statusUpdateInterval, err := parseStatusUpdateInterval(*updateInterval, openwebui.Mode(*countMode))
+	if err != nil {
+		fail("--openwebui.status-update-interval: %v", err)
 	}
 	if err := checkTelemetryPath(*telemetryPath); err != nil {
 		fail("--web.telemetry-path: %v", err)
@@ -115,7 +116,7 @@ func main() {
 		BaseURL:              upstream,
 		Token:                token,
 		Mode:                 openwebui.Mode(*countMode),
-		StatusUpdateInterval: *updateInterval,
+		StatusUpdateInterval: statusUpdateInterval,
 		UserAgent:            wiring.Name + "/" + version.Version,
 		HTTPClient:           httpClient,
 		Logger:               logger,
@@ -145,7 +146,7 @@ func main() {
 	}
 	var gateSrv *gateServer
 	if wakeGate != nil {
-		if gateSrv, err = listenGate(*gateOpts.listenAddress, wakeGate, toolkitLogger); err != nil {
+		if gateSrv, err = listenGate(*gateOpts.listenAddress, wakeGate, gateOpts.drain(), toolkitLogger); err != nil {
 			fail("%v", err)
 		}
 		for _, b := range wakeGate.Backends() {
@@ -174,16 +175,8 @@ func main() {
 	go func() {
 		served <- web.ListenAndServe(server, webConfig, toolkitLogger)
 	}()
-	gateDone := make(chan struct{})
 	if gateSrv != nil {
-		go func() {
-			defer close(gateDone)
-			if err := gateSrv.serve(ctx, logger); err != nil {
-				served <- err
-			}
-		}()
-	} else {
-		close(gateDone)
+		gateSrv.start(served)
 	}
 	if grpcServer != nil {
 		go func() {
@@ -197,6 +190,13 @@ func main() {
 		fail("serving: %v", err)
 	case <-ctx.Done():
 	}
+	if gateSrv != nil {
+		// The gate drains first, while /active_users, /metrics and the gRPC
+		// scaler keep serving its demand to KEDA. A second signal ends it.
+		again, stopAgain := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		gateSrv.shutdown(again, logger)
+		stopAgain()
+	}
 	// Stop accepting, let in-flight requests finish, and be gone well within
 	// Kubernetes' grace period.
 	level.Info(logger).Log("msg", "shutting down")
@@ -209,7 +209,6 @@ func main() {
 		level.Warn(logger).Log("msg", "in-flight requests did not finish in time", "err", err)
 		server.Close()
 	}
-	<-gateDone // answers streaming through the gate get longer (gateShutdownTimeout)
 }
 
 // idlePolicy validates --activity.idle-timeout; nil when it is off.
@@ -338,6 +337,27 @@ func tokenSource(file string, logger log.Logger) (func() (string, error), error)
 		return t, nil
 	}
 	return nil, fmt.Errorf("no Open WebUI token: set env TOKEN or --openwebui.token-file to an API key (sk-...) or JWT")
+}
+
+// parseStatusUpdateInterval reads --openwebui.status-update-interval like
+// Open WebUI reads DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL (seconds,
+// fractions allowed), or as a duration, and checks that mode can count
+// under it.
+func parseStatusUpdateInterval(raw string, mode openwebui.Mode) (time.Duration, error) {
+	raw = strings.TrimSpace(raw)
+	var d time.Duration
+	if secs, err := strconv.ParseFloat(raw, 64); err == nil {
+		if !(secs >= 0 && secs <= openwebui.MaxStatusUpdateInterval.Seconds()) { // also rejects NaN
+			return 0, fmt.Errorf("want 0 to %g seconds, got %q", openwebui.MaxStatusUpdateInterval.Seconds(), raw)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	} else if d, err = time.ParseDuration(raw); err != nil {
+		return 0, fmt.Errorf("want seconds (300) or a duration (5m), got %q", raw)
+	}
+	if err := openwebui.CheckStatusUpdateInterval(mode, d); err != nil {
+		return 0, err
+	}
+	return d, nil
 }
 
 // parseTTL accepts the old scaler's plain seconds ("60") and durations ("60s", "1m").

@@ -42,6 +42,45 @@ func TestParseTTL(t *testing.T) {
 	}
 }
 
+// Any interval Open WebUI accepts, 0 to an hour, in seconds or as a
+// duration (issue 22); usage mode refuses all but 0 and names the fix.
+func TestParseStatusUpdateInterval(t *testing.T) {
+	cases := []struct {
+		in      string
+		mode    openwebui.Mode
+		want    time.Duration
+		wantErr string
+	}{
+		{"0", openwebui.ModeUsage, 0, ""},
+		{"0s", openwebui.ModeUsage, 0, ""},
+		{"300", openwebui.ModeAdmin, 300 * time.Second, ""}, // as in Open WebUI's env
+		{"500", openwebui.ModeAdmin, 500 * time.Second, ""},
+		{"2.5", openwebui.ModeAdmin, 2500 * time.Millisecond, ""}, // Open WebUI parses a float
+		{"5m", openwebui.ModeAdmin, 5 * time.Minute, ""},
+		{"240s", openwebui.ModeAdmin, 240 * time.Second, ""}, // refused before issue 22
+		{"1h", openwebui.ModeAdmin, time.Hour, ""},
+		{"3600", openwebui.ModeAdmin, time.Hour, ""},
+		{"3601", openwebui.ModeAdmin, 0, "want 0 to 3600 seconds"},
+		{"1h1s", openwebui.ModeAdmin, 0, "must be between 0 and 1h0m0s"},
+		{"-1", openwebui.ModeAdmin, 0, "want 0 to 3600 seconds"},
+		{"-5s", openwebui.ModeAdmin, 0, "must be between 0 and 1h0m0s"},
+		{"NaN", openwebui.ModeAdmin, 0, "want 0 to 3600 seconds"},
+		{"five minutes", openwebui.ModeAdmin, 0, "want seconds (300) or a duration (5m)"},
+		{"", openwebui.ModeAdmin, 0, "want seconds"},
+		{"300", openwebui.ModeUsage, 0, "use --openwebui.count-mode=admin"},
+		{"60", openwebui.ModeUsage, 0, "use --openwebui.count-mode=admin"},
+	}
+	for _, tc := range cases {
+		got, err := parseStatusUpdateInterval(tc.in, tc.mode)
+		if tc.wantErr == "" && (err != nil || got != tc.want) {
+			t.Errorf("%q in %s mode: got (%s, %v), want %s", tc.in, tc.mode, got, err, tc.want)
+		}
+		if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%q in %s mode: got (%s, %v), want the error %q", tc.in, tc.mode, got, err, tc.wantErr)
+		}
+	}
+}
+
 func TestParseBaseURL(t *testing.T) {
 	for _, ok := range []string{"http://open-webui:8080", "https://chat.example.com/", "http://127.0.0.1:3000/prefix"} {
 		if _, err := parseBaseURL(ok); err != nil {

@@ -35,6 +35,7 @@ type Collector struct {
 	versionInfo    *prometheus.Desc
 	lastSuccess    *prometheus.Desc
 	skippedRows    *prometheus.Desc
+	writeInterval  *prometheus.Desc
 }
 
 // New returns a Collector reading from source.
@@ -58,6 +59,8 @@ func New(source Source) *Collector {
 			"When the count now served was fetched from Open WebUI, in seconds since the epoch; alert on time() minus this.", nil, nil),
 		skippedRows: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "skipped_rows_total"),
 			"Rows of Open WebUI's answers skipped as unreadable (a chat's updated_at in milliseconds, an analytics entry of the wrong shape), by reason; one user's bad row does not fail the count. Only with the idle-tab policy.", []string{"reason"}, nil),
+		writeInterval: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "activity_write_interval_seconds"),
+			"The interval of Open WebUI's activity-write throttle (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL) the count assumed: --openwebui.status-update-interval, or what the exporter saw of its own writes if longer (3600 while it sees the throttle but cannot measure it). Admin mode counts users written within 180 s plus this; usage mode, only once it saw a throttle, answers its largest count of the last 180 s plus this."+cached, nil, nil),
 	}
 }
 
@@ -71,6 +74,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.versionInfo
 	ch <- c.lastSuccess
 	ch <- c.skippedRows
+	ch <- c.writeInterval
 }
 
 // Collect implements prometheus.Collector. The count is left out, never sent
@@ -112,6 +116,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.TotalUsers >= 0 {
 		send(c.users, prometheus.GaugeValue, float64(s.TotalUsers))
+	}
+	if s.TotalUsers >= 0 || s.WriteInterval > 0 {
+		send(c.writeInterval, prometheus.GaugeValue, s.WriteInterval.Seconds())
 	}
 	if s.Version != "" {
 		send(c.versionInfo, prometheus.GaugeValue, 1, s.Version)

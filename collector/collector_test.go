@@ -380,8 +380,8 @@ func TestMetricsLintClean(t *testing.T) {
 		for _, p := range problems {
 			t.Errorf("%s mode: lint: %s: %s", mode, p.Metric, p.Text)
 		}
-		if n := testutil.CollectAndCount(s.metrics); n != 6 && mode == openwebui.ModeAdmin {
-			t.Errorf("admin mode exposes %d metrics, want 6 (up, active_users, users, scrape duration, version info, last success)", n)
+		if n := testutil.CollectAndCount(s.metrics); n != 7 && mode == openwebui.ModeAdmin {
+			t.Errorf("admin mode exposes %d metrics, want 7 (up, active_users, users, scrape duration, version info, last success, activity write interval)", n)
 		}
 	}
 }

@@ -23,7 +23,7 @@ type Demand interface {
 
 // gateStates are the states openwebui_gate_backend_state always has a
 // series for, so that a query for one of them never finds nothing.
-var gateStates = []gate.State{gate.StateUnknown, gate.StateAsleep, gate.StateStarting, gate.StateUp}
+var gateStates = []gate.State{gate.StateUnknown, gate.StateAsleep, gate.StateStarting, gate.StateUp, gate.StateMisconfigured}
 
 // GateCollector exposes the wake gate's state and what KEDA gets for each
 // of its backends.
@@ -34,6 +34,7 @@ type GateCollector struct {
 
 	state, held, heldBytes, inFlight, hold, requests, backendDemand *prometheus.Desc
 	warmups, warmupDuration, warmModels                             *prometheus.Desc
+	learning, listsKnown                                            *prometheus.Desc
 }
 
 // NewGate returns the gate's collector. timeout bounds how long Collect
@@ -47,17 +48,21 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 		demand:  d,
 		timeout: timeout,
 		state: desc("backend_state",
-			"The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet).", "backend", "state"),
+			"The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet), misconfigured (TLS fails: requests are answered at once, not held).", "backend", "state"),
 		held: desc("held_requests",
 			"Requests this replica holds until the backend answers.", "backend"),
 		heldBytes: desc("held_request_bytes",
-			"Bytes of the bodies of the requests this replica holds (bounded by --gate.max-held-bytes over all backends).", "backend"),
+			"Bytes of the requests this replica holds, headers and bodies (bounded by --gate.max-held-bytes over all backends).", "backend"),
 		inFlight: desc("inflight_requests",
 			"Requests passing through this replica to the backend right now, streaming answers included (model lists excluded).", "backend"),
 		hold: desc("hold_duration_seconds",
 			"How long requests were held before they went on, timed out or their client went away.", "backend"),
 		requests: desc("requests_total",
-			"Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet).", "backend", "outcome"),
+			"Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet), shutdown (the replica's drain ended first).", "backend", "outcome"),
+		learning: desc("learning",
+			"1 while a learning wake is under way for the backend (a model list never seen was asked while it slept: demand without anything held), else 0. It ends when the backend is up, or after --gate.hold-timeout (then /_gate/status says not_learnable).", "backend"),
+		listsKnown: desc("lists_known",
+			"1 once this replica has the backend's model list (/api/tags or /v1/models, learned or from the state file), else 0.", "backend"),
 		warmups: desc("warmups_total",
 			"Models the gate loaded before a message needed them (--gate.backend warm=), by outcome: loaded (Ollama answered done_reason load), failed (logged; not tried again until the next wake), skipped (auto: max-loaded models were loaded already).", "backend", "model", "outcome"),
 		warmupDuration: desc("warmup_duration_seconds",
@@ -71,7 +76,7 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 
 // Describe implements prometheus.Collector.
 func (c *GateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.held, c.heldBytes, c.inFlight, c.hold, c.requests, c.backendDemand, c.warmups, c.warmupDuration, c.warmModels} {
+	for _, d := range []*prometheus.Desc{c.state, c.held, c.heldBytes, c.inFlight, c.hold, c.requests, c.backendDemand, c.learning, c.listsKnown, c.warmups, c.warmupDuration, c.warmModels} {
 		ch <- d
 	}
 }
@@ -85,6 +90,8 @@ func (c *GateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(b.Held), b.Name)
 		ch <- prometheus.MustNewConstMetric(c.heldBytes, prometheus.GaugeValue, float64(b.HeldBytes), b.Name)
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(b.InFlight), b.Name)
+		ch <- prometheus.MustNewConstMetric(c.learning, prometheus.GaugeValue, boolValue(b.Learning), b.Name)
+		ch <- prometheus.MustNewConstMetric(c.listsKnown, prometheus.GaugeValue, boolValue(b.ListsKnown), b.Name)
 		ch <- prometheus.MustNewConstHistogram(c.hold, b.Hold.Count, b.Hold.Sum, buckets(b.Hold), b.Name)
 		outcomes := make([]string, 0, len(b.Requests))
 		for o := range b.Requests {

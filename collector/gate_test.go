@@ -79,13 +79,15 @@ openwebui_backend_demand{backend="big"} 1
 
 	c := collector.NewGate(stats, backendDemand{"small": 3, "big": 1}, time.Second)
 	want := `
-# HELP openwebui_gate_backend_state The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet).
+# HELP openwebui_gate_backend_state The backend's state as this gate replica sees it: 1 for the current one of asleep (connections refused), starting (no HTTP answer yet), up (its readiness probe answers), unknown (not probed yet), misconfigured (TLS fails: requests are answered at once, not held).
 # TYPE openwebui_gate_backend_state gauge
 openwebui_gate_backend_state{backend="big",state="asleep"} 0
+openwebui_gate_backend_state{backend="big",state="misconfigured"} 0
 openwebui_gate_backend_state{backend="big",state="starting"} 1
 openwebui_gate_backend_state{backend="big",state="unknown"} 0
 openwebui_gate_backend_state{backend="big",state="up"} 0
 openwebui_gate_backend_state{backend="small",state="asleep"} 0
+openwebui_gate_backend_state{backend="small",state="misconfigured"} 0
 openwebui_gate_backend_state{backend="small",state="starting"} 0
 openwebui_gate_backend_state{backend="small",state="unknown"} 0
 openwebui_gate_backend_state{backend="small",state="up"} 1
@@ -93,7 +95,7 @@ openwebui_gate_backend_state{backend="small",state="up"} 1
 # TYPE openwebui_gate_held_requests gauge
 openwebui_gate_held_requests{backend="big"} 1
 openwebui_gate_held_requests{backend="small"} 0
-# HELP openwebui_gate_held_request_bytes Bytes of the bodies of the requests this replica holds (bounded by --gate.max-held-bytes over all backends).
+# HELP openwebui_gate_held_request_bytes Bytes of the requests this replica holds, headers and bodies (bounded by --gate.max-held-bytes over all backends).
 # TYPE openwebui_gate_held_request_bytes gauge
 openwebui_gate_held_request_bytes{backend="big"} 512
 openwebui_gate_held_request_bytes{backend="small"} 0
@@ -113,7 +115,7 @@ openwebui_gate_hold_duration_seconds_bucket{backend="small",le="10"} 1
 openwebui_gate_hold_duration_seconds_bucket{backend="small",le="+Inf"} 1
 openwebui_gate_hold_duration_seconds_sum{backend="small"} 4.5
 openwebui_gate_hold_duration_seconds_count{backend="small"} 1
-# HELP openwebui_gate_requests_total Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet).
+# HELP openwebui_gate_requests_total Requests by outcome: passed (the backend was up), delivered (after a hold), from_memory (a model list while the backend sleeps), hold_timeout, rejected (over --gate.max-held or --gate.max-held-bytes), client_gone (while held), backend_error (the backend failed after the request was sent), learning (no model list learned yet), shutdown (the replica's drain ended first).
 # TYPE openwebui_gate_requests_total counter
 openwebui_gate_requests_total{backend="small",outcome="delivered"} 1
 openwebui_gate_requests_total{backend="small",outcome="from_memory"} 3
@@ -126,5 +128,28 @@ openwebui_gate_requests_total{backend="small",outcome="passed"} 7
 	}
 	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+// A learning wake and whether the gate has a backend's model lists, so that
+// a wake nobody's message asked for can be told on a dashboard.
+func TestGateCollectorLearning(t *testing.T) {
+	stats := gateStats{
+		{Name: "small", State: gate.StateUp, ListsKnown: true, Requests: map[gate.Outcome]uint64{}},
+		{Name: "big", State: gate.StateAsleep, Learning: true, Requests: map[gate.Outcome]uint64{}},
+	}
+	c := collector.NewGate(stats, backendDemand{"small": 0, "big": 1}, time.Second)
+	want := `
+# HELP openwebui_gate_learning 1 while a learning wake is under way for the backend (a model list never seen was asked while it slept: demand without anything held), else 0. It ends when the backend is up, or after --gate.hold-timeout (then /_gate/status says not_learnable).
+# TYPE openwebui_gate_learning gauge
+openwebui_gate_learning{backend="big"} 1
+openwebui_gate_learning{backend="small"} 0
+# HELP openwebui_gate_lists_known 1 once this replica has the backend's model list (/api/tags or /v1/models, learned or from the state file), else 0.
+# TYPE openwebui_gate_lists_known gauge
+openwebui_gate_lists_known{backend="big"} 0
+openwebui_gate_lists_known{backend="small"} 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "openwebui_gate_learning", "openwebui_gate_lists_known"); err != nil {
+		t.Error(err)
 	}
 }

@@ -75,8 +75,6 @@ var wellKnown = map[string]bool{
 // each lands: TestMetricsLandingWithAnotherBranch fails for a name the
 // exporter serves, so none stays here by mistake.
 var metricsLandingWithAnotherBranch = map[string]bool{
-	"openwebui_gate_learning":                  true, // hardening
-	"openwebui_gate_lists_known":               true, // hardening
 	"openwebui_gate_replica_up":                true, // replicas
 	"openwebui_gate_replica_draining":          true, // replicas
 	"openwebui_gate_replica_inflight_requests": true, // replicas

@@ -17,6 +17,7 @@ type backend struct {
 
 	state   State
 	since   time.Time
+	upUntil time.Time // when it last stopped being up (real time; zero: never up and down again)
 	reason  string
 	upCh    chan struct{} // closed while up; list requests that wait to learn select on it
 	known   chan struct{} // closed once the state is no longer unknown
@@ -33,6 +34,10 @@ type backend struct {
 	learning    bool                   // a never-seen list was asked while not up: wants one wake
 	learnPaths  map[string]http.Header // lists to fetch at that wake, with the asking request's headers
 	learnWaiter int                    // list requests waiting to learn now
+	learnGen    int                    // which learning wake is under way (its bound ends only its own)
+	// notLearnable says why a learning wake gave up; until the backend is
+	// next up, lists never seen get a 503 at once, without a wake.
+	notLearnable string
 
 	// wake=request: who was seen within Idle.
 	active     map[string]int       // hashed user -> held/in-flight requests
@@ -53,6 +58,7 @@ func (g *Gate) setState(b *backend, st State, reason string) {
 		level.Info(g.logger).Log("msg", "backend state", "backend", b.name, "from", b.state, "to", st, "reason", reason)
 		if b.state == StateUp {
 			b.upCh = make(chan struct{})
+			b.upUntil = time.Now()
 		}
 		if b.state == StateUnknown {
 			close(b.known)
@@ -64,10 +70,14 @@ func (g *Gate) setState(b *backend, st State, reason string) {
 		}
 	}
 	b.reason = reason
+	if st == StateMisconfigured {
+		g.pump(b) // held requests are answered (the TLS error) rather than kept
+	}
 	if st != StateUp {
 		return
 	}
-	if b.learning {
+	b.notLearnable = ""
+	if b.learning || len(b.learnPaths) > 0 {
 		b.learning = false
 		paths := b.learnPaths
 		b.learnPaths = map[string]http.Header{}
@@ -80,6 +90,11 @@ func (g *Gate) setState(b *backend, st State, reason string) {
 	}
 	g.pump(b)
 }
+
+// sends tells whether requests go to b now rather than wait: while it is up,
+// and while it is misconfigured (each gets the TLS error at once: waiting
+// does not fix it). g.mu held.
+func (b *backend) sends() bool { return b.state == StateUp || b.state == StateMisconfigured }
 
 func (b *backend) kickProbe() {
 	select {

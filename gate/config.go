@@ -50,7 +50,7 @@ type Config struct {
 	Backends     []BackendConfig
 	HoldTimeout  time.Duration     // 0: 5m
 	MaxHeld      int               // 0: 1000
-	MaxHeldBytes int64             // 0: 256 MiB
+	MaxHeldBytes int64             // 0: 256 MiB; held requests' headers and bodies
 	StateFile    string            // "" none
 	Peers        string            // "host:port" of a headless Service; "" none
 	Transport    http.RoundTripper // nil: a tuned clone of http.DefaultTransport

@@ -27,7 +27,7 @@ func (g *Gate) Demand(name string) (Demand, bool) {
 	own := b.ownDemand(now)
 	d := Demand{Held: own.Held, InFlight: own.InFlight, Learning: own.Learning}
 	users := map[string]time.Time{}
-	anon := own.Anonymous
+	anon, unlisted := own.Anonymous, 0
 	for u, age := range own.Users {
 		users[u] = now.Add(-time.Duration(age * float64(time.Second)))
 	}
@@ -44,6 +44,11 @@ func (g *Gate) Demand(name string) (Demand, bool) {
 		d.InFlight += pd.InFlight
 		d.Learning = d.Learning || pd.Learning
 		anon += pd.Anonymous
+		if pd.Users == nil && pd.Recent > pd.Anonymous {
+			// Too many users to list: only their number, which may count a
+			// user seen by this replica too (an upper bound).
+			unlisted += pd.Recent - pd.Anonymous
+		}
 		for u, age := range pd.Users {
 			t := p.atNow.Add(-time.Duration(age * float64(time.Second)))
 			if t.After(users[u]) {
@@ -57,7 +62,7 @@ func (g *Gate) Demand(name string) (Demand, bool) {
 				d.Recent++
 			}
 		}
-		d.Recent += anon
+		d.Recent += anon + unlisted
 	}
 	return d, true
 }
@@ -84,6 +89,7 @@ func (b *backend) ownDemand(now time.Time) BackendDemand {
 	for _, a := range b.anonSeen {
 		d.Anonymous += a.n
 	}
+	d.Recent = len(d.Users) + d.Anonymous
 	return d
 }
 

@@ -2,6 +2,8 @@ package gate
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net"
@@ -20,6 +22,12 @@ const (
 	codeProxy       = "gate_proxy_error"
 	codeNotFound    = "gate_not_found"
 	codeLearning    = "gate_learning"
+	codeBadPath     = "gate_bad_path"
+	codeHop         = "gate_hop_answered"
+	codeTLS         = "gate_tls"
+	// codeShuttingDown: the replica's drain ended before the request was
+	// delivered (503) or answered (504).
+	codeShuttingDown = "gate_shutting_down"
 )
 
 // writeError answers in the backend's own error shape, so that Open WebUI shows
@@ -84,6 +92,30 @@ func dialReason(err error) string {
 		return "connection reset"
 	}
 	return "connect failed: " + err.Error()
+}
+
+// tlsFailure reports whether err is TLS failing with the backend (the
+// request was not sent), and names it.
+func tlsFailure(err error) (reason string, ok bool) {
+	var (
+		verify   *tls.CertificateVerificationError
+		header   tls.RecordHeaderError
+		alert    tls.AlertError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &verify):
+		return "TLS: " + verify.Err.Error(), true
+	case errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return "TLS: " + err.Error(), true
+	case errors.As(err, &header), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return "TLS: the server does not speak TLS (an https URL for a plain HTTP server?)", true
+	case errors.As(err, &alert):
+		return "TLS: the server refused the handshake: " + alert.Error(), true
+	}
+	return "", false
 }
 
 func isTimeout(err error) bool {

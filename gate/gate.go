@@ -15,18 +15,25 @@
 //   - route.go: ServeHTTP: the gate's own /_gate/ paths, or which backend and
 //     which path; a list goes to lists.go, any other request (demand) passes
 //     through while its backend is up and is held otherwise (serveDemand).
+//   - paths.go: what route refuses or adjusts (dot segments, Open WebUI's
+//     doubled slash) and CORS preflights (never demand).
 //   - passthrough.go: one pass of a request to its backend (the reverse proxy
 //     and its hooks), the transport.
+//   - hop.go: a proxy in front of the backend (a mesh sidecar, an ingress):
+//     its "no backend" answer told from the backend's own 5xx.
 //   - hold.go: holding a request while its backend is not up, its body in
 //     memory within the bounds, and the release in arrival order.
 //   - lists.go: the model lists, remembered and served from memory; the
 //     learning wake for a list never seen.
-//   - backend.go: a backend and its state (asleep, starting, up), and what a
-//     change of state sets off.
+//   - learning.go: the bound of a learning wake (not learnable after the hold
+//     timeout).
+//   - backend.go: a backend and its state (asleep, starting, up,
+//     misconfigured), and what a change of state sets off.
 //   - probe.go: the probes that find a backend's state.
 //   - demand.go: what a backend's requests ask of it (Demand): held, in flight,
 //     who was seen within Idle.
 //   - peers.go: demand exchanged with the other replicas (/_gate/demand).
+//   - peercheck.go: what a peer's report may say.
 //   - state.go: --gate.state-file, the remembered lists across restarts.
 //   - stats.go, status.go: the numbers (Stats) and /_gate/status.
 //   - errors.go: errors in the backend's own shape; what a failed dial means.
@@ -48,6 +55,7 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 )
 
 // Header names the gate reads or writes.
@@ -68,6 +76,7 @@ const (
 	defaultLearnWait    = 8 * time.Second        // under Open WebUI's 10 s model-list timeout
 	defaultPeerEvery    = 250 * time.Millisecond
 	defaultPeerTTL      = 2 * time.Second
+	defaultPeerLookup   = time.Second // half the TTL: a hanging lookup still lets stale peers age out
 	dialTimeout         = 3 * time.Second
 	notifyCoalesce      = 5 * time.Millisecond
 )
@@ -88,6 +97,7 @@ type Gate struct {
 
 	probeTimeout, probeHeld, probeIdle, learnWait, peerEvery, peerTTL time.Duration
 	warmEvery, warmKeepEvery                                          time.Duration // warm.go
+	peerLookupTimeout                                                 time.Duration
 	lookup                                                            func(ctx context.Context, host string) ([]net.IPAddr, error)
 
 	mu        sync.Mutex // guards everything below and every backend's mutable fields
@@ -96,6 +106,7 @@ type Gate struct {
 	peers     map[string]*peerEntry
 
 	stateDirty chan struct{}
+	drain      drain
 
 	chMu        sync.Mutex
 	changed     chan struct{}
@@ -139,25 +150,27 @@ func New(cfg Config) (*Gate, error) {
 		}
 	}
 	g := &Gate{
-		cfg:           cfg,
-		logger:        cfg.Logger,
-		now:           cfg.Now,
-		transport:     cfg.Transport,
-		byName:        map[string]*backend{},
-		instance:      randomID(),
-		probeTimeout:  defaultProbeTimeout,
-		probeHeld:     defaultProbeHeld,
-		probeIdle:     defaultProbeIdle,
-		learnWait:     defaultLearnWait,
-		peerEvery:     defaultPeerEvery,
-		peerTTL:       defaultPeerTTL,
-		warmEvery:     warmTick,
-		warmKeepEvery: warmKeepTick,
-		lookup:        net.DefaultResolver.LookupIPAddr,
-		peers:         map[string]*peerEntry{},
-		stateDirty:    make(chan struct{}, 1),
-		changed:       make(chan struct{}),
+		cfg:               cfg,
+		logger:            cfg.Logger,
+		now:               cfg.Now,
+		transport:         cfg.Transport,
+		byName:            map[string]*backend{},
+		instance:          randomID(),
+		probeTimeout:      defaultProbeTimeout,
+		probeHeld:         defaultProbeHeld,
+		probeIdle:         defaultProbeIdle,
+		learnWait:         defaultLearnWait,
+		peerEvery:         defaultPeerEvery,
+		peerTTL:           defaultPeerTTL,
+		peerLookupTimeout: defaultPeerLookup,
+		warmEvery:         warmTick,
+		warmKeepEvery:     warmKeepTick,
+		lookup:            net.DefaultResolver.LookupIPAddr,
+		peers:             map[string]*peerEntry{},
+		stateDirty:        make(chan struct{}, 1),
+		changed:           make(chan struct{}),
 	}
+	g.drain.ended, g.drain.endNow = context.WithCancel(context.Background())
 	if g.logger == nil {
 		g.logger = log.NewNopLogger()
 	}
@@ -166,6 +179,9 @@ func New(cfg Config) (*Gate, error) {
 	}
 	if g.transport == nil {
 		g.transport = NewTransport()
+		if env := proxyEnv(); env != "" {
+			level.Info(g.logger).Log("msg", "the gate does not use the environment's proxy for its backends and peers: they are dialled directly", "ignored", env)
+		}
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,

@@ -104,8 +104,12 @@ func TestHeldRequestsAreDeliveredWhenTheBackendServes(t *testing.T) {
 	default:
 		t.Error("Changed did not fire when requests were held")
 	}
-	if s := stats(g.Gate, DefaultName); s.HeldBytes != int64(len(big)+len(`{"model":"m:8b","messages":[]}`)+len(`{"prompt":"chunked"}`)+len(`{"model":"m"}`)) {
-		t.Errorf("HeldBytes = %d", s.HeldBytes)
+	wantBytes := int64(len(big) + len(`{"model":"m:8b","messages":[]}`) + len(`{"prompt":"chunked"}`) + len(`{"model":"m"}`))
+	for _, rq := range requests {
+		wantBytes += sentHeaderBytes(t, rq.method, rq.path, rq.body(), rq.hdr)
+	}
+	if s := stats(g.Gate, DefaultName); s.HeldBytes != wantBytes {
+		t.Errorf("HeldBytes = %d, want %d: the bodies and the headers", s.HeldBytes, wantBytes)
 	}
 
 	sb.listen() // TCP open, no HTTP: starting
@@ -241,7 +245,12 @@ func TestReleaseConcurrencyBoundsWhatTheBackendGetsAtOnce(t *testing.T) {
 
 func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 	sb := newSleepyBackend(t, withVersion(http.NotFoundHandler()))
-	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeld: 2, MaxHeldBytes: 100})
+	// Room for one request with a 60-byte body and the smaller of the next
+	// two with a 40-byte one, headers counted: a 41-byte body is one too many.
+	held60 := sentHeaderBytes(t, "POST", "/api/chat", strings.NewReader(strings.Repeat("a", 60)), nil) + 60
+	over := min(sentHeaderBytes(t, "POST", "/api/chat", strings.NewReader(strings.Repeat("b", 41)), nil),
+		sentHeaderBytes(t, "POST", "/v1/embeddings", chunked{strings.NewReader(strings.Repeat("b", 41))}, nil))
+	g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, MaxHeld: 2, MaxHeldBytes: held60 + over + 40})
 	eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -274,7 +283,7 @@ func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 	eventually(t, "none held", func() bool { return mustDemand(t, g.Gate, DefaultName).Held == 0 })
 
 	sendAsync(context.Background(), http.DefaultClient, "POST", g.url+"/api/chat", strings.NewReader(strings.Repeat("a", 60)), nil)
-	eventually(t, "one held", func() bool { return stats(g.Gate, DefaultName).HeldBytes == 60 })
+	eventually(t, "one held", func() bool { return stats(g.Gate, DefaultName).HeldBytes == held60 })
 	bytesCases := []struct {
 		name, path string
 		body       io.Reader
@@ -295,8 +304,8 @@ func TestBoundsRejectWithA503InTheBackendsShape(t *testing.T) {
 		})
 	}
 	waitCount(t, g.Gate, DefaultName, OutcomeRejected, 4)
-	if s := stats(g.Gate, DefaultName); s.HeldBytes != 60 || s.Held != 1 || s.Requests[OutcomeRejected] != 4 {
-		t.Errorf("after the rejections: held %d, bytes %d, rejected %d; want 1, 60, 4", s.Held, s.HeldBytes, s.Requests[OutcomeRejected])
+	if s := stats(g.Gate, DefaultName); s.HeldBytes != held60 || s.Held != 1 || s.Requests[OutcomeRejected] != 4 {
+		t.Errorf("after the rejections: held %d, bytes %d, rejected %d; want 1, %d, 4", s.Held, s.HeldBytes, s.Requests[OutcomeRejected], held60)
 	}
 }
 
@@ -359,8 +368,9 @@ func TestCancelledWhileHeldLeaksNothing(t *testing.T) {
 		clients = append(clients, sendAsync(ctx, client, "POST", g.url+"/api/chat", strings.NewReader(strings.Repeat("z", 1000)), nil))
 	}
 	eventually(t, "all held", func() bool { return queued(g.Gate, DefaultName) == n })
-	if s := stats(g.Gate, DefaultName); s.HeldBytes != n*1000 || s.Held != n {
-		t.Errorf("HeldBytes %d, want %d", s.HeldBytes, n*1000)
+	each := sentHeaderBytes(t, "POST", "/api/chat", strings.NewReader(strings.Repeat("z", 1000)), nil) + 1000
+	if s := stats(g.Gate, DefaultName); s.HeldBytes != n*each || s.Held != n {
+		t.Errorf("HeldBytes %d, want %d", s.HeldBytes, n*each)
 	}
 	cancel()
 	for _, c := range clients {
@@ -477,7 +487,8 @@ func TestReleasedBytesAreFreedOnceTheBodyIsSent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sendAsync(ctx, http.DefaultClient, http.MethodPost, g.url+"/api/chat", strings.NewReader(strings.Repeat("a", 1000)), nil)
-	eventually(t, "held", func() bool { return stats(g.Gate, DefaultName).HeldBytes == 1000 })
+	withHeaders := sentHeaderBytes(t, http.MethodPost, "/api/chat", strings.NewReader(strings.Repeat("a", 1000)), nil) + 1000
+	eventually(t, "held", func() bool { return stats(g.Gate, DefaultName).HeldBytes == withHeaders })
 	sb.serve()
 	select {
 	case <-got:

@@ -44,18 +44,22 @@ type remembered struct {
 	ContentType string
 	Body        []byte
 	At          time.Time
+	fp          []byte // listFingerprint of Body, computed once
 }
 
 // serveList passes a list request through while b is up (not demand), or
 // answers it from memory while b is not up.
 func (g *Gate) serveList(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL) {
 	path := rel.Path
+	// The whole wait of a list, first probe and learning wake together, is
+	// one learnWait: under Open WebUI's 10 s model-list timeout.
+	deadline := time.Now().Add(g.learnWait)
 	g.mu.Lock()
 	st, known := b.state, b.known
 	g.mu.Unlock()
 	if st == StateUnknown {
 		// A fresh gate: the first probe decides (it runs at once in Run).
-		t := time.NewTimer(g.learnWait)
+		t := time.NewTimer(time.Until(deadline))
 		select {
 		case <-known:
 		case <-t.C:
@@ -84,6 +88,9 @@ func (g *Gate) serveList(w http.ResponseWriter, r *http.Request, b *backend, rel
 	g.mu.Lock()
 	rem := b.lists[path]
 	g.mu.Unlock()
+	if rem == nil && path == pathRoot {
+		rem = ollamaIsRunning
+	}
 	if rem != nil {
 		g.serveMemory(w, b, rem)
 		return
@@ -94,15 +101,55 @@ func (g *Gate) serveList(w http.ResponseWriter, r *http.Request, b *backend, rel
 			"gate: backend %q is %s (%s) and the gate has not seen its answer to %s yet", b.name, st, reasonOr(b.reasonNow(g)), path))
 		return
 	}
-	g.learnWake(w, r, b, rel)
+	g.learnWake(w, r, b, rel, deadline)
+}
+
+// ollamaIsRunning is Ollama's answer to GET / (its liveness check, and the
+// ollama CLI's heartbeat before every command), given while the backend
+// sleeps when the gate never saw the backend's own: a monitor or a CLI must
+// not wake a GPU, nor fail, for asking whether the server is there.
+var ollamaIsRunning = &remembered{ContentType: "text/plain; charset=utf-8", Body: []byte("Ollama is running")}
+
+// servePreflight answers a CORS preflight, which is never demand: passed
+// through while b is up (the backend's CORS policy decides); while it is
+// not, a 204 that grants nothing, since the gate cannot know what the
+// backend would grant. Open WebUI asks its backends from its server, without
+// preflights; only browsers that call a backend directly see the difference.
+func (g *Gate) servePreflight(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL) {
+	g.mu.Lock()
+	st := b.state
+	g.mu.Unlock()
+	if st == StateUp {
+		a := g.pass(w, r, b, rel, r.Body, false)
+		if !a.retry {
+			g.count(b, passOutcome(a, OutcomePassed))
+			return
+		}
+		g.mu.Lock()
+		g.setState(b, StateAsleep, a.reason)
+		g.mu.Unlock()
+		b.kickProbe()
+	}
+	w.Header().Set(FromMemoryHeader, "1")
+	w.WriteHeader(http.StatusNoContent)
+	g.count(b, OutcomeFromMemory)
 }
 
 // learnWake handles a list never seen while b is not up: b's demand says
 // Learning (one wake, to learn the list), and the request waits for b to come
 // up for at most learnWait, then gets a 503 that says so.
-func (g *Gate) learnWake(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL) {
+func (g *Gate) learnWake(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, deadline time.Time) {
 	g.mu.Lock()
-	b.learning = true
+	if b.notLearnable != "" {
+		st, reason, why := b.state, b.reason, b.notLearnable
+		g.mu.Unlock()
+		g.count(b, OutcomeLearning)
+		writeError(w, rel.Path, http.StatusServiceUnavailable, codeLearning, fmt.Sprintf(
+			"gate: backend %q is %s (%s) and the gate has not seen its model list (%s) yet; it is not learnable now: %s",
+			b.name, st, reasonOr(reason), rel.Path, why))
+		return
+	}
+	g.startLearning(b)
 	b.learnPaths[rel.Path] = r.Header.Clone()
 	b.learnWaiter++
 	up := b.upCh
@@ -114,7 +161,7 @@ func (g *Gate) learnWake(w http.ResponseWriter, r *http.Request, b *backend, rel
 		b.learnWaiter--
 		g.mu.Unlock()
 	}()
-	t := time.NewTimer(g.learnWait)
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case <-up:
@@ -154,11 +201,17 @@ func (g *Gate) remember(b *backend, path, ctype string, body []byte) {
 	g.mu.Lock()
 	old := b.lists[path]
 	changed := old == nil || old.ContentType != ctype || !bytes.Equal(old.Body, body)
+	var persist bool // worth a write of the state file
 	if changed {
-		b.lists[path] = &remembered{ContentType: ctype, Body: body, At: g.now()}
+		rem := &remembered{ContentType: ctype, Body: body, At: g.now(), fp: listFingerprint(body)}
+		persist = old == nil || old.ContentType != ctype || !bytes.Equal(old.fingerprint(), rem.fp)
+		if !persist {
+			rem.At = old.At // the same models: the state file keeps its time
+		}
+		b.lists[path] = rem // served as the backend last answered
 	}
 	g.mu.Unlock()
-	if changed && g.cfg.StateFile != "" {
+	if persist && g.cfg.StateFile != "" {
 		select {
 		case g.stateDirty <- struct{}{}:
 		default:
@@ -169,7 +222,11 @@ func (g *Gate) remember(b *backend, path, ctype string, body []byte) {
 // learn fetches, once the backend is up after a learning wake, the lists that
 // were asked while it was not, with the headers of the request that asked.
 func (g *Gate) learn(b *backend, paths map[string]http.Header) {
-	for path, hdr := range paths {
+	for _, path := range []string{pathTags, pathVersion, pathModels} { // the learnable lists, by name: never a path a client wrote
+		hdr, asked := paths[path]
+		if !asked {
+			continue
+		}
 		g.mu.Lock()
 		known := b.lists[path] != nil
 		g.mu.Unlock()
@@ -179,7 +236,10 @@ func (g *Gate) learn(b *backend, paths map[string]http.Header) {
 		u := *b.cfg.URL
 		u.Path, u.RawPath = singleJoin(u.Path, path), ""
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		// The URL is the backend's own (flags) and the path one of the fixed
+		// learnable lists; gosec's taint analysis follows b through the request
+		// context of the pass-through that saw it come up.
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil) //nolint:gosec // G704: see above
 		if err != nil {
 			cancel()
 			continue

@@ -24,10 +24,12 @@ type attempt struct {
 	b       *backend
 	rel     *url.URL // the backend-relative path (prefix stripped)
 	body    *trackingBody
-	capture bool // a list GET: remember a 200 answer
+	capture bool            // a list GET: remember a 200 answer
+	client  context.Context // the client's request context
 	// set by the hooks:
-	retry    bool   // the dial failed before any byte was sent: hold instead
-	reason   string // what the dial saw
+	retry    bool   // the request did not reach the backend (a failed dial, a hop's "no backend" answer): hold instead
+	reason   string // what the dial or the hop said
+	replay   []byte // a retried direct pass: what the transport already took of the client's body
 	outcome  Outcome
 	response bool // the backend answered with a status line
 }
@@ -40,8 +42,12 @@ var forwardHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host"
 
 // pass sends r to b once. body nil: r carries no body.
 func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, body io.Reader, capture bool) *attempt {
-	a := &attempt{b: b, rel: rel, capture: capture}
-	out := r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
+	a := &attempt{b: b, rel: rel, capture: capture, client: r.Context()}
+	// The end of a drain (EndDrain) cancels what is still in flight.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(g.drain.ended, cancel)()
+	out := r.WithContext(context.WithValue(ctx, attemptKey{}, a))
 	if body != nil {
 		if body == io.Reader(r.Body) && r.ContentLength > 0 {
 			// The transport reads once more past the end to check the length;
@@ -49,8 +55,15 @@ func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url
 			body = io.LimitReader(body, r.ContentLength)
 		}
 		a.body = &trackingBody{r: body}
+		if body != nil && r.Body != nil && isClientBody(body, r) {
+			// The client's own body: keep what the transport takes of it until
+			// the status line shows that the backend got it (a hop may answer
+			// instead), within the held-bytes budget.
+			a.body.record(func(n int) bool { return g.reserveBytes(b, int64(n)) }, func(n int) { g.releaseBytes(b, int64(n)) })
+		}
 		out.Body = a.body
 	}
+	defer a.body.stopRecording()
 	// A backend may answer before it has read the whole request (Ollama binds
 	// the JSON and starts streaming). Go's HTTP/1 server then closes the
 	// request body when the answer's header is written, and the transport,
@@ -84,11 +97,47 @@ func (g *Gate) rewrite(pr *httputil.ProxyRequest) {
 func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 	a := out.Context().Value(attemptKey{}).(*attempt)
 	if out.Context().Err() != nil {
+		if a.client.Err() == nil && g.drain.ended.Err() != nil {
+			a.outcome = OutcomeShutdown
+			cutByDrain(w, a.b, a.rel.Path)
+			return
+		}
 		a.outcome = OutcomeClientGone
 		return
 	}
 	if reason, ok := dialFailure(err); ok && !a.body.touched() {
 		a.retry, a.reason = true, reason
+		return
+	}
+	if reason, ok := tlsFailure(err); ok {
+		// Nothing was sent, and waiting does not fix it: answered at once.
+		g.mu.Lock()
+		g.setState(a.b, StateMisconfigured, reason)
+		g.mu.Unlock()
+		a.body.drain()
+		a.outcome = OutcomeBackendError
+		writeError(w, a.rel.Path, http.StatusBadGateway, codeTLS, fmt.Sprintf(
+			"gate: backend %q is misconfigured: %s; the request was not sent (fix the backend's certificate, the gate's CA bundle or the URL's scheme)", a.b.name, reason))
+		return
+	}
+	var hop *hopError
+	if errors.As(err, &hop) {
+		// The hop answered for the backend: the request never reached it.
+		if rec, ok := a.body.takeReplay(); ok {
+			a.retry, a.reason, a.replay = true, hop.reason, rec
+			return
+		}
+		// The hop took more of the body than the gate kept: it cannot be sent
+		// again from here. The backend is asleep all the same.
+		g.mu.Lock()
+		g.setState(a.b, StateAsleep, hop.reason)
+		g.mu.Unlock()
+		a.b.kickProbe()
+		a.body.drain()
+		a.outcome = OutcomeBackendError
+		writeError(w, a.rel.Path, http.StatusServiceUnavailable, codeHop, fmt.Sprintf(
+			"gate: backend %q is asleep (%s); the request did not reach it, and its body was already sent past what the gate keeps (--gate.max-held-bytes), so it was not held: send it again",
+			a.b.name, hop.reason))
 		return
 	}
 	a.outcome = OutcomeBackendError
@@ -99,6 +148,10 @@ func (g *Gate) proxyError(w http.ResponseWriter, out *http.Request, err error) {
 
 func (g *Gate) modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(attemptKey{}).(*attempt)
+	if reason, ok := hopAnswer(res); ok {
+		return &hopError{reason: reason}
+	}
+	a.body.stopRecording() // the backend answered: its body is its own now
 	a.response = true
 	g.mu.Lock()
 	if a.b.state != StateUp {
@@ -144,19 +197,137 @@ func gunzip(body []byte) ([]byte, error) {
 // trackingBody tells whether the transport ever read the request body (then
 // the request may have reached the backend and must not be sent again), and
 // never closes the client's body (it is needed again when the request is held).
+//
+// On a direct pass it also records what the transport takes of the client's
+// body, until the status line comes: a hop's "no backend" answer then lets
+// the gate hold the request with its whole body (the recorded part, then the
+// rest still unread).
 type trackingBody struct {
 	r    io.Reader
 	read atomic.Bool
+
+	mu        sync.Mutex
+	cond      sync.Cond // signalled when a Read ends
+	reading   bool      // a Read is under way
+	recording bool
+	frozen    bool // the replay was taken: the transport gets no more
+	over      bool // over the budget: no replay
+	rec       []byte
+	reserve   func(n int) bool
+	release   func(n int)
+}
+
+// errHopAnswered stops the transport from sending more of a body whose
+// request a hop answered.
+var errHopAnswered = errors.New("gate: a proxy in front of the backend answered; the body is kept to be sent again")
+
+func (t *trackingBody) record(reserve func(int) bool, release func(int)) {
+	t.cond.L = &t.mu
+	t.recording, t.reserve, t.release = true, reserve, release
 }
 
 func (t *trackingBody) Read(p []byte) (int, error) {
 	t.read.Store(true)
-	return t.r.Read(p)
+	if t.reserve == nil {
+		return t.r.Read(p)
+	}
+	t.mu.Lock()
+	if t.frozen {
+		t.mu.Unlock()
+		return 0, errHopAnswered
+	}
+	t.reading = true
+	t.mu.Unlock()
+	n, err := t.r.Read(p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n > 0 && t.recording && !t.over {
+		if t.reserve(n) {
+			t.rec = append(t.rec, p[:n]...)
+		} else {
+			t.over = true
+			t.release(len(t.rec))
+			t.rec = nil
+		}
+	}
+	t.reading = false
+	t.cond.Broadcast()
+	return n, err
+}
+
+// stopRecording forgets the recorded body once the backend answered (nil-safe).
+func (t *trackingBody) stopRecording() {
+	if t == nil || t.reserve == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.recording && !t.frozen {
+		t.recording = false
+		t.release(len(t.rec))
+		t.rec = nil
+	}
+}
+
+// takeReplay stops the transport reading and returns what it took of the
+// client's body; false when that is more than was kept. A body that is not
+// the client's (a held one, in memory) or none is always sent again whole.
+func (t *trackingBody) takeReplay() ([]byte, bool) {
+	if t == nil || t.reserve == nil {
+		return nil, true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.frozen = true
+	for t.reading {
+		t.cond.Wait()
+	}
+	if !t.recording || t.over {
+		return nil, false
+	}
+	t.recording = false
+	rec := t.rec
+	t.release(len(rec)) // held again from here, within the bound (admit)
+	t.rec = nil
+	return rec, true
+}
+
+// drain reads what is left of a small body that was never sent, inside the
+// handler: with full duplex on, Go's server would otherwise read it after
+// the handler returned, alongside its own read of the next request, and
+// panic ("invalid concurrent Body.Read call"). Nil-safe; large bodies are
+// left to the server, which then closes the connection.
+func (t *trackingBody) drain() {
+	if t != nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(t.r, 256<<10))
+	}
 }
 
 func (t *trackingBody) Close() error { return nil }
 
 func (t *trackingBody) touched() bool { return t != nil && t.read.Load() }
+
+// isClientBody tells whether body reads the client's own request body
+// (possibly through pass's LimitReader), not a held copy.
+func isClientBody(body io.Reader, r *http.Request) bool {
+	if body == io.Reader(r.Body) {
+		return true
+	}
+	lr, ok := body.(*io.LimitedReader)
+	return ok && lr.R == io.Reader(r.Body)
+}
+
+// hopError is a hop's "no backend" answer, returned by modifyResponse so that
+// the proxy hands it to proxyError instead of passing it on.
+type hopError struct{ reason string }
+
+func (e *hopError) Error() string { return e.reason }
+
+// replayBody gives the whole client body again: what a hop's pass took, then
+// the rest.
+func replayBody(rec []byte, rest io.ReadCloser) io.ReadCloser {
+	return &rejoinedBody{Reader: io.MultiReader(bytes.NewReader(rec), rest), Closer: rest}
+}
 
 // captureBody copies a list answer while it passes and hands it over when it
 // ended complete (io.EOF) within maxListBytes.
@@ -189,10 +360,14 @@ func (c *captureBody) Read(p []byte) (int, error) {
 // sends no header until the model is loaded), a 3 s dial timeout (a dial that
 // fails marks the backend asleep), keep-alives with idle connections kept per
 // backend (256, so that a released burst reuses its connections), HTTP/1.1 only (what Ollama speaks), no transparent compression (the
-// client's Accept-Encoding passes through unchanged) and a 1 s
-// Expect: 100-continue timeout.
+// client's Accept-Encoding passes through unchanged), a 1 s
+// Expect: 100-continue timeout, and no proxy: HTTP_PROXY and HTTPS_PROXY do
+// not apply to backends (or peers). The gate must see a sleeping backend
+// refuse its dial; a forward proxy would accept every dial and answer for the
+// backend instead, and the backends that scale to zero are in the cluster.
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
 	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = 0
 	t.MaxIdleConns = 0

@@ -3,6 +3,8 @@ package gate
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,11 +21,12 @@ type BackendDemand struct {
 	Held      int                `json:"held"`
 	InFlight  int                `json:"in_flight"`
 	Learning  bool               `json:"learning"`
-	Users     map[string]float64 `json:"users,omitempty"` // wake=request: hashed user id -> seconds since last seen (0: held or in flight)
+	Users     map[string]float64 `json:"users,omitempty"` // wake=request: hashed user id -> seconds since last seen (0: held or in flight); absent past maxReportUsers
 	Anonymous int                `json:"anonymous"`       // wake=request: requests without a user id within Idle, held and in-flight ones included
 	// Learned is what warming learned (warm.go): hashed user id -> the model
 	// they used last, the newest entries; replicas take what is newer.
 	Learned map[string]Learned `json:"learned,omitempty"`
+	Recent  int                `json:"recent"` // wake=request: users within Idle plus Anonymous (what Users cannot list past maxReportUsers)
 }
 
 // DemandReport is the answer of /_gate/demand: this replica's own demand.
@@ -45,6 +48,9 @@ func (g *Gate) demandReport() DemandReport {
 	rep := DemandReport{Instance: g.instance, Backends: map[string]BackendDemand{}}
 	for _, b := range g.backends {
 		d := b.ownDemand(now)
+		if len(d.Users) > maxReportUsers {
+			d.Users = nil // Recent still counts them
+		}
 		if b.warm != nil {
 			d.Learned = b.warm.newestLearned(maxPeerLearned)
 		}
@@ -55,19 +61,24 @@ func (g *Gate) demandReport() DemandReport {
 
 // peerLoop resolves the peers' name every peerEvery, asks each address for its
 // demand and keeps what answered; what did not answer for peerTTL is dropped.
+// A lookup that hangs is given up after peerLookupTimeout, so that the
+// peers' reports still age out instead of freezing at their last value.
 func (g *Gate) peerLoop(ctx context.Context) {
 	host, port, _ := net.SplitHostPort(g.cfg.Peers)
 	client := &http.Client{Transport: g.transport, Timeout: time.Second}
 	t := time.NewTicker(g.peerEvery)
 	defer t.Stop()
 	var lastErr string
+	bad := map[string]string{} // address -> what was wrong with its last report (logged once)
 	for {
-		ips, err := g.lookup(ctx, host)
+		lctx, cancel := context.WithTimeout(ctx, g.peerLookupTimeout)
+		ips, err := g.lookup(lctx, host)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil && err.Error() != lastErr {
-			level.Warn(g.logger).Log("msg", "resolving the gate's peers failed", "peers", g.cfg.Peers, "err", err)
+			level.Warn(g.logger).Log("msg", "resolving the gate's peers failed", "peers", g.cfg.Peers, "timeout", g.peerLookupTimeout, "err", err)
 		}
 		lastErr = ""
 		if err != nil {
@@ -75,14 +86,34 @@ func (g *Gate) peerLoop(ctx context.Context) {
 		}
 		var wg sync.WaitGroup
 		reports := make([]*DemandReport, len(ips))
+		errs := make([]error, len(ips))
 		for i, ip := range ips {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				reports[i] = fetchDemand(ctx, client, net.JoinHostPort(ip.String(), port))
+				reports[i], errs[i] = fetchDemand(ctx, client, net.JoinHostPort(ip.String(), port))
 			}()
 		}
 		wg.Wait()
+		seen := map[string]bool{}
+		for i, ip := range ips {
+			addr := ip.String()
+			seen[addr] = true
+			var ce *peerReportError
+			if !errors.As(errs[i], &ce) {
+				delete(bad, addr)
+				continue
+			}
+			if bad[addr] != ce.Error() {
+				level.Warn(g.logger).Log("msg", "a peer's demand report refused: its demand is not counted", "peer", net.JoinHostPort(addr, port), "err", ce)
+			}
+			bad[addr] = ce.Error()
+		}
+		for addr := range bad {
+			if !seen[addr] {
+				delete(bad, addr)
+			}
+		}
 		if g.mergePeers(reports) {
 			g.notify()
 		}
@@ -94,24 +125,41 @@ func (g *Gate) peerLoop(ctx context.Context) {
 	}
 }
 
-func fetchDemand(ctx context.Context, client *http.Client, addr string) *DemandReport {
+// peerReportError is a peer that answered with a report the gate refuses
+// (as opposed to a peer that did not answer, which is normal in a rollout).
+type peerReportError struct{ err error }
+
+func (e *peerReportError) Error() string { return e.err.Error() }
+func (e *peerReportError) Unwrap() error { return e.err }
+
+// maxReportBytes bounds a peer's report: with users listed up to
+// maxReportUsers per backend, a report is tens of KiB.
+const maxReportBytes = 4 << 20
+
+// fetchDemand asks one peer for its report. A report the gate refuses is a
+// *peerReportError.
+func fetchDemand(ctx context.Context, client *http.Client, addr string) (*DemandReport, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/_gate/demand", nil)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return nil
+		return nil, &peerReportError{fmt.Errorf("/_gate/demand answered HTTP %d", res.StatusCode)}
 	}
 	var rep DemandReport
-	if json.NewDecoder(io.LimitReader(res.Body, 4<<20)).Decode(&rep) != nil || rep.Instance == "" {
-		return nil
+	dec := json.NewDecoder(io.LimitReader(res.Body, maxReportBytes))
+	if err := dec.Decode(&rep); err != nil {
+		return nil, &peerReportError{fmt.Errorf("report unreadable (over %d bytes, or not a demand report): %w", maxReportBytes, err)}
 	}
-	return &rep
+	if err := rep.check(); err != nil {
+		return nil, &peerReportError{fmt.Errorf("report refused: %w", err)}
+	}
+	return &rep, nil
 }
 
 // mergePeers keeps the reports of other instances and drops stale ones; it
@@ -152,7 +200,7 @@ func sameDemand(a, b map[string]BackendDemand) bool {
 	}
 	for k, x := range a {
 		y, ok := b[k]
-		if !ok || x.Held != y.Held || x.InFlight != y.InFlight || x.Learning != y.Learning || x.Anonymous != y.Anonymous ||
+		if !ok || x.Held != y.Held || x.InFlight != y.InFlight || x.Learning != y.Learning || x.Anonymous != y.Anonymous || x.Recent != y.Recent ||
 			!reflect.DeepEqual(keys(x.Users), keys(y.Users)) {
 			return false
 		}

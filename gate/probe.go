@@ -101,10 +101,18 @@ func (g *Gate) probeGet(ctx context.Context, b *backend, path string) (int, Stat
 	req.Header.Set("User-Agent", "openwebui-exporter-gate")
 	res, err := g.transport.RoundTrip(req)
 	if err != nil {
+		if reason, ok := tlsFailure(err); ok {
+			return 0, StateMisconfigured, reason
+		}
 		if reason, ok := dialFailure(err); ok {
 			return 0, StateAsleep, reason
 		}
 		return 0, StateStarting, "no HTTP answer"
+	}
+	if reason, ok := hopAnswer(res); ok {
+		// A proxy in front answered for the backend: asleep, as a refused dial.
+		_ = res.Body.Close()
+		return 0, StateAsleep, reason
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 	_ = res.Body.Close()

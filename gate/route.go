@@ -15,6 +15,11 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, rel, ok := g.route(r)
+	if ok && rel == nil {
+		writeError(w, r.URL.Path, http.StatusBadRequest, codeBadPath,
+			fmt.Sprintf("gate: the path %s %v; the gate does not pass such paths on", r.URL.EscapedPath(), errDotSegment))
+		return
+	}
 	if !ok {
 		prefixes := make([]string, len(g.backends))
 		for i, b := range g.backends {
@@ -25,6 +30,8 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case isPreflight(r):
+		g.servePreflight(w, r, b, rel)
 	case isList(r.Method, rel.Path):
 		g.serveList(w, r, b, rel)
 	default:
@@ -33,25 +40,28 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // route finds the backend of r and the path to ask it, with the /NAME prefix
-// stripped (escaping kept).
+// stripped (escaping kept). A path with dot segments has a backend and a nil
+// path: it is refused.
 func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
 	ep := r.URL.EscapedPath()
 	if ep == "" {
 		ep = "/"
 	}
-	if g.unnamed != nil {
-		return g.unnamed, &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}, true
-	}
-	seg, rest, _ := strings.Cut(strings.TrimPrefix(ep, "/"), "/")
-	b := g.byName[seg]
+	b, rawRest := g.unnamed, ep
 	if b == nil {
-		return nil, nil, false
+		var seg, rest string
+		seg, rest, _ = strings.Cut(strings.TrimPrefix(ep, "/"), "/")
+		if b = g.byName[seg]; b == nil {
+			return nil, nil, false
+		}
+		rawRest = "/" + rest // "/NAME" is served as "/NAME/"
 	}
-	rawRest := "/" + rest // "/NAME" is served as "/NAME/"
-	// Open WebUI keeps a trailing slash of an OLLAMA_BASE_URLS entry and
-	// appends "/api/...": http://gate/big/ asks for /big//api/tags.
-	for strings.HasPrefix(rawRest, "//") {
-		rawRest = rawRest[1:]
+	// Open WebUI keeps a trailing slash of its Ollama URL and appends
+	// "/api/...": http://gate/big/ asks for /big//api/tags, http://gate/ for
+	// //api/tags.
+	rawRest = collapseLeadingSlashes(rawRest)
+	if checkSegments(rawRest) != nil {
+		return b, nil, true
 	}
 	p, err := url.PathUnescape(rawRest)
 	if err != nil {
@@ -72,7 +82,7 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	r = withLoad(r, d.load) // its model and response header reach warming (warm.go)
 	g.mu.Lock()
 	b.begin(user)
-	direct := b.state == StateUp && b.queue.Len()+b.reading == 0 // never ahead of one held before it
+	direct := b.sends() && b.queue.Len()+b.reading == 0 // never ahead of one held before it
 	if direct {
 		b.inFlight++
 		d.inFlight = true
@@ -83,9 +93,13 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 	defer func() {
 		p := recover() // an aborted stream (http.ErrAbortHandler) still ends the accounting
 		if p != nil && (d.outcome == "" || d.outcome == OutcomePassed || d.outcome == OutcomeDelivered) {
-			d.outcome = OutcomeBackendError
-			if r.Context().Err() != nil {
+			switch {
+			case r.Context().Err() != nil:
 				d.outcome = OutcomeClientGone
+			case g.drain.ended.Err() != nil:
+				d.outcome = OutcomeShutdown // a stream cut at the end of the drain
+			default:
+				d.outcome = OutcomeBackendError
 			}
 		}
 		g.mu.Lock()
@@ -117,7 +131,11 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 			d.outcome = passOutcome(a, OutcomePassed)
 			return
 		}
-		// Nothing was sent: the backend went to sleep. Hold the request instead.
+		// The request did not reach the backend: it went to sleep. Hold the
+		// request instead, with what a hop took of its body put back.
+		if len(a.replay) > 0 {
+			r.Body = replayBody(a.replay, r.Body)
+		}
 		g.mu.Lock()
 		b.inFlight--
 		d.inFlight = false

@@ -173,3 +173,55 @@ func sortedNames(m map[string]*remembered) []string {
 	sort.Strings(out)
 	return out
 }
+
+// volatileKeys are fields of a list answer that change on every request
+// without the models changing: vLLM's ModelCard and llama.cpp's server stamp
+// /v1/models entries with "created" = now, and vLLM adds a "permission" list
+// with a fresh random id and "created" each time. They do not make the
+// state file worth rewriting (an fsync and a rename on every page load).
+var volatileKeys = map[string]bool{"created": true, "permission": true}
+
+// listFingerprint is what of a list answer is worth keeping in the state
+// file: the JSON without volatileKeys, keys sorted; the bytes themselves
+// when it is not JSON.
+func listFingerprint(body []byte) []byte {
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return body
+	}
+	fp, err := json.Marshal(withoutVolatile(v))
+	if err != nil {
+		return body
+	}
+	return fp
+}
+
+func withoutVolatile(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if volatileKeys[k] {
+				delete(x, k)
+				continue
+			}
+			x[k] = withoutVolatile(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = withoutVolatile(e)
+		}
+	}
+	return v
+}
+
+// fingerprint is rem's listFingerprint (nil-safe; lists read from the state
+// file get theirs on first use, g.mu held).
+func (rem *remembered) fingerprint() []byte {
+	if rem == nil {
+		return nil
+	}
+	if rem.fp == nil {
+		rem.fp = listFingerprint(rem.Body)
+	}
+	return rem.fp
+}

@@ -13,6 +13,10 @@ const (
 	StateAsleep   State = "asleep"   // connection refused, no such host, dial timeout
 	StateStarting State = "starting" // TCP connects but no HTTP answer within the probe timeout, or the probe answers 5xx
 	StateUp       State = "up"       // the readiness probe (or a pass-through) got an HTTP answer
+	// StateMisconfigured: the connection opens but TLS fails (an untrusted
+	// certificate, a wrong host name, an https URL for an HTTP server).
+	// Waiting does not fix that: requests are answered at once, not held.
+	StateMisconfigured State = "misconfigured"
 )
 
 // Outcome is how a request through the gate ended.
@@ -28,14 +32,15 @@ const (
 	OutcomeClientGone   Outcome = "client_gone"   // the client went away before the answer ended
 	OutcomeBackendError Outcome = "backend_error" // the backend failed after the request may have reached it: 502 (or an aborted stream)
 	OutcomeLearning     Outcome = "learning"      // a never-seen list while not up: 503 after the learning wait
+	OutcomeShutdown     Outcome = "shutdown"      // the replica's drain ended first: 503 if held (not sent), 504 if sent without an answer yet, or a stream cut
 )
 
 // Outcomes lists every Outcome, in the order above.
 var Outcomes = []Outcome{OutcomePassed, OutcomeDelivered, OutcomeFromMemory, OutcomeHoldTimeout,
-	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning}
+	OutcomeRejected, OutcomeClientGone, OutcomeBackendError, OutcomeLearning, OutcomeShutdown}
 
 // States lists every State.
-var States = []State{StateUnknown, StateAsleep, StateStarting, StateUp}
+var States = []State{StateUnknown, StateAsleep, StateStarting, StateUp, StateMisconfigured}
 
 // HoldBuckets are the upper bounds (seconds) of the hold-time histogram.
 var HoldBuckets = []float64{.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
@@ -57,10 +62,14 @@ type BackendStats struct {
 	Reason    string    // what the gate saw last when not up: "connection refused", "no HTTP answer", "HTTP 503 from /api/version"
 	Held      int       // requests held now
 	InFlight  int       // demand requests being passed through or streamed now (delivered ones included)
-	HeldBytes int64     // bytes of request bodies in memory now: held ones and released ones not yet sent
+	HeldBytes int64     // bytes of held requests in memory now, headers and bodies: held ones and released ones whose body is not sent yet
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
 	Warm      WarmStats // zero with warm=off
+	// Learning: a learning wake is under way (a list never seen was asked
+	// while the backend was not up). ListsKnown: the gate has the backend's
+	// model list (/api/tags or /v1/models), learned or from the state file.
+	Learning, ListsKnown bool
 }
 
 // holdHist is the non-cumulative form kept while counting.
@@ -110,6 +119,7 @@ func (g *Gate) Stats() []BackendStats {
 			Name: b.name, State: b.state, Since: b.since, Reason: b.reason,
 			Held: b.queue.Len() + b.reading, InFlight: b.inFlight, HeldBytes: b.heldBytes,
 			Requests: req, Hold: b.hold.snapshot(),
+			Learning: b.learning, ListsKnown: b.lists[pathTags] != nil || b.lists[pathModels] != nil,
 		}
 		if b.warm != nil {
 			out[i].Warm = b.warm.stats()

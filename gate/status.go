@@ -8,6 +8,9 @@ import (
 
 // StatusReport is the answer of /_gate/status (this replica's view).
 type StatusReport struct {
+	// Draining: the replica is being stopped (Drain); /_gate/status, its
+	// readiness, then answers 503 with this report.
+	Draining bool            `json:"draining"`
 	Backends []BackendStatus `json:"backends"`
 }
 
@@ -25,14 +28,16 @@ type BackendStatus struct {
 	Reason             string   `json:"reason"`
 	// Warm is what the gate keeps loaded (warm.go); Loading what the backend
 	// loads now, for the filter's "loading MODEL … (N s)".
-	Warm    []string       `json:"warm"`
-	Loading []LoadingModel `json:"loading"`
+	Warm         []string       `json:"warm"`
+	Loading      []LoadingModel `json:"loading"`
+	Learning     bool           `json:"learning"`                // a learning wake is under way
+	NotLearnable string         `json:"not_learnable,omitempty"` // why the last learning wake gave up (until the backend is next up)
 }
 
 func (g *Gate) status() StatusReport {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	rep := StatusReport{Backends: []BackendStatus{}}
+	rep := StatusReport{Draining: g.drain.draining, Backends: []BackendStatus{}}
 	for _, b := range g.backends {
 		var waiting float64
 		if e := b.queue.Front(); e != nil {
@@ -42,6 +47,7 @@ func (g *Gate) status() StatusReport {
 			Name: b.name, Prefix: b.prefix, State: b.state, Since: b.since.UTC().Format(time.RFC3339),
 			WaitingSeconds: waiting, Held: b.queue.Len() + b.reading, InFlight: b.inFlight,
 			HoldTimeoutSeconds: g.cfg.HoldTimeout.Seconds(), Models: b.models(), Reason: b.reason,
+			Learning: b.learning, NotLearnable: b.notLearnable,
 			Warm: b.warmModels(), Loading: b.loadingLocked(time.Now()),
 		})
 	}
@@ -51,9 +57,14 @@ func (g *Gate) status() StatusReport {
 // serveOwn serves the gate's own endpoints under /_gate/ (never proxied).
 func (g *Gate) serveOwn(w http.ResponseWriter, r *http.Request) {
 	var v any
+	status := http.StatusOK
 	switch r.URL.Path {
 	case "/_gate/status":
-		v = g.status()
+		rep := g.status()
+		if rep.Draining {
+			status = http.StatusServiceUnavailable // not ready: out of the Service, still serving
+		}
+		v = rep
 	case "/_gate/demand":
 		v = g.demandReport()
 	default:
@@ -68,5 +79,6 @@ func (g *Gate) serveOwn(w http.ResponseWriter, r *http.Request) {
 	body, _ := json.Marshal(v)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
 }

@@ -51,7 +51,9 @@ type Config struct {
 	Token func() (string, error)
 	Mode  Mode
 	// StatusUpdateInterval mirrors Open WebUI's
-	// DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL (0 when unset there).
+	// DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL (0 when unset there or
+	// not told; admin mode also sees it: see throttle.go). Usage mode
+	// refuses any value above 0: see CheckStatusUpdateInterval.
 	StatusUpdateInterval time.Duration
 	HTTPClient           *http.Client     // nil: a client without redirects
 	Now                  func() time.Time // nil: time.Now
@@ -75,6 +77,9 @@ type Count struct {
 	// then the count of active users who arrived or wrote within its timeout.
 	IdlePolicy   bool
 	EngagedUsers int
+	// WriteInterval is the activity-write interval T the count assumed:
+	// admin mode counts who was stamped within 180 s + T.
+	WriteInterval time.Duration
 	// SkippedRows counts, by reason, the rows of Open WebUI's answers that
 	// were skipped as unreadable since the client started (a copy; nil if
 	// none): one user's bad row must not fail everybody's count.
@@ -113,6 +118,14 @@ type Client struct {
 	skipped        map[string]uint64   // unreadable rows skipped, by reason (openwebui_skipped_rows_total)
 	stampMu        sync.Mutex          // guards lastStamp while chat lists are read in parallel
 
+	// For the write throttle (throttle.go), admin mode only.
+	throttle  writeThrottle
+	prevCount time.Time // Open WebUI's clock at the previous good admin count
+	// usageThrottleWarned: usage mode logged that it saw the throttle;
+	// usageHold is what it does then (throttle.go).
+	usageThrottleWarned bool
+	usageHold           usageHold
+
 	// scrubbedToken is the token scrub was built for.
 	scrubbedToken string
 	clockWarned   bool     // the Date-header disagreement was logged
@@ -144,7 +157,8 @@ func NewClient(cfg Config) *Client {
 	copied := *hc
 	copied.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Client{cfg: cfg, http: &copied, used: map[string]time.Time{},
-		wroteAt: map[string]int64{}, futureSeen: map[string]int64{}, skipped: map[string]uint64{}}
+		wroteAt: map[string]int64{}, futureSeen: map[string]int64{}, skipped: map[string]uint64{},
+		throttle: writeThrottle{told: cfg.StatusUpdateInterval}}
 }
 
 // Count fetches the number of active users other than the exporter's own account.
@@ -167,7 +181,13 @@ func (c *Client) Count(ctx context.Context) (Count, error) {
 	}
 	var n Count
 	if c.cfg.Mode == ModeAdmin {
+		assumed := c.throttle.interval()
 		n, err = c.countAdmin(ctx, token)
+		if err == nil && c.throttle.interval() > assumed {
+			// This count showed the throttle (or a longer one): count
+			// again with the wider window, so nobody is missed now.
+			n, err = c.countAdmin(ctx, token)
+		}
 		if err == nil && c.cfg.IdlePolicy != nil {
 			n, err = c.engage(ctx, token, n, c.seenActive, c.seenAt)
 		}
@@ -201,8 +221,10 @@ func (c *Client) rememberSelf() {
 	if c.self != nil && !c.lastStamp.IsZero() {
 		c.used[c.self.ID] = c.lastStamp
 	}
+	// Under the write throttle an account's last stamp may be T older than
+	// its last request, and admin mode counts T longer.
 	for id, at := range c.used {
-		if c.cfg.Now().Sub(at) > ActivityWindow+primeMargin {
+		if c.cfg.Now().Sub(at) > ActivityWindow+c.throttle.interval()+primeMargin {
 			delete(c.used, id)
 		}
 	}
@@ -238,45 +260,104 @@ const relearnEvery = 10 * time.Minute
 // countUsage reads /api/usage and removes the exporter's own account from it.
 //
 // 0.6.15-0.6.40 list socket users by id: drop our id. 0.6.41+ only give a
-// number, which counts every account whose last request was within 180 s, so
-// it counts the exporter too, or not, depending on the credential:
-//   - an API key is stamped before the handler runs: always counted;
+// number, which counts every account written within 180 s, so it counts the
+// exporter too, or not, depending on the credential and the write throttle:
+//   - an API key is stamped before the handler runs: counted, unless Open
+//     WebUI's write throttle (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL,
+//     not told: usage mode refuses it when told) dropped the stamp and the
+//     last one it wrote is over 180 s old;
 //   - a JWT is stamped after the response (0.9.0+: racy): counted only if an
-//     earlier request of ours landed within the window.
+//     earlier request of ours landed within the window. The client re-stamps
+//     itself (GET /api/v1/auths/) when its last request is getting old and
+//     waits for Open WebUI to show the stamp.
 //
-// To make "counted" certain for JWTs as well, the client re-stamps itself
-// (GET /api/v1/auths/) when its last request is getting old and confirms the
-// stamp (GET /api/v1/users/{id}/active) before reading the count; then it
-// subtracts one.
+// So the client asks Open WebUI (GET /api/v1/users/{id}/active) whether its
+// own account is active right before and right after reading the count, and
+// subtracts one only when both say yes. Before: no request of ours between
+// that answer and the count can have made the account inactive, only
+// time, and the answer after catches that (unless a write of the request
+// after made it active again in that very second). After alone would not do:
+// with several Open WebUI processes, its own stamp can land on a process
+// whose throttle has expired and report active an account that the count
+// did not include. Inactive before and active after: a write of ours landed
+// in between, before or after the count, so the client counts once more
+// (now active before). Not subtracting when in doubt is an overcount by
+// one, never a false zero.
 func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
+	if err := CheckStatusUpdateInterval(c.cfg.Mode, c.cfg.StatusUpdateInterval); err != nil {
+		return Count{}, err
+	}
+	n, doubt, err := c.countUsageOnce(ctx, token)
+	if err == nil && doubt {
+		n, _, err = c.countUsageOnce(ctx, token)
+	}
+	if err == nil {
+		n.ActiveUsers, n.WriteInterval = c.usageHold.hold(c.cfg.Now(), n.ActiveUsers)
+	}
+	return n, err
+}
+
+// countUsageOnce is one count of countUsage; doubt reports that the own
+// account became active around it, so that it may be in the count.
+func (c *Client) countUsageOnce(ctx context.Context, token string) (n Count, doubt bool, err error) {
 	isKey := strings.HasPrefix(token, "sk-")
 	stale := c.cfg.Now().Sub(c.lastStamp) >= c.primeAfter()
+	ownBefore := false
 	if c.self == nil || (!isKey && stale) {
 		if err := c.learnSelf(ctx, token); err != nil {
-			return Count{}, err
+			return Count{}, false, err
 		}
 		if !isKey && stampsByTime(c.version) {
-			if err := c.confirmActive(ctx, token); err != nil {
+			active, err := c.confirmActive(ctx, token)
+			if err != nil {
 				// Our stamp is in doubt: check again next time, never
 				// subtract on trust.
 				c.lastStamp = time.Time{}
-				return Count{}, err
+				return Count{}, false, err
 			}
+			if !active {
+				c.lastStamp = time.Time{}
+				c.warnUsageThrottle("a JWT stamp of its own did not show within 500ms")
+			}
+			c.usageHold.observe(c.cfg.Now(), active, !active)
+			ownBefore = active
 		}
+	}
+	if stampsByTime(c.version) && (isKey || !ownBefore) {
+		// A JWT's requests within primeAfter stamped it, or it was primed.
+		stamped := isKey || c.cfg.Now().Sub(c.lastStamp) < c.primeAfter()
+		active, err := c.userActive(ctx, token, c.self.ID)
+		if err != nil {
+			return Count{}, false, err
+		}
+		dropped := stamped && !active
+		if dropped {
+			c.warnUsageThrottle("a request of its own had just stamped it, and it was not active")
+		}
+		c.usageHold.observe(c.cfg.Now(), active, dropped)
+		ownBefore = active
 	}
 	body, err := c.get(ctx, "/api/usage", nil, token)
 	if err != nil {
-		return Count{}, c.explainHTML(err)
+		return Count{}, false, c.explainHTML(err)
 	}
 	usage, err := ParseUsage(body)
 	if err != nil {
-		return Count{}, fmt.Errorf("GET /api/usage: %w", err)
+		return Count{}, false, fmt.Errorf("GET /api/usage: %w", err)
 	}
-	n := Count{TotalUsers: -1, Version: c.version}
+	n = Count{TotalUsers: -1, Version: c.version}
 	if usage.HasUserCount {
-		// We are counted (see above), so one of them is us; a count of 0
-		// can only mean that nobody at all is active.
-		own := 1
+		own := 0
+		ownAfter, err := c.userActive(ctx, token, c.self.ID)
+		if err != nil {
+			return Count{}, false, err
+		}
+		switch {
+		case ownBefore && ownAfter:
+			own = 1
+		case !ownBefore && ownAfter:
+			doubt = true
+		}
 		// An account the exporter used before a token rotation is still
 		// counted until its stamp leaves the window. The count has no ids:
 		// ask Open WebUI whether that account is active right now, and
@@ -284,14 +365,14 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 		for _, id := range c.formerSelves() {
 			active, err := c.userActive(ctx, token, id)
 			if err != nil {
-				return Count{}, err
+				return Count{}, false, err
 			}
 			if active {
 				own++
 			}
 		}
 		n.ActiveUsers = max(usage.UserCount-own, 0)
-		return n, nil
+		return n, doubt, nil
 	}
 	others := make(map[string]struct{}, len(usage.UserIDs))
 	// 0.6.15-0.6.40 list socket sessions: the exporter's HTTP requests never
@@ -303,7 +384,18 @@ func (c *Client) countUsage(ctx context.Context, token string) (Count, error) {
 		}
 	}
 	n.ActiveUsers = len(others)
-	return n, nil
+	return n, false, nil
+}
+
+// warnUsageThrottle logs, once, that usage mode sees its own account
+// inactive right after its own request: Open WebUI throttles the activity
+// writes by more than 180 s, which usage mode cannot count right under.
+func (c *Client) warnUsageThrottle(why string) {
+	if c.usageThrottleWarned {
+		return
+	}
+	c.usageThrottleWarned = true
+	level.Warn(c.cfg.Logger).Log("msg", "Open WebUI did not mark the exporter's own account active after its own request: it throttles the activity writes (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, whose value usage mode cannot see). Usage mode then misses people for part of every interval; use --openwebui.count-mode=admin with an admin account's token", "why", why)
 }
 
 // countAdmin pages the admin user list, most recently active first, and
@@ -330,6 +422,8 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		}
 		return p, header, nil
 	}
+	interval := c.throttle.interval()
+	own := ownSighting{tolerance: maxClockSkew}
 	var (
 		since    int64 // oldest last_active_at that still counts
 		serverAt time.Time
@@ -340,6 +434,9 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 		prevLast = int64(math.MaxInt64)
 	)
 	countActive := func(u UserActivity) {
+		if u.ID == c.self.ID {
+			own.found, own.stamp = true, max(own.stamp, u.LastActiveAt)
+		}
 		if u.LastActiveAt >= since && !c.isOwn(u.ID) {
 			active[u.ID] = struct{}{}
 		}
@@ -363,8 +460,17 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			if err != nil {
 				return Count{}, err
 			}
-			since = now.Unix() - int64(ActivityWindow/time.Second)
+			since = windowSince(now, interval)
 			serverAt = now
+			own.ref = c.prevCount // a JWT stamps after the answer
+			if c.stampsSelfFirst(token) {
+				own.ref = now
+			}
+			if header.Get("Date") != "" {
+				// Both clocks are Open WebUI's: only whole seconds and
+				// the request's own time part them.
+				own.tolerance = ownStampTolerance
+			}
 			total = p.Total
 			// Bounded paging: never more pages than the total allows (+1 for
 			// users added meanwhile), whatever the server answers.
@@ -378,6 +484,9 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 			seen[u.ID] = struct{}{}
 			if u.LastActiveAt < since {
 				done = true // sorted by activity: nobody further down counts
+				if u.ID == c.self.ID {
+					own.found, own.stamp = true, max(own.stamp, u.LastActiveAt)
+				}
 				break
 			}
 			countActive(u)
@@ -397,8 +506,17 @@ func (c *Client) countAdmin(ctx context.Context, token string) (Count, error) {
 					countActive(u)
 				}
 			}
+			if !own.found && len(seen) >= total && c.stampsSelfFirst(token) {
+				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account is not in the list of all %d users; %s", total, listAdvice)
+			}
+			own.covered, own.at, own.prev = since, serverAt, c.prevCount
+			if own.found && serverAt.Unix()-own.stamp > int64((MaxStatusUpdateInterval+c.clockTolerance())/time.Second) && c.stampsSelfFirst(token) {
+				return Count{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request should have set, is %s old, more than any write interval accepted (%s), so the list is stale; %s", time.Duration(serverAt.Unix()-own.stamp)*time.Second, MaxStatusUpdateInterval, cacheAdvice)
+			}
+			c.observe(own)
+			c.prevCount = serverAt
 			c.seenActive, c.seenAt = active, serverAt
-			return Count{ActiveUsers: len(active), TotalUsers: total, Version: c.version}, nil
+			return Count{ActiveUsers: len(active), TotalUsers: total, Version: c.version, WriteInterval: interval}, nil
 		}
 	}
 	return Count{}, fmt.Errorf("GET /api/v1/users/: still active users after %d pages of %d users in total; the list is not ordered by last_active_at", maxPage, total)
@@ -464,11 +582,21 @@ func (c *Client) clockTolerance() time.Duration {
 // cacheAdvice ends every error about an answer that is old or from another clock.
 const cacheAdvice = "a caching proxy between the exporter and Open WebUI replays old answers (let it pass /api/ uncached: the exporter sends Cache-Control: no-cache), or the clocks disagree (check NTP on Open WebUI, the proxy and this host)"
 
+// ownStampTolerance is how far the own stamp may lag the Date header of
+// the answer to the request that stamped it: whole seconds on both, and
+// the time the request took.
+const ownStampTolerance = 2 * time.Second
+
 // serverNow is "now" on Open WebUI's clock, which last_active_at is compared
 // with: the Date header, else the own fresh stamp (API key on 0.6.41+), else
 // the local clock. Every clock the answer carries must be within the
 // tolerance of the local clock: an answer an hour old (a cache) or an hour
 // ahead (a wrong clock) would count idle people, or nobody, with up 1.
+//
+// Under the write throttle the own stamp is not fresh: it may be up to T
+// old, and more than a page of people stamped since may have pushed it off
+// page 1 (countAdmin learns T from it instead). Only a stamp within the
+// tolerance of the local clock stands in for a missing Date header.
 func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (time.Time, error) {
 	local := c.cfg.Now()
 	tolerance := c.clockTolerance()
@@ -485,22 +613,15 @@ func (c *Client) serverNow(header http.Header, page1 UserPage, token string) (ti
 				stamp = time.Unix(u.LastActiveAt, 0)
 			}
 		}
-		// With a status update interval T, Open WebUI writes the stamp at
-		// most once per T: it may be up to T old, and more than a page of
-		// people stamped since may have pushed it past page 1. Then Date
-		// and the local clock place the window, as for a JWT.
-		if stamp.IsZero() && c.cfg.StatusUpdateInterval == 0 {
-			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own account, which this request marked active, is not on the first page of users by last_active_at; %s", listAdvice)
-		}
-		if !stamp.IsZero() && !near(stamp, local, tolerance+c.cfg.StatusUpdateInterval) {
-			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request set, is %s off the local clock (tolerance %s), so the list is stale; %s", stamp.Sub(local).Round(time.Second), tolerance+c.cfg.StatusUpdateInterval, cacheAdvice)
+		if !stamp.IsZero() && stamp.After(local.Add(tolerance)) {
+			return time.Time{}, fmt.Errorf("GET /api/v1/users/: the exporter's own last_active_at, which this request set, is %s off the local clock (tolerance %s); %s", stamp.Sub(local).Round(time.Second), tolerance, cacheAdvice)
 		}
 	}
 	now := local
 	switch {
 	case hasDate:
 		now = date
-	case !stamp.IsZero():
+	case !stamp.IsZero() && near(stamp, local, tolerance):
 		now = stamp
 	default:
 		level.Debug(c.cfg.Logger).Log("msg", "no Date header from Open WebUI, using the local clock for the activity window")
@@ -560,25 +681,21 @@ func (c *Client) learnSelf(ctx context.Context, token string) error {
 
 // confirmActive waits until Open WebUI reports the exporter's own account as
 // active, so that the next count surely includes it. A JWT stamp lands just
-// after the response that caused it, so this takes one or two tries.
-func (c *Client) confirmActive(ctx context.Context, token string) error {
+// after the response that caused it, so this takes one or two tries. Under
+// Open WebUI's write throttle the stamp may never land: then it reports
+// false, and the count is not subtracted from.
+func (c *Client) confirmActive(ctx context.Context, token string) (bool, error) {
 	const tries = 10
 	for i := 0; ; i++ {
 		active, err := c.userActive(ctx, token, c.self.ID)
-		if err != nil {
-			return err
-		}
-		if active {
-			return nil
-		}
-		if i == tries-1 {
-			return fmt.Errorf("Open WebUI did not mark the exporter's own account active after %d tries, so it cannot be told apart from the people it counts; use an API key instead of a JWT", tries)
+		if err != nil || active || i == tries-1 {
+			return active, err
 		}
 		t := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-t.C:
 		}
 	}
@@ -603,10 +720,27 @@ func (c *Client) userActive(ctx context.Context, token, id string) (bool, error)
 }
 
 // primeAfter is how old our last request may get before the own account has
-// to be stamped again: with an update interval T, Open WebUI may skip a stamp
-// that is less than T newer than the last one it wrote.
+// to be stamped again.
 func (c *Client) primeAfter() time.Duration {
-	return ActivityWindow - c.cfg.StatusUpdateInterval - primeMargin
+	return ActivityWindow - primeMargin
+}
+
+// CheckStatusUpdateInterval tells whether mode can count right when Open
+// WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL is interval (0 to
+// MaxStatusUpdateInterval). Usage mode cannot above 0: /api/usage gives one
+// number, of the users written within 180 s, and under the throttle a person
+// who made a request within 180 s may have been written up to T before it;
+// no rule on such numbers finds everybody without counting people twice
+// (docs/how-it-works.md). Admin mode reads every last_active_at and widens
+// the window by T.
+func CheckStatusUpdateInterval(mode Mode, interval time.Duration) error {
+	if interval < 0 || interval > MaxStatusUpdateInterval {
+		return fmt.Errorf("must be between 0 and %s (Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL), got %s", MaxStatusUpdateInterval, interval)
+	}
+	if mode == ModeUsage && interval > 0 {
+		return fmt.Errorf("is %s, but --openwebui.count-mode=usage cannot count right under Open WebUI's activity-write throttle: /api/usage only counts who was written within 180s, and a person active a moment ago may have been written up to %s before; use --openwebui.count-mode=admin (with an admin account's token), which counts everybody written within 180s + %s", interval, interval, interval)
+	}
+	return nil
 }
 
 // explainHTML turns "HTML instead of JSON" on /api/usage into the version hint.

@@ -172,13 +172,16 @@ func TestAdminModeCountsOnlyFromATrustworthyList(t *testing.T) {
 			pages: map[int]string{1: page(2, entry{"self", at(n - 20)}, entry{"alice", at(n - 30)})}, want: 1},
 		{name: "API key whose own account is not listed", token: testKey, date: now,
 			pages:   map[int]string{1: page(1, entry{"alice", at(n - 10)})},
-			wantErr: "the exporter's own account, which this request marked active, is not on the first page"},
-		{name: "API key whose own account is listed as idle (a stale list)", token: testKey, date: now,
+			wantErr: "the exporter's own account is not in the list of all 1 users"},
+		{name: "API key whose own account is listed as idle for longer than any write interval (a stale list)", token: testKey, date: now,
 			pages:   map[int]string{1: page(2, entry{"alice", at(n - 10)}, entry{"self", at(n - 4000)})},
-			wantErr: "the exporter's own last_active_at, which this request set, is -1h6m40s off the local clock (tolerance 30s), so the list is stale"},
-		{name: "API key, own account only on page 2", token: testKey, date: now,
-			pages:   map[int]string{1: page(31, fullPage[1:]...), 2: page(31, entry{"x", at(n - 40)}, entry{"self", at(n - 50)})},
-			wantErr: "is not on the first page"},
+			wantErr: "the exporter's own last_active_at, which this request should have set, is 1h6m40s old, more than any write interval accepted (1h0m0s), so the list is stale"},
+		// The own stamp 50 s old after an API-key request: Open WebUI's
+		// write throttle dropped it (issue 22). Not an error: the exporter
+		// counts the wider window, everybody within an hour until it has
+		// measured the interval.
+		{name: "API key, own account only on page 2, not told of a throttle", token: testKey, date: now,
+			pages: map[int]string{1: page(31, fullPage[1:]...), 2: page(31, entry{"x", at(n - 40)}, entry{"self", at(n - 50)})}, want: 30},
 		// With a status update interval the own stamp may be up to T old,
 		// and over a page of people stamped since: Date and the local clock
 		// place the window instead.
@@ -269,7 +272,7 @@ func TestRotationSubtractsTheOldAccountOnlyWhileActive(t *testing.T) {
 	now := time.Unix(1_785_000_000, 0)
 	clock := fakeopenwebui.NewClock(now)
 	up := &rawUpstream{version: "0.11.0", selfID: "a", role: "user", date: now,
-		usage: `{"model_ids":[],"user_count":1}`, active: map[string]bool{}}
+		usage: `{"model_ids":[],"user_count":1}`, active: map[string]bool{"a": true, "b": true}} // an API key's own request marks it active
 	srv := httptest.NewServer(up)
 	defer srv.Close()
 	base, _ := url.Parse(srv.URL)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
@@ -20,14 +22,60 @@ type served struct {
 	errors           int     // non-200 answers of /active_users
 	activeHours      float64 // hours in which Open WebUI counted somebody active
 	requestsPerFetch float64 // requests to Open WebUI per read of /active_users
+	// falseAbsence is the longest stretch in which openwebui_active_users
+	// was below the people who made a request within 180 s; leaveLag the
+	// longest in which it was above 0 while nobody had.
+	falseAbsence, leaveLag time.Duration
+	absentRun, lagRun      time.Duration // the current stretches
+}
+
+// people knows, from the trace, who made a request to Open WebUI within the
+// activity window: a send, or the heartbeat an open tab sends every 30 s
+// from when it opened.
+type people struct {
+	openSince map[string]time.Duration
+	last      map[string]time.Duration
+}
+
+func (p *people) apply(e event) {
+	switch e.kind {
+	case open, send:
+		if _, ok := p.openSince[e.person]; !ok {
+			p.openSince[e.person] = e.at
+		}
+		p.last[e.person] = e.at
+	case closeTab:
+		p.beat(e.person, e.at)
+		delete(p.openSince, e.person)
+	}
+}
+
+// beat records the open tab's latest heartbeat at now.
+func (p *people) beat(person string, now time.Duration) {
+	if since, ok := p.openSince[person]; ok {
+		p.last[person] = max(p.last[person], since+(now-since)/fakeopenwebui.HeartbeatInterval*fakeopenwebui.HeartbeatInterval)
+	}
+}
+
+// active counts who made a request within the window before now.
+func (p *people) active(now time.Duration) int {
+	n := 0
+	for person, at := range p.last {
+		p.beat(person, now)
+		if now-max(at, p.last[person]) <= fakeopenwebui.ActiveWindow {
+			n++
+		}
+	}
+	return n
 }
 
 // simulate runs the exporter (admin mode, no cache, idle timeout timeout; 0:
-// policy off) through the trace, reading /active_users once per step.
-func simulate(bin string, tr []event, timeout, step time.Duration) (served, error) {
+// policy off) through the trace, reading /active_users and /metrics once
+// per step, with Open WebUI's write throttle write.
+func simulate(bin string, tr []event, timeout, step time.Duration, write throttle) (served, error) {
 	midnight := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
 	clock := fakeopenwebui.NewClock(midnight)
-	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true})
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true, StatusUpdateInterval: write.interval, Processes: write.processes})
 	fake.RegisterToken(fake.AddUser("exporter", "admin"), harness.Token)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,8 +87,10 @@ func simulate(bin string, tr []event, timeout, step time.Duration) (served, erro
 
 	// Events at midnight happen before the exporter starts (tabs left open).
 	next := 0
+	truth := &people{openSince: map[string]time.Duration{}, last: map[string]time.Duration{}}
 	for ; next < len(tr) && tr[next].at == 0; next++ {
 		apply(fake, tr[next])
+		truth.apply(tr[next])
 	}
 	addr := harness.FreeAddr()
 	// The fake's clock runs a day in seconds, ahead of this host's: the
@@ -48,6 +98,9 @@ func simulate(bin string, tr []event, timeout, step time.Duration) (served, erro
 	args := []string{"--openwebui.count-mode=admin", "--cache.ttl=0", "--cache.max-stale=0", "--openwebui.max-clock-skew=100000h"}
 	if timeout > 0 {
 		args = append(args, "--activity.idle-timeout="+timeout.String())
+	}
+	if write.told {
+		args = append(args, "--openwebui.status-update-interval="+write.interval.String())
 	}
 	cmd, err := harness.StartExporter(bin, addr, ln.Addr().String(), args...)
 	if err != nil {
@@ -63,6 +116,16 @@ func simulate(bin string, tr []event, timeout, step time.Duration) (served, erro
 		}
 		return n, true
 	}
+	activeUsers := func() (int, bool) {
+		status, body := harness.Get(client, "http://"+addr+"/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, "openwebui_active_users "); ok && status == http.StatusOK {
+				n, err := strconv.Atoi(v)
+				return n, err == nil
+			}
+		}
+		return 0, false
+	}
 
 	var (
 		s       served
@@ -75,6 +138,7 @@ func simulate(bin string, tr []event, timeout, step time.Duration) (served, erro
 				pending++
 			}
 			apply(fake, tr[next])
+			truth.apply(tr[next])
 		}
 		n, ok := read()
 		fetches++
@@ -87,6 +151,21 @@ func simulate(bin string, tr []event, timeout, step time.Duration) (served, erro
 			}
 			pending = 0
 			s.values = append(s.values, n)
+		}
+		if active, ok := activeUsers(); !ok {
+			s.errors++
+		} else {
+			// A stretch is counted in steps: one read below is one step.
+			there := truth.active(now)
+			var absent, lagging time.Duration
+			if active < there {
+				absent = s.absentRun + step
+			}
+			if active > 0 && there == 0 {
+				lagging = s.lagRun + step
+			}
+			s.absentRun, s.lagRun = absent, lagging
+			s.falseAbsence, s.leaveLag = max(s.falseAbsence, absent), max(s.leaveLag, lagging)
 		}
 		if fake.ActiveCount() > 0 {
 			s.activeHours += step.Hours()

@@ -9,6 +9,7 @@
 //	go run ./bench/simday -timeouts 0,15m -people 40 -seeds 7
 //	go run ./bench/simday -people 5 -seeds 1,2,3   # three days, then a summary per timeout
 //	go run ./bench/simday -wake -seeds 1,2,3 -check # gate off/on x 5,15,30m x 5,20 people x 30s,120s start-up; two pools
+//	go run ./bench/simday -write-intervals 0,300s -timeouts 0,15m -seeds 1,2,3 # Open WebUI's write throttle (issue 22)
 //
 // What is real: the exporter binary (admin mode, --cache.ttl=0), its HTTP
 // requests to Open WebUI, and what it answers on /active_users. The clock is
@@ -55,6 +56,14 @@
 //     -big-share of all messages do.
 //   - Events are handled on a 100 ms clock, so hold times are exact to 100 ms.
 //
+// With -write-intervals, the fake Open WebUI throttles the activity writes
+// (DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL, issue 22), and each T > 0
+// runs twice: the exporter not told (it must notice) and told
+// (--openwebui.status-update-interval). The "false absence" column is the
+// longest stretch in which the exporter's openwebui_active_users was below
+// the number of people who made a request (a tab's heartbeat included)
+// within the last 180 s: it must be 0.
+//
 // -check fails when a target is not met. Without -startups: a send went
 // unseen, /active_users failed, or a policy run kept Ollama on no shorter than
 // the run without it. With them (issue 17): with the gate 0 failed messages
@@ -81,6 +90,7 @@ type config struct {
 	people                   []int
 	seeds                    []uint64
 	timeouts, startups       []time.Duration
+	intervals                []time.Duration
 	step, cooldown, polling  time.Duration
 	pushLatency, holdTimeout time.Duration
 	answer                   time.Duration
@@ -92,18 +102,21 @@ type config struct {
 	bigIdle, bigCooldown     time.Duration
 	verbose, check           bool
 	parallel                 int
+	processes                int
 }
 
 func main() {
 	var (
 		c                                 config
 		people, seeds, timeouts, startups string
+		intervals                         string
 		wake                              bool
 	)
 	flag.StringVar(&people, "people", "20", "comma-separated team sizes")
 	flag.StringVar(&seeds, "seeds", "1", "comma-separated seeds: one simulated day (trace) each")
 	flag.DurationVar(&c.step, "step", 10*time.Second, "simulated time between two reads of /active_users")
 	flag.StringVar(&timeouts, "timeouts", "0,15m,30m,60m", "comma-separated --activity.idle-timeout values to run (0 = policy off)")
+	flag.StringVar(&intervals, "write-intervals", "0", "comma-separated DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL values of the fake Open WebUI (issue 22); each above 0 runs with the exporter not told and told")
 	flag.DurationVar(&c.cooldown, "cooldown", 300*time.Second, "KEDA cooldownPeriod")
 	flag.DurationVar(&c.polling, "polling", 30*time.Second, "KEDA pollingInterval (scale-in checks)")
 	flag.BoolVar(&wake, "wake", false, "the wake gate's day (issues 17 and 18): defaults -people 5,20 -timeouts 5m,15m,30m -startups 30s,120s -pools")
@@ -123,6 +136,7 @@ func main() {
 	flag.BoolVar(&c.verbose, "v", false, "print every message that failed")
 	flag.BoolVar(&c.check, "check", false, "exit 1 if a target is not met (for CI): without -startups, a send went unseen, /active_users failed, or a policy run kept Ollama on no shorter than the run without it; with them, the targets printed")
 	flag.IntVar(&c.parallel, "parallel", 2, "exporter runs at once")
+	flag.IntVar(&c.processes, "processes", 1, "Open WebUI processes sharing the database, each with its own write throttle; the exporter's requests go to them in turn")
 	warmFlags := addWarmFlags()
 	flag.Parse()
 	if warmFlags.on {
@@ -150,6 +164,9 @@ func main() {
 	}
 	if c.timeouts, err = parseList(timeouts, time.ParseDuration); err != nil {
 		usage("-timeouts", err)
+	}
+	if c.intervals, err = parseList(intervals, time.ParseDuration); err != nil {
+		usage("-write-intervals", err)
 	}
 	if startups != "" {
 		if c.startups, err = parseList(startups, time.ParseDuration); err != nil {
@@ -198,7 +215,7 @@ func (c config) validate() error {
 			return fmt.Errorf("a team needs at least 1 person, not %d", n)
 		}
 	}
-	for _, d := range append(append([]time.Duration{}, c.timeouts...), c.startups...) {
+	for _, d := range append(append(append([]time.Duration{}, c.timeouts...), c.startups...), c.intervals...) {
 		if d < 0 {
 			return fmt.Errorf("negative duration %s", d)
 		}
@@ -212,6 +229,8 @@ func (c config) validate() error {
 		return fmt.Errorf("-pools needs -pool-people and -big-users at least 1, -big-share in (0,1), a positive -big-idle")
 	case c.parallel < 1:
 		return fmt.Errorf("-parallel must be at least 1")
+	case c.processes < 1:
+		return fmt.Errorf("-processes must be at least 1")
 	}
 	return nil
 }
@@ -238,11 +257,53 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-// run is one exporter run: a team's day (seed) at one idle timeout.
+// run is one exporter run: a team's day (seed) at one idle timeout, under
+// one write throttle (told to the exporter or not).
 type run struct {
 	people  int
 	timeout time.Duration
 	seed    uint64
+	write   throttle
+}
+
+// throttle is Open WebUI's DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL in
+// the fake, whether the exporter is told it, and how many Open WebUI
+// processes (each with its own throttle) share the database.
+type throttle struct {
+	interval  time.Duration
+	told      bool
+	processes int
+}
+
+func (t throttle) String() string {
+	r := ""
+	if t.processes > 1 {
+		r = fmt.Sprintf(" R=%d", t.processes)
+	}
+	switch {
+	case t.interval == 0:
+		return "T=0" + r
+	case t.told:
+		return fmt.Sprintf("T=%s%s told", name(t.interval), r)
+	}
+	return fmt.Sprintf("T=%s%s not told", name(t.interval), r)
+}
+
+// throttles lists the write throttles to run: each interval above 0 not
+// told and told. Only the classic day runs them.
+func (c config) throttles() []throttle {
+	if len(c.startups) > 0 {
+		return []throttle{{processes: 1}}
+	}
+	var ts []throttle
+	for _, t := range c.intervals {
+		if t == 0 {
+			ts = append(ts, throttle{0, false, c.processes})
+		} else {
+			ts = append(ts, throttle{t, false, c.processes}, throttle{t, true, c.processes})
+		}
+	}
+	return ts
 }
 
 type day struct {
@@ -262,11 +323,13 @@ func (c config) exporterRuns() []run {
 	for _, seed := range c.seeds {
 		for _, n := range c.people {
 			for _, t := range c.timeouts {
-				add(run{n, t, seed})
+				for _, w := range c.throttles() {
+					add(run{n, t, seed, w})
+				}
 			}
 		}
 		if c.pools && len(c.startups) > 0 {
-			add(run{c.poolPeople, c.poolTimeout, seed})
+			add(run{c.poolPeople, c.poolTimeout, seed, throttle{processes: 1}})
 		}
 	}
 	return runs
@@ -289,11 +352,11 @@ func runExporter(bin string, runs []run, step time.Duration, parallel int) (map[
 		go func() {
 			defer func() { <-slots; wg.Done() }()
 			tr := trace(r.people, r.seed)
-			s, err := simulate(bin, tr, r.timeout, step)
+			s, err := simulate(bin, tr, r.timeout, step, r.write)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && first == nil {
-				first = fmt.Errorf("%d people, idle timeout %s, seed %d: %w", r.people, name(r.timeout), r.seed, err)
+				first = fmt.Errorf("%d people, idle timeout %s, seed %d, %s: %w", r.people, name(r.timeout), r.seed, r.write, err)
 			}
 			days[r] = day{tr, s}
 		}()

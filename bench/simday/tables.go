@@ -17,23 +17,40 @@ import (
 // on the step's read at once, and a message fails only at zero replicas.
 func classic(c config, days map[run]day) (problems []string) {
 	w := world{step: c.step, polling: c.polling, cooldown: c.cooldown, holdTimeout: c.holdTimeout, answer: c.answer}
+	type variant struct {
+		timeout time.Duration
+		write   throttle
+	}
+	var variants []variant
+	for _, timeout := range c.timeouts {
+		for _, write := range c.throttles() {
+			variants = append(variants, variant{timeout, write})
+		}
+	}
+	label := func(v variant) string {
+		if len(c.intervals) == 1 && c.intervals[0] == 0 && c.processes == 1 {
+			return name(v.timeout)
+		}
+		return name(v.timeout) + ", " + v.write.String()
+	}
 	for _, people := range c.people {
 		type total struct {
 			on                          []float64
 			sends, atZero, unseen, errs int
+			absence, lag                time.Duration
 		}
-		totals := make([]total, len(c.timeouts))
+		totals := make([]total, len(variants))
 		for _, seed := range c.seeds {
-			tr := days[run{people, c.timeouts[0], seed}].trace
+			tr := days[run{people, c.timeouts[0], seed, c.throttles()[0]}].trace
 			fmt.Printf("simulated day: %d people, seed %d, %d events (%d messages, %d tab opens), step %s, KEDA cooldown %s, polling %s\n",
 				people, seed, len(tr), count(tr, send), count(tr, open), c.step, c.cooldown, c.polling)
-			fmt.Printf("%-14s %10s %12s %16s %14s %14s %10s %14s\n", "idle timeout", "Ollama on", "tabs open*", "sends at zero", "sends unseen", "scale-ups", "errors", "req/fetch")
-			for i, timeout := range c.timeouts {
-				d := days[run{people, timeout, seed}]
+			fmt.Printf("%-24s %10s %12s %16s %14s %14s %10s %14s %15s %11s\n", "idle timeout", "Ollama on", "tabs open*", "sends at zero", "sends unseen", "scale-ups", "errors", "req/fetch", "false absence", "leave lag")
+			for i, v := range variants {
+				d := days[run{people, v.timeout, seed, v.write}]
 				p := w.newPool(poolSpec{name: "ollama", wake: wakeArrival})
 				runDay(d.trace, d.served.values, func(int) int { return 0 }, []*pool{p}, w)
-				fmt.Printf("%-14s %9.2fh %11.2fh %16d %14d %14d %10d %14.2f\n", name(timeout), p.onHours(), d.served.activeHours,
-					len(p.gate.failures), d.served.unseen, p.keda.scaleUps, d.served.errors, d.served.requestsPerFetch)
+				fmt.Printf("%-24s %9.2fh %11.2fh %16d %14d %14d %10d %14.2f %15s %11s\n", label(v), p.onHours(), d.served.activeHours,
+					len(p.gate.failures), d.served.unseen, p.keda.scaleUps, d.served.errors, d.served.requestsPerFetch, d.served.falseAbsence, d.served.leaveLag)
 				if c.verbose {
 					printFailures(d.trace, p.gate.failures)
 				}
@@ -43,26 +60,30 @@ func classic(c config, days map[run]day) (problems []string) {
 				t.atZero += len(p.gate.failures)
 				t.unseen += d.served.unseen
 				t.errs += d.served.errors
+				t.absence = max(t.absence, d.served.falseAbsence)
+				t.lag = max(t.lag, d.served.leaveLag)
 			}
 		}
 		fmt.Println("* tabs open: hours in which Open WebUI counted at least one active user (what keeps Ollama on without the policy)")
-		for i, timeout := range c.timeouts {
+		fmt.Println("  false absence: the longest stretch with openwebui_active_users below the people who made a request within 180 s (must be 0)")
+		fmt.Println("  leave lag: the longest stretch with openwebui_active_users above 0 after everybody's last request was 180 s old")
+		for i, v := range variants {
 			t := totals[i]
-			if t.unseen > 0 || t.errs > 0 {
-				problems = append(problems, fmt.Sprintf("%d people, idle timeout %s: %d sends unseen, %d errors", people, name(timeout), t.unseen, t.errs))
+			if t.unseen > 0 || t.errs > 0 || t.absence > 0 {
+				problems = append(problems, fmt.Sprintf("%d people, idle timeout %s: %d sends unseen, %d errors, false absence %s", people, label(v), t.unseen, t.errs, t.absence))
 			}
-			for j, off := range c.timeouts {
-				if off == 0 && timeout > 0 && sum(t.on) >= sum(totals[j].on) {
-					problems = append(problems, fmt.Sprintf("%d people, idle timeout %s: Ollama on %.2fh, not less than %.2fh without the policy", people, name(timeout), sum(t.on), sum(totals[j].on)))
+			for j, off := range variants {
+				if off.timeout == 0 && off.write == v.write && v.timeout > 0 && sum(t.on) >= sum(totals[j].on) {
+					problems = append(problems, fmt.Sprintf("%d people, idle timeout %s: Ollama on %.2fh, not less than %.2fh without the policy", people, label(v), sum(t.on), sum(totals[j].on)))
 				}
 			}
 		}
 		if len(c.seeds) > 1 {
 			fmt.Printf("summary over %d days of %d people:\n", len(c.seeds), people)
-			fmt.Printf("%-14s %18s %26s %14s %10s\n", "idle timeout", "Ollama on, median", "sends at zero / sends", "sends unseen", "errors")
-			for i, timeout := range c.timeouts {
+			fmt.Printf("%-24s %18s %26s %14s %10s %15s %11s\n", "idle timeout", "Ollama on, median", "sends at zero / sends", "sends unseen", "errors", "false absence", "leave lag")
+			for i, v := range variants {
 				t := totals[i]
-				fmt.Printf("%-14s %17.2fh %15d / %-8d %14d %10d\n", name(timeout), median(t.on), t.atZero, t.sends, t.unseen, t.errs)
+				fmt.Printf("%-24s %17.2fh %15d / %-8d %14d %10d %15s %11s\n", label(v), median(t.on), t.atZero, t.sends, t.unseen, t.errs, t.absence, t.lag)
 			}
 		}
 	}
@@ -174,7 +195,7 @@ func wakeDay(c config, days map[run]day) (problems []string) {
 				w := world{step: c.step, polling: c.polling, cooldown: c.cooldown, pushLatency: pushLatency, gate: gate, holdTimeout: c.holdTimeout, answer: c.answer}
 				s := &cell{}
 				for _, seed := range c.seeds {
-					d := days[run{people, timeout, seed}]
+					d := days[run{people, timeout, seed, throttle{processes: 1}}]
 					p := w.newPool(poolSpec{name: "ollama", wake: wakeArrival, startup: startup})
 					runDay(d.trace, d.served.values, func(int) int { return 0 }, []*pool{p}, w)
 					s.add(p, count(d.trace, send))
@@ -266,7 +287,7 @@ func twoPools(c config, days map[run]day) (problems []string) {
 	fmt.Printf("two pools: %d people, idle timeout %s (the people who wake the small pool), %s; gate on, push latency %s, hold timeout %s, answers %s, KEDA cooldown %s small, %s big\n",
 		c.poolPeople, short(c.poolTimeout), daysNote(c), c.pushLatency, c.holdTimeout, c.answer, short(c.cooldown), short(c.bigCooldown))
 	for _, seed := range c.seeds {
-		d := days[run{c.poolPeople, c.poolTimeout, seed}]
+		d := days[run{c.poolPeople, c.poolTimeout, seed, throttle{processes: 1}}]
 		big, who := bigModel(d.trace, c.poolPeople, c.bigUsers, c.bigShare, seed)
 		route := func(i int) int {
 			if big[i] {

@@ -28,9 +28,15 @@ func main() {
 	publicCount := flag.Bool("public-count", true, "ENABLE_PUBLIC_ACTIVE_USERS_COUNT (0.6.42+)")
 	analytics := flag.Bool("admin-analytics", true, "ENABLE_ADMIN_ANALYTICS (0.8.0+): GET /api/v1/analytics/users")
 	chatAccess := flag.Bool("admin-chat-access", true, "ENABLE_ADMIN_CHAT_ACCESS: GET /api/v1/chats/list/user/{user_id}")
+	interval := flag.Duration("status-update-interval", 0, "DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL: last_active_at is written at most once per interval per process and user (0: every request)")
+	processes := flag.Int("processes", 1, "Open WebUI processes sharing the database, each with its own write throttle; requests go to them in turn")
 	flag.Parse()
+	if *interval < 0 || *processes < 1 {
+		log.Fatal("-status-update-interval must not be negative, -processes must be at least 1")
+	}
 	cfg := fakeopenwebui.Config{Version: *version, PublicActiveUsersCountDisabled: !*publicCount,
-		DisableAdminAnalytics: !*analytics, DisableAdminChatAccess: !*chatAccess}
+		DisableAdminAnalytics: !*analytics, DisableAdminChatAccess: !*chatAccess,
+		StatusUpdateInterval: *interval, Processes: *processes}
 	if err := run(*listen, cfg, *humans, *token, *admin); err != nil {
 		log.Fatal(err)
 	}

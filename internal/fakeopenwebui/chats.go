@@ -28,20 +28,37 @@ type chatMessage struct {
 }
 
 // beat applies the heartbeats that open tabs sent up to now (TabHeartbeats):
-// the latest 30 s tick since the tab opened stamps last_active_at. Lazy, so
-// that a fake clock can jump hours at once. Called with s.mu held.
+// every 30 s since the tab opened, each a call of the throttled write in
+// the tab's process, in time order. Lazy, so that a fake clock can jump
+// hours at once: it steps from write to write, not from beat to beat.
+// Called with s.mu held.
 func (s *Server) beat() {
 	if !s.cfg.TabHeartbeats || !s.at("0.6.41") {
 		return
 	}
 	now := s.cfg.Now()
 	for id, since := range s.tabSince {
-		u := s.byID[id]
-		if u == nil || now.Before(since) {
+		if now.Before(since) {
 			continue
 		}
-		tick := since.Add(now.Sub(since) / HeartbeatInterval * HeartbeatInterval)
-		u.lastActive = max(u.lastActive, tick.Unix())
+		latest := since.Add(now.Sub(since) / HeartbeatInterval * HeartbeatInterval)
+		next := s.tabBeat[id].Add(HeartbeatInterval)
+		proc := s.tabProc[id]
+		for !next.After(latest) {
+			if prev, ok := s.procs[proc].lastWrite[id]; ok && next.Sub(prev) < s.cfg.StatusUpdateInterval {
+				// Dropped until the interval has passed: skip to the
+				// first beat at or after that.
+				wait := prev.Add(s.cfg.StatusUpdateInterval).Sub(next)
+				next = next.Add((wait + HeartbeatInterval - 1) / HeartbeatInterval * HeartbeatInterval)
+				continue
+			}
+			if s.cfg.StatusUpdateInterval == 0 {
+				next = latest // every beat writes: the latest one is what stays
+			}
+			s.write(id, proc, next)
+			next = next.Add(HeartbeatInterval)
+		}
+		s.tabBeat[id] = latest
 	}
 }
 
@@ -74,9 +91,8 @@ func (s *Server) Send(name string) string {
 	if u == nil {
 		u = s.addUser(name, "user")
 	}
-	s.beat()
-	s.touch(u.id) // the tab the message is typed in
-	s.stamp(u.id) // the authenticated send request
+	s.touch(u.id)                  // the tab the message is typed in
+	s.stamp(u.id, s.pickProcess()) // the authenticated send request, through the Service
 	now := s.cfg.Now().Unix()
 	var c *chat
 	for _, x := range s.chats {
@@ -232,8 +248,7 @@ func (s *Server) CloseTab(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.beat()
-	delete(s.tabs, userID)
-	delete(s.tabSince, userID)
+	s.closeTab(userID)
 }
 
 // ActiveCount is Open WebUI's own count of active users, the holders of a
@@ -278,7 +293,7 @@ func (s *Server) ImportChat(name string, updatedAt int64) string {
 	if u == nil {
 		u = s.addUser(name, "user")
 	}
-	s.stamp(u.id) // the authenticated import request
+	s.stamp(u.id, s.pickProcess()) // the authenticated import request
 	now := s.cfg.Now().Unix()
 	s.seq++
 	c := &chat{id: fmt.Sprintf("c%07x-0000-4000-8000-%012x", s.seq, s.seq), userID: u.id, title: "Imported", created: updatedAt, updated: updatedAt}

@@ -1,7 +1,8 @@
 // Package fakeopenwebui is an in-memory stand-in for the parts of Open WebUI
 // the exporter talks to (see docs/openwebui-api.md). It models the
 // version-dependent response shapes, the auth error matrix, the caller's own
-// last_active_at stamp and the SPA HTML fallback. It is used by tests and by
+// last_active_at stamp, the activity-write throttle of one or several Open
+// WebUI processes sharing a database, and the SPA HTML fallback. It is used by tests and by
 // cmd/fakeopenwebui.
 package fakeopenwebui
 
@@ -53,8 +54,18 @@ type Config struct {
 	// stamp lands before the handler counts. Default false = after.
 	JWTStampBeforeHandler bool
 	// StatusUpdateInterval is DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL
-	// (0 = every request writes).
+	// (0 = every request writes). Like utils/misc.py throttle around
+	// Users.update_last_active_by_id it is per process and per user, and
+	// acts on the leading edge: the first call writes, and every call within
+	// the interval of that process's last write for the user is dropped,
+	// not deferred. Requests and tab heartbeats alike.
 	StatusUpdateInterval time.Duration
+	// Processes is the number of Open WebUI processes (replicas or uvicorn
+	// workers) sharing the one database; 0 means 1. ServeHTTP hands the
+	// requests round robin to them, as a Service does; Process(i) serves
+	// through process i only. A tab's socket (its heartbeats) stays on the
+	// process it opened on.
+	Processes int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// TabHeartbeats makes every open tab send its socket heartbeat every
@@ -95,7 +106,10 @@ type Server struct {
 	chats      []*chat              // the chat table
 	messages   []chatMessage        // the chat_message table (0.8.0+)
 	ollamaDown bool
-	lastWrite  map[string]time.Time // throttle state of the request stamp
+	procs      []process            // the throttle state of each Open WebUI process
+	nextProc   int                  // round robin over procs
+	tabProc    map[string]int       // the process an open tab's socket is on
+	tabBeat    map[string]time.Time // the last heartbeat of an open tab applied (TabHeartbeats)
 	requests   map[string]int
 	override   http.HandlerFunc
 	fault      string
@@ -110,12 +124,57 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	procs := make([]process, max(cfg.Processes, 1))
+	for i := range procs {
+		procs[i] = process{lastWrite: map[string]time.Time{}}
+	}
 	return &Server{
 		cfg: cfg, ver: parseVersion(cfg.Version),
 		byID: map[string]*user{}, keys: map[string]string{}, jwts: map[string]string{},
 		revoked: map[string]bool{}, service: map[string]bool{}, tabs: map[string]bool{}, tabSince: map[string]time.Time{},
-		lastWrite: map[string]time.Time{}, requests: map[string]int{},
+		procs: procs, tabProc: map[string]int{}, tabBeat: map[string]time.Time{}, requests: map[string]int{},
 	}
+}
+
+// process is one Open WebUI process: its throttle's memory of the last
+// write per user (utils/misc.py throttle keeps it in the decorator, so it
+// is neither shared between processes nor kept across a restart).
+type process struct {
+	lastWrite map[string]time.Time
+}
+
+// pickProcess returns the next process, round robin (s.mu held).
+func (s *Server) pickProcess() int {
+	i := s.nextProc % len(s.procs)
+	s.nextProc++
+	return i
+}
+
+// Process returns a handler that serves every request through Open WebUI
+// process i (0 <= i < Processes) of the shared database, as a client
+// pinned to one replica sees it.
+func (s *Server) Process(i int) http.Handler {
+	if i < 0 || i >= len(s.procs) {
+		panic(fmt.Sprintf("fakeopenwebui: process %d of %d", i, len(s.procs)))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, i) })
+}
+
+// write is Users.update_last_active_by_id(userID) called at `at` in process
+// proc, behind the throttle (see Config.StatusUpdateInterval). It reports
+// whether the write happened. Called with s.mu held.
+func (s *Server) write(userID string, proc int, at time.Time) bool {
+	u := s.byID[userID]
+	if u == nil || !s.at("0.6.41") {
+		return false
+	}
+	last := s.procs[proc].lastWrite
+	if prev, ok := last[userID]; ok && at.Sub(prev) < s.cfg.StatusUpdateInterval {
+		return false
+	}
+	last[userID] = at
+	u.lastActive = max(u.lastActive, at.Unix())
+	return true
 }
 
 func parseVersion(v string) [3]int {
@@ -209,8 +268,7 @@ func (s *Server) DeleteUser(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.byID, userID)
-	delete(s.tabs, userID)
-	delete(s.tabSince, userID)
+	s.closeTab(userID)
 	for i, u := range s.users {
 		if u.id == userID {
 			s.users = append(s.users[:i], s.users[i+1:]...)
@@ -244,13 +302,14 @@ func (s *Server) touch(userID string) {
 	if u == nil {
 		return
 	}
+	s.beat()
+	now := s.cfg.Now()
 	if !s.tabs[userID] {
-		s.tabSince[userID] = s.cfg.Now()
+		s.tabSince[userID], s.tabBeat[userID] = now, now
+		s.tabProc[userID] = s.pickProcess()
 	}
 	s.tabs[userID] = true
-	if s.at("0.6.41") {
-		u.lastActive = s.cfg.Now().Unix()
-	}
+	s.write(userID, s.tabProc[userID], now)
 }
 
 // Leave closes the user's tab: on <=0.6.40 it leaves USER_POOL; on 0.6.41+
@@ -261,12 +320,24 @@ func (s *Server) Leave(userID string) {
 	s.leave(userID)
 }
 
+// Leaving 10 minutes in the past at once is not something Open WebUI does;
+// the throttle forgets the user too, as it would have after 10 minutes of
+// quiet with an interval under that.
 func (s *Server) leave(userID string) {
-	delete(s.tabs, userID)
-	delete(s.tabSince, userID)
+	s.closeTab(userID)
+	for _, p := range s.procs {
+		delete(p.lastWrite, userID)
+	}
 	if u := s.byID[userID]; u != nil && s.at("0.6.41") {
 		u.lastActive = s.cfg.Now().Add(-10 * time.Minute).Unix()
 	}
+}
+
+func (s *Server) closeTab(userID string) {
+	delete(s.tabs, userID)
+	delete(s.tabSince, userID)
+	delete(s.tabProc, userID)
+	delete(s.tabBeat, userID)
 }
 
 // Heartbeat models the 30 s socket heartbeat of every open tab (see Touch).
@@ -377,14 +448,22 @@ func writeReply(w http.ResponseWriter, r reply) {
 	_, _ = w.Write(b)
 }
 
-// ServeHTTP answers like Open WebUI.
+// ServeHTTP answers like Open WebUI, through its processes in turn.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.serve(w, r, -1)
+}
+
+// serve answers through process proc, or the next one when proc is -1.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, proc int) {
 	path := r.URL.Path
 	if strings.HasPrefix(path, "/_fake/") {
 		s.control(w, r)
 		return
 	}
 	s.mu.Lock()
+	if proc < 0 {
+		proc = s.pickProcess()
+	}
 	s.requests[path]++
 	s.beat()
 	override, fault, delay := s.override, s.fault, s.faultDelay
@@ -437,7 +516,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			detail(http.StatusUnauthorized, msgUnauthorized).write(w)
 			return
 		}
-		s.serveAuthed(w, r, h, fault == "403-gate")
+		s.serveAuthed(w, r, h, fault == "403-gate", proc)
 	}
 }
 
@@ -560,22 +639,14 @@ func allowed(path string, prefixes []string) bool {
 	return false
 }
 
-// stamp writes the caller's last_active_at (0.6.41+), honouring the
-// write throttle. Called with s.mu held.
-func (s *Server) stamp(userID string) {
-	u := s.byID[userID]
-	if u == nil || !s.at("0.6.41") {
-		return
-	}
-	now := s.cfg.Now()
-	if prev, ok := s.lastWrite[userID]; ok && s.cfg.StatusUpdateInterval > 0 && now.Sub(prev) < s.cfg.StatusUpdateInterval {
-		return
-	}
-	s.lastWrite[userID] = now
-	u.lastActive = now.Unix()
+// stamp writes the caller's last_active_at (0.6.41+) from process proc,
+// behind the write throttle. Called with s.mu held.
+func (s *Server) stamp(userID string, proc int) {
+	s.beat()
+	s.write(userID, proc, s.cfg.Now())
 }
 
-func (s *Server) serveAuthed(w http.ResponseWriter, r *http.Request, h handler, gateHard bool) {
+func (s *Server) serveAuthed(w http.ResponseWriter, r *http.Request, h handler, gateHard bool, proc int) {
 	s.mu.Lock()
 	u, tok, fail := s.authenticate(r)
 	if fail != nil {
@@ -586,16 +657,18 @@ func (s *Server) serveAuthed(w http.ResponseWriter, r *http.Request, h handler, 
 	isKey := strings.HasPrefix(tok, "sk-")
 	stampFirst := isKey || (s.at("0.9.0") && s.cfg.JWTStampBeforeHandler)
 	if stampFirst {
-		s.stamp(u.id)
+		s.stamp(u.id, proc)
 	}
 	rep := h(call{r: r, u: u, token: tok, now: s.cfg.Now(), gateHard: gateHard})
+	if !stampFirst {
+		// After the handler, like Open WebUI's background task; but before
+		// the answer leaves, so that the stamp never lands at a later
+		// instant of a test's fake clock, nor after the client's next
+		// request: the tests see one order, the one Open WebUI mostly has.
+		s.stamp(u.id, proc)
+	}
 	s.mu.Unlock()
 	rep.write(w)
-	if !stampFirst {
-		s.mu.Lock()
-		s.stamp(u.id)
-		s.mu.Unlock()
-	}
 }
 
 func verified(u *user) bool { return u.role == "user" || u.role == "admin" }

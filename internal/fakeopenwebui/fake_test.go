@@ -406,3 +406,108 @@ func TestControl(t *testing.T) {
 		t.Fatalf("bogus fault: %d", r.status)
 	}
 }
+
+// TestThrottleLikeUpstream: DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL is
+// utils/misc.py throttle around Users.update_last_active_by_id: per process,
+// per user, leading edge (the first call writes), and a call within the
+// interval of that process's write is dropped, not deferred.
+func TestThrottleLikeUpstream(t *testing.T) {
+	for _, interval := range []time.Duration{0, 60 * time.Second, 300 * time.Second, 500 * time.Second} {
+		for _, procs := range []int{1, 3} {
+			t.Run(fmt.Sprintf("T=%s R=%d", interval, procs), func(t *testing.T) {
+				e := newEnv(t, Config{StatusUpdateInterval: interval, Processes: procs})
+				via := make([]string, procs)
+				for i := range via {
+					ts := httptest.NewServer(e.Process(i))
+					t.Cleanup(ts.Close)
+					via[i] = ts.URL
+				}
+				get := func(proc int) {
+					t.Helper()
+					e.url = via[proc]
+					if r := e.get("/api/v1/auths/", e.key); r.status != http.StatusOK {
+						t.Fatalf("GET via process %d: %d", proc, r.status)
+					}
+				}
+				stamp := func() int64 { return e.LastActive(e.admin).Unix() }
+				t0 := e.clk.Now().Unix()
+				get(0) // leading edge: the first call writes
+				if stamp() != t0 {
+					t.Fatalf("first call: last_active_at %+d s, want the call's time", stamp()-t0)
+				}
+				e.clk.Advance(10 * time.Second)
+				get(0)
+				want := t0 + 10
+				if interval > 10*time.Second {
+					want = t0 // dropped
+				}
+				if stamp() != want {
+					t.Fatalf("second call via the same process 10 s later: %+d s, want %+d", stamp()-t0, want-t0)
+				}
+				// Dropped, not deferred: nothing is written when the
+				// interval passes without a call.
+				e.clk.Advance(interval)
+				if stamp() != want {
+					t.Fatalf("after the interval without a call: %+d s, want %+d", stamp()-t0, want-t0)
+				}
+				if procs > 1 {
+					// Per process: another process has its own memory.
+					get(1)
+					if now := e.clk.Now().Unix(); stamp() != now {
+						t.Fatalf("first call via process 1: %+d s, want %+d", stamp()-t0, now-t0)
+					}
+				}
+				get(0) // the interval has passed for process 0
+				if now := e.clk.Now().Unix(); stamp() != now {
+					t.Fatalf("call via process 0 after the interval: %+d s, want %+d", stamp()-t0, now-t0)
+				}
+			})
+		}
+	}
+}
+
+// TestHeartbeatsThrottled: an open tab's heartbeats (every 30 s) go through
+// the throttle of the process its socket is on, so last_active_at moves
+// once per interval, rounded up to a heartbeat; a clock that jumps an hour
+// at once gives what 120 steps of 30 s give.
+func TestHeartbeatsThrottled(t *testing.T) {
+	for _, interval := range []time.Duration{0, 60 * time.Second, 300 * time.Second, 500 * time.Second} {
+		t.Run(fmt.Sprint(interval), func(t *testing.T) {
+			beats := (interval + HeartbeatInterval - 1) / HeartbeatInterval * HeartbeatInterval
+			spacing := max(beats, HeartbeatInterval)
+			stepped, jumped := newEnv(t, Config{StatusUpdateInterval: interval, TabHeartbeats: true}), newEnv(t, Config{StatusUpdateInterval: interval, TabHeartbeats: true})
+			var a, b string
+			for _, e := range []*env{stepped, jumped} {
+				id := e.AddUser("human", "user")
+				e.Touch(id)
+				if e == stepped {
+					a = id
+				} else {
+					b = id
+				}
+			}
+			t0 := stepped.clk.Now()
+			var writes []int64
+			last := stepped.LastActive(a).Unix()
+			for range 120 {
+				stepped.clk.Advance(HeartbeatInterval)
+				if got := stepped.LastActive(a).Unix(); got != last {
+					writes = append(writes, got-last)
+					last = got
+				}
+			}
+			for i, d := range writes {
+				if d != int64(spacing/time.Second) {
+					t.Fatalf("write %d came %d s after the one before, want %s", i+1, d, spacing)
+				}
+			}
+			if want := int(time.Hour / spacing); len(writes) != want {
+				t.Fatalf("%d writes in an hour, want %d", len(writes), want)
+			}
+			jumped.clk.Advance(time.Hour)
+			if got, want := jumped.LastActive(b).Sub(t0), stepped.LastActive(a).Sub(t0); got != want {
+				t.Fatalf("an hour at once: last write at +%s, step by step +%s", got, want)
+			}
+		})
+	}
+}

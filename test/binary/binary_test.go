@@ -159,6 +159,11 @@ func TestBadConfigurationStopsStartup(t *testing.T) {
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--cache.max-stale=10m"}, "--cache.max-stale must be between 0 and 3m"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.timeout=0s"}, "--openwebui.timeout must be positive"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.count-mode=guess"}, "enum value must be one of usage,admin"},
+		// Open WebUI's write throttle (issue 22): any value it accepts, but
+		// usage mode cannot count under it and names the fix.
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.status-update-interval=300"}, "cannot count right under Open WebUI's activity-write throttle: /api/usage only counts who was written within 180s, and a person active a moment ago may have been written up to 5m0s before; use --openwebui.count-mode=admin"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.count-mode=admin", "--openwebui.status-update-interval=2h"}, "--openwebui.status-update-interval: must be between 0 and 1h0m0s"},
+		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--openwebui.count-mode=admin", "--openwebui.status-update-interval=soon"}, "--openwebui.status-update-interval: want seconds (300) or a duration (5m)"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=/healthz"}, "--web.telemetry-path: must not be one of the exporter's other paths"},
 		{[]string{"API_URL=http://127.0.0.1:1", "TOKEN=sk-x"}, []string{"--web.telemetry-path=metrics"}, "--web.telemetry-path: must start with /"},
 		// http.ServeMux panics on these.

@@ -188,23 +188,29 @@ const gateRuleTests = `
         alertname: OpenWebUIGateHoldTimeouts
         exp_alerts: []
 
-  # A learning wake that does not end (big, 10 minutes); small learnt its
-  # lists at minute 4.
+  # Open WebUI asks for big's models for 15 minutes and the gate never
+  # learns them; small learnt its lists at minute 4; other is asked
+  # nothing (a fresh gate nobody uses is not stuck). The first ask is seen
+  # at minute 1, so the alert fires at minute 11.
   - interval: 1m
     input_series:
-      - series: 'openwebui_gate_learning{job="openwebui-exporter", instance="a", backend="big"}'
-        values: '1x15'
+      - series: 'openwebui_gate_requests_total{job="openwebui-exporter", instance="a", backend="big", outcome="learning"}'
+        values: '0+1x15'
       - series: 'openwebui_gate_lists_known{job="openwebui-exporter", instance="a", backend="big"}'
         values: '0x15'
-      - series: 'openwebui_gate_learning{job="openwebui-exporter", instance="a", backend="small"}'
-        values: '1x3 0x12'
+      - series: 'openwebui_gate_requests_total{job="openwebui-exporter", instance="a", backend="small", outcome="learning"}'
+        values: '0+1x15'
       - series: 'openwebui_gate_lists_known{job="openwebui-exporter", instance="a", backend="small"}'
         values: '0x3 1x12'
+      - series: 'openwebui_gate_requests_total{job="openwebui-exporter", instance="a", backend="other", outcome="learning"}'
+        values: '0x15'
+      - series: 'openwebui_gate_lists_known{job="openwebui-exporter", instance="a", backend="other"}'
+        values: '0x15'
     alert_rule_test:
-      - eval_time: 9m
+      - eval_time: 10m
         alertname: OpenWebUIGateLearningStuck
         exp_alerts: []
-      - eval_time: 10m
+      - eval_time: 11m
         alertname: OpenWebUIGateLearningStuck
         exp_alerts:
           - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -163,6 +164,18 @@ func checkGate(t *testing.T, s setup, want expect, dep *appsv1.Deployment, f map
 	// must leave the Service Open WebUI talks to.
 	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != "gate" {
 		t.Errorf("%s: want a readiness probe on the gate port", where)
+	}
+
+	// The drain: a stopped replica delivers what it holds for
+	// --gate.drain-timeout, then answers the rest; the kubelet's SIGKILL must
+	// come after that.
+	drain, err := time.ParseDuration(f["gate.drain-timeout"])
+	grace := pod.TerminationGracePeriodSeconds
+	switch {
+	case err != nil:
+		t.Errorf("%s: --gate.drain-timeout=%q: want a duration (the default, the hold timeout plus 30 s, does not fit a grace period the chart does not compute)", where, f["gate.drain-timeout"])
+	case grace == nil || time.Duration(*grace)*time.Second < drain+5*time.Second:
+		t.Errorf("%s: terminationGracePeriodSeconds %v, want at least --gate.drain-timeout=%s plus 5 s: a held request would get EOF instead of an answer", where, grace, drain)
 	}
 
 	// The gate's Services.

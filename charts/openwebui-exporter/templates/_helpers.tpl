@@ -178,6 +178,7 @@ the kubelet updates it). */}}
 {{- $args = append $args (printf "--openwebui.token-file=/etc/openwebui-exporter/token/%s" (include "openwebui-exporter.tokenSecretKey" .)) }}
 {{- $args = append $args (printf "--openwebui.count-mode=%s" .Values.openwebui.countMode) }}
 {{- with .Values.openwebui.timeout }}{{ $args = append $args (printf "--openwebui.timeout=%s" .) }}{{ end }}
+{{- with .Values.openwebui.statusUpdateInterval }}{{ $args = append $args (printf "--openwebui.status-update-interval=%v" .) }}{{ end }}
 {{- if .Values.openwebui.tlsCaSecret.name }}
 {{- $args = append $args (printf "--openwebui.tls.ca-file=/etc/openwebui-exporter/openwebui-ca/%s" .Values.openwebui.tlsCaSecret.key) }}
 {{- end }}
@@ -208,6 +209,8 @@ the kubelet updates it). */}}
 {{- with $g.holdTimeout }}{{ $args = append $args (printf "--gate.hold-timeout=%s" .) }}{{ end }}
 {{- if not (kindIs "invalid" $g.maxHeld) }}{{ $args = append $args (printf "--gate.max-held=%v" (int $g.maxHeld)) }}{{ end }}
 {{- with $g.maxHeldBytes }}{{ $args = append $args (printf "--gate.max-held-bytes=%s" .) }}{{ end }}
+{{- /* The drain ends 10 s before the kubelet's SIGKILL: time to answer what is still held, then to stop. */}}
+{{- $args = append $args (printf "--gate.drain-timeout=%ds" (sub (int $g.terminationGracePeriodSeconds) 10)) }}
 {{- $args = append $args "--gate.state-file=/var/lib/openwebui-exporter/gate/state.json" }}
 {{- if include "openwebui-exporter.gatePeers" . }}
 {{- $args = append $args (printf "--gate.peers=%s" (include "openwebui-exporter.gatePeers" .)) }}
@@ -279,6 +282,9 @@ default the Ollama of Open WebUI's official chart in this namespace). */}}
 {{- end }}
 {{- if and $o.token (regexMatch "(?i)^sk-(0123456789abcdef|x+|\\.\\.\\.|changeme|your|placeholder)" $o.token) }}
 {{- fail "openwebui.token: this is a placeholder, not a real API key" }}
+{{- end }}
+{{- if and $o.statusUpdateInterval (ne $o.countMode "admin") (not (regexMatch "^0+(\\.0*)?$|^(0+(\\.0*)?(ns|us|µs|ms|s|m|h))+$" (toString $o.statusUpdateInterval))) }}
+{{- fail "openwebui.statusUpdateInterval above 0 needs openwebui.countMode=admin (and an admin account's API key): /api/usage only counts who was written within 180 s, and under the write throttle a person active a moment ago may have been written up to that interval before" }}
 {{- end }}
 {{- if and .Values.activity.idleTimeout (ne $o.countMode "admin") }}
 {{- fail "activity.idleTimeout needs openwebui.countMode=admin (and an admin account's API key): only Open WebUI's admin endpoints show who wrote a message" }}

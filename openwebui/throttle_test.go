@@ -1,0 +1,413 @@
+package openwebui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
+)
+
+// lines is a goroutine-safe log sink.
+type lines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// count returns how many logged lines contain every one of subs.
+func (l *lines) count(subs ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		all := line != ""
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// TestCountUnderTheWriteThrottle is issue 22: Open WebUI's
+// DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL = T writes a user's
+// last_active_at at most once per T per process. Through a 50-minute day on
+// the stand-in (T = 0, 60, 300, 500 s; one and three Open WebUI processes;
+// API key and JWT; the exporter told T or not), the exporter is read every
+// 20 s while alice keeps a tab open until minute 30 and bob sends a message
+// at minutes 10 and 12 and closes his tab each time:
+//   - admin mode never counts fewer than the people who made a request in
+//     the last 180 s (no false absence, no error), counts exactly the other
+//     users written within 180 s + the interval it reports (its own account
+//     never), and learns T when not told: one warning, T seen from above
+//     with one process, the largest accepted with three;
+//   - usage mode told T > 0 refuses, naming admin mode; not told, it counts
+//     exactly what Open WebUI counts without its own account (which misses
+//     nobody up to T = 60: a tab's heartbeat every 30 s is written at least
+//     every 60 s); above 180 s it sees the throttle, logs one warning and
+//     answers the largest such count of the last 180 s + T: never 0 while
+//     somebody made a request within 180 s.
+func TestCountUnderTheWriteThrottle(t *testing.T) {
+	const step = 20 * time.Second
+	for _, interval := range []time.Duration{0, 60 * time.Second, 300 * time.Second, 500 * time.Second} {
+		for _, procs := range []int{1, 3} {
+			for _, mode := range []openwebui.Mode{openwebui.ModeAdmin, openwebui.ModeUsage} {
+				for _, jwt := range []bool{false, true} {
+					for _, told := range []bool{false, true} {
+						if interval == 0 && told {
+							continue // told 0 is not told
+						}
+						cred := "api key"
+						if jwt {
+							cred = "jwt"
+						}
+						name := fmt.Sprintf("T=%s/R=%d/%s/%s/told=%v", interval, procs, mode, cred, told)
+						t.Run(name, func(t *testing.T) {
+							t.Parallel()
+							throttleDay(t, interval, procs, mode, jwt, told, step)
+						})
+					}
+				}
+			}
+		}
+	}
+}
+
+func throttleDay(t *testing.T, interval time.Duration, procs int, mode openwebui.Mode, jwt, told bool, step time.Duration) {
+	start := time.Unix(1_785_000_000, 0)
+	clock := fakeopenwebui.NewClock(start)
+	fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true,
+		StatusUpdateInterval: interval, Processes: procs})
+	role := "user"
+	if mode == openwebui.ModeAdmin {
+		role = "admin"
+	}
+	self := fake.AddUser("exporter", role)
+	token := fake.IssueAPIKey(self)
+	if jwt {
+		token = fake.IssueJWT(self)
+	}
+	alice, bob := fake.AddUserIfMissing("alice"), fake.AddUserIfMissing("bob")
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	base, _ := url.Parse(srv.URL)
+	var logged lines
+	cfg := openwebui.Config{BaseURL: base, Mode: mode, Now: clock.Now, Logger: log.NewLogfmtLogger(&logged),
+		Token: func() (string, error) { return token, nil }}
+	if told {
+		cfg.StatusUpdateInterval = interval
+	}
+	client := openwebui.NewClient(cfg)
+
+	if mode == openwebui.ModeUsage && told {
+		_, err := client.Count(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "use --openwebui.count-mode=admin") {
+			t.Fatalf("usage mode told T = %s: got %v, want the refusal naming admin mode", interval, err)
+		}
+		return
+	}
+
+	// People's last requests (tabs heartbeat every 30 s while open), for
+	// the truth: who made a request within the last 180 s.
+	lastRequest := map[string]time.Time{}
+	aliceOpen := true
+	fake.Touch(alice)
+	truth := func(now time.Time) int {
+		if aliceOpen {
+			lastRequest[alice] = start.Add(now.Sub(start) / fakeopenwebui.HeartbeatInterval * fakeopenwebui.HeartbeatInterval)
+		}
+		n := 0
+		for _, at := range lastRequest {
+			if now.Sub(at) <= openwebui.ActivityWindow {
+				n++
+			}
+		}
+		return n
+	}
+	var seen time.Duration
+	type heldCount struct {
+		at time.Time
+		n  int
+	}
+	var counts []heldCount
+	for now := start; now.Before(start.Add(50 * time.Minute)); now = now.Add(step) {
+		if now.After(start) {
+			clock.Advance(step)
+		}
+		switch now.Sub(start) {
+		case 10 * time.Minute, 12 * time.Minute:
+			fake.Send("bob")
+			fake.CloseTab(bob)
+			lastRequest[bob] = now
+		case 30 * time.Minute:
+			fake.CloseTab(alice)
+			truth(now)
+			aliceOpen = false
+		}
+		at := now.Sub(start)
+		n, err := client.Count(context.Background())
+		if err != nil {
+			t.Fatalf("%s: %v (no error is caused by the throttle)", at, err)
+		}
+		people := truth(now)
+		switch mode {
+		case openwebui.ModeAdmin:
+			if n.ActiveUsers < people {
+				t.Fatalf("%s: counted %d, but %d made a request within 180 s", at, n.ActiveUsers, people)
+			}
+			since := now.Unix() - 180 - int64((n.WriteInterval+time.Second-1)/time.Second)
+			written := 0
+			for _, id := range []string{alice, bob} {
+				if fake.LastActive(id).Unix() >= since {
+					written++
+				}
+			}
+			if n.ActiveUsers != written {
+				t.Fatalf("%s: counted %d, want the %d people written within 180 s + %s (the exporter never)", at, n.ActiveUsers, written, n.WriteInterval)
+			}
+			seen = n.WriteInterval
+		case openwebui.ModeUsage:
+			// Open WebUI's own count without the exporter; once it has
+			// seen a throttle over 180 s, the largest of them within
+			// 180 s + the interval it reports (and the gap between counts).
+			counts = append(counts, heldCount{now, fake.ActiveCount()})
+			want := 0
+			for _, c := range counts {
+				if c.at.Equal(now) || (n.WriteInterval > 0 && now.Sub(c.at) <= openwebui.ActivityWindow+n.WriteInterval+step) {
+					want = max(want, c.n)
+				}
+			}
+			if n.ActiveUsers != want {
+				t.Fatalf("%s: counted %d, want %d: Open WebUI's without the exporter, held over 180 s + %s", at, n.ActiveUsers, want, n.WriteInterval)
+			}
+			if people > 0 && n.ActiveUsers == 0 {
+				t.Fatalf("%s: counted 0, but %d made a request within 180 s", at, people)
+			}
+			if interval <= 60*time.Second && n.ActiveUsers < people {
+				t.Fatalf("%s: counted %d, but %d made a request within 180 s", at, n.ActiveUsers, people)
+			}
+		}
+	}
+
+	warnings := logged.count("level=warn", "DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL")
+	switch {
+	case mode == openwebui.ModeUsage:
+		want := 0
+		if interval > openwebui.ActivityWindow {
+			want = 1
+		}
+		if warnings != want {
+			t.Errorf("usage mode logged %d warnings about the throttle, want %d:\n%s", warnings, want, logged.b.String())
+		}
+	case told || interval == 0:
+		if seen != interval || warnings != 0 {
+			t.Errorf("told %s: assumed %s and logged %d warnings, want it and none:\n%s", interval, seen, warnings, logged.b.String())
+		}
+	case procs == 1:
+		if seen < interval || seen > interval+step+fakeopenwebui.HeartbeatInterval || warnings != 1 {
+			t.Errorf("not told: assumed %s and logged %d warnings, want %s to %s and one:\n%s", seen, warnings, interval, interval+step+fakeopenwebui.HeartbeatInterval, logged.b.String())
+		}
+	default:
+		if seen != openwebui.MaxStatusUpdateInterval || warnings != 1 {
+			t.Errorf("not told, %d processes: assumed %s and logged %d warnings, want %s and one:\n%s", procs, seen, warnings, openwebui.MaxStatusUpdateInterval, logged.b.String())
+		}
+	}
+}
+
+// TestIdlePolicyUnderTheWriteThrottle: with the idle-tab policy on and Open
+// WebUI's write throttle at T, arrivals and writes are seen at once, an idle
+// tab stops counting after the timeout whether it is shorter than T or
+// longer, and leaving shows within 180 s + T (the count's wider window).
+func TestIdlePolicyUnderTheWriteThrottle(t *testing.T) {
+	const step = 20 * time.Second
+	for _, interval := range []time.Duration{300 * time.Second, 500 * time.Second} {
+		for _, procs := range []int{1, 3} {
+			for _, timeout := range []time.Duration{time.Minute, 15 * time.Minute} {
+				for _, told := range []bool{false, true} {
+					t.Run(fmt.Sprintf("T=%s/R=%d/timeout=%s/told=%v", interval, procs, timeout, told), func(t *testing.T) {
+						t.Parallel()
+						start := time.Unix(1_785_000_000, 0)
+						clock := fakeopenwebui.NewClock(start)
+						fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true,
+							StatusUpdateInterval: interval, Processes: procs})
+						key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+						srv := httptest.NewServer(fake)
+						t.Cleanup(srv.Close)
+						base, _ := url.Parse(srv.URL)
+						policy, err := openwebui.NewIdlePolicy(timeout)
+						if err != nil {
+							t.Fatal(err)
+						}
+						cfg := openwebui.Config{BaseURL: base, Mode: openwebui.ModeAdmin, Now: clock.Now, IdlePolicy: policy,
+							Token: func() (string, error) { return key, nil }}
+						if told {
+							cfg.StatusUpdateInterval = interval
+						}
+						client := openwebui.NewClient(cfg)
+						count := func(what string) openwebui.Count {
+							t.Helper()
+							n, err := client.Count(context.Background())
+							if err != nil {
+								t.Fatalf("%s: %v", what, err)
+							}
+							return n
+						}
+						// wait lets d pass, counting every step as KEDA would.
+						wait := func(d time.Duration) openwebui.Count {
+							t.Helper()
+							var n openwebui.Count
+							for ; d > 0; d -= step {
+								clock.Advance(step)
+								n = count("waiting")
+							}
+							return n
+						}
+						expect := func(what string, n openwebui.Count, engaged int) {
+							t.Helper()
+							if n.EngagedUsers != engaged {
+								t.Fatalf("%s: %d engaged (%d active), want %d", what, n.EngagedUsers, n.ActiveUsers, engaged)
+							}
+						}
+						wait(30 * time.Minute) // the exporter learns what it can of T
+						alice := fake.AddUserIfMissing("alice")
+						fake.Touch(alice)
+						expect("alice opens a tab", count("arrival"), 1)
+						expect("alice's tab idle for the timeout", wait(timeout+step), 0)
+						fake.Send("alice")
+						expect("alice writes", count("write"), 1)
+						expect("alice idle again", wait(timeout+step), 0)
+						fake.Touch(fake.AddUserIfMissing("bob"))
+						expect("bob opens a tab", count("arrival"), 1)
+						fake.CloseTab(alice)
+						fake.CloseTab(fake.AddUserIfMissing("bob"))
+						closed := clock.Now()
+						for n := count("left"); n.ActiveUsers > 0; n = count("left") {
+							if gone := clock.Now().Sub(closed); gone > openwebui.ActivityWindow+n.WriteInterval+step {
+								t.Fatalf("still %d active %s after both tabs closed, window 180s + %s", n.ActiveUsers, gone, n.WriteInterval)
+							}
+							clock.Advance(step)
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestNotToldLearnsT: admin mode, not told, one Open WebUI process, counts
+// every step (10 s to the 60 s cache TTL): it sees the throttle at its
+// second count (its first request wrote, the second was dropped), counts
+// 180 s + 1 h meanwhile, and has measured T (from above, by less than a
+// step) once two spacings of its own writes agree: its third write comes at
+// 2T rounded up to a step, and the count after it uses the measure.
+func TestNotToldLearnsT(t *testing.T) {
+	for _, step := range []time.Duration{10 * time.Second, 30 * time.Second, 60 * time.Second} {
+		for _, interval := range []time.Duration{300 * time.Second, 500 * time.Second} {
+			t.Run(fmt.Sprintf("step=%s/T=%s", step, interval), func(t *testing.T) {
+				clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+				fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, StatusUpdateInterval: interval})
+				key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+				srv := httptest.NewServer(fake)
+				t.Cleanup(srv.Close)
+				base, _ := url.Parse(srv.URL)
+				client := openwebui.NewClient(openwebui.Config{BaseURL: base, Mode: openwebui.ModeAdmin, Now: clock.Now,
+					Token: func() (string, error) { return key, nil }})
+				var history []string
+				by := 2*((interval+step-1)/step*step) + step
+				for at := time.Duration(0); ; at += step {
+					n, err := client.Count(context.Background())
+					if err != nil {
+						t.Fatal(err)
+					}
+					history = append(history, fmt.Sprintf("%s: %s", at, n.WriteInterval))
+					switch {
+					case at == 0 && n.WriteInterval != 0, at == step && n.WriteInterval != openwebui.MaxStatusUpdateInterval:
+						t.Fatalf("want 0 at the first count and 1h from the second: %v", history)
+					case n.WriteInterval > 0 && n.WriteInterval < openwebui.MaxStatusUpdateInterval:
+						if n.WriteInterval < interval || n.WriteInterval >= interval+step || at > by {
+							t.Fatalf("measured %s at %s, want %s to %s by %s: %v", n.WriteInterval, at, interval, interval+step, by, history)
+						}
+						t.Logf("seen at %s, measured %s at %s", step, n.WriteInterval, at)
+						return
+					case at > by:
+						t.Fatalf("not measured: %v", history)
+					}
+					clock.Advance(step)
+				}
+			})
+		}
+	}
+}
+
+// TestLeaveLag measures the price of the wider window: how long after a
+// person's last request (closing the tab) the admin count reaches 0, when
+// the tab's last write was 0 s, T/2 or T - 30 s before it closed (the
+// throttle drops the heartbeats in between). It is 180 s + T minus the age
+// of that write, so at most 180 s + T; with T = 0, 180 s. Counted every
+// 10 s, told T. go test ./openwebui -run TestLeaveLag -v prints the table.
+func TestLeaveLag(t *testing.T) {
+	const step = 10 * time.Second
+	for _, interval := range []time.Duration{0, 60 * time.Second, 300 * time.Second, 500 * time.Second} {
+		ages := []time.Duration{0}
+		if interval > 0 { // a write is on a heartbeat, every 30 s
+			ages = append(ages, interval/2/fakeopenwebui.HeartbeatInterval*fakeopenwebui.HeartbeatInterval, interval-fakeopenwebui.HeartbeatInterval)
+		}
+		for _, age := range ages {
+			start := time.Unix(1_785_000_000, 0)
+			clock := fakeopenwebui.NewClock(start)
+			fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true, StatusUpdateInterval: interval})
+			key := fake.IssueAPIKey(fake.AddUser("exporter", "admin"))
+			alice := fake.AddUserIfMissing("alice")
+			srv := httptest.NewServer(fake)
+			client := openwebui.NewClient(openwebui.Config{BaseURL: must(url.Parse(srv.URL)), Mode: openwebui.ModeAdmin, Now: clock.Now,
+				StatusUpdateInterval: interval, Token: func() (string, error) { return key, nil }})
+			fake.Touch(alice)
+			// Keep the tab open for a while, then close it age after a write.
+			for clock.Now().Sub(start) < 20*time.Minute || clock.Now().Sub(fake.LastActive(alice)) != age {
+				clock.Advance(step)
+			}
+			fake.CloseTab(alice)
+			closed := clock.Now()
+			wroteAgo := closed.Sub(fake.LastActive(alice))
+			var lag time.Duration
+			for ; ; clock.Advance(step) {
+				n, err := client.Count(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n.ActiveUsers == 0 {
+					lag = clock.Now().Sub(closed)
+					break
+				}
+			}
+			srv.Close()
+			t.Logf("T=%-5s last write %-5s before closing: count 0 after %s", interval, wroteAgo, lag)
+			if lag > openwebui.ActivityWindow+interval-wroteAgo+step || lag < openwebui.ActivityWindow-wroteAgo {
+				t.Errorf("T=%s, last write %s before closing: 0 after %s, want 180s + T - %s (+ a step)", interval, wroteAgo, lag, wroteAgo)
+			}
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
