@@ -40,7 +40,7 @@ const defaultHoldTimeout = "5m"
 func addGateFlags(app *kingpin.Application) *gateFlags {
 	return &gateFlags{
 		listenAddress: app.Flag("gate.listen-address", "Address (e.g. :11434) of the wake gate: an Ollama-compatible endpoint for Open WebUI's OLLAMA_BASE_URL(S) that passes everything through to --gate.backend while it is up, serves the model lists from memory while it sleeps, and holds every other request until it answers; off when empty.").Default("").String(),
-		backends:      app.Flag("gate.backend", "The backend behind the gate: URL (one backend, served at /), or NAME=URL[,wake=arrival|request][,idle=DURATION] (served under /NAME/; repeatable). wake=arrival (default): woken by people arriving in Open WebUI; wake=request: woken only by requests for it, asleep once none came within idle (default 10m). A pool of replicas (docs/replicas.md): the same NAME again adds a replica, or NAME=dns+http://HEADLESS-SERVICE:PORT; parallel=N is each replica's OLLAMA_NUM_PARALLEL (default 1), people=N the active people one replica serves.").PlaceHolder("[NAME=]URL[,wake=...][,idle=...][,parallel=N][,people=N]").Strings(),
+		backends:      app.Flag("gate.backend", "The backend behind the gate: URL (one backend, served at /), or NAME=URL[,wake=arrival|request][,idle=DURATION][,warm=auto|off|MODEL[+MODEL...]][,max-loaded=N] (served under /NAME/; repeatable). wake=arrival (default): woken by people arriving in Open WebUI; wake=request: woken only by requests for it, asleep once none came within idle (default 10m). warm: which models the gate loads into Ollama as soon as it answers after a wake, and when a known person arrives (auto, the default for wake=arrival: what its people used last; off, the default for wake=request; or a list); max-loaded (default 1): how many models auto keeps loaded at once (docs/warming.md). A pool of replicas (docs/replicas.md): the same NAME again adds a replica, or NAME=dns+http://HEADLESS-SERVICE:PORT; parallel=N is each replica's OLLAMA_NUM_PARALLEL (default 1), people=N the active people one replica serves.").PlaceHolder("[NAME=]URL[,wake=...][,idle=...][,warm=...][,parallel=N][,people=N]").Strings(),
 		holdTimeout:   app.Flag("gate.hold-timeout", "How long a request is held while its backend sleeps or starts, before it gets an error (504).").Default(defaultHoldTimeout).Duration(),
 		maxHeld:       app.Flag("gate.max-held", "Requests held at once over all backends; more get a 503.").Default("1000").Int(),
 		maxHeldBytes:  app.Flag("gate.max-held-bytes", "Bytes of held requests (headers and bodies) at once over all backends (e.g. 256MiB); a request past it gets a 503.").Default("256MiB").Bytes(),
@@ -51,7 +51,8 @@ func addGateFlags(app *kingpin.Application) *gateFlags {
 }
 
 // newGate checks the gate's flags and builds it; nil when it is off.
-func newGate(f *gateFlags, logger log.Logger) (*gate.Gate, error) {
+// people tells it who is here and Open WebUI's default models, for warming.
+func newGate(f *gateFlags, people gate.People, logger log.Logger) (*gate.Gate, error) {
 	if *f.listenAddress == "" {
 		if len(*f.backends) > 0 || *f.stateFile != "" || *f.peers != "" || *f.drainTimeout != 0 {
 			return nil, errors.New("--gate.backend, --gate.state-file, --gate.peers and --gate.drain-timeout need --gate.listen-address")
@@ -89,6 +90,7 @@ func newGate(f *gateFlags, logger log.Logger) (*gate.Gate, error) {
 		MaxHeldBytes: int64(*f.maxHeldBytes),
 		StateFile:    *f.stateFile,
 		Peers:        *f.peers,
+		People:       people,
 		Logger:       log.With(logger, "component", "gate"),
 	})
 	if err != nil {

@@ -36,7 +36,7 @@ func TestGateFlags(t *testing.T) {
 			if _, err := app.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
-			g, err := newGate(f, log.NewNopLogger())
+			g, err := newGate(f, nil, log.NewNopLogger())
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("newGate = %v; want an error with %q", err, tc.wantErr)

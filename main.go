@@ -126,8 +126,11 @@ func main() {
 	if policy != nil {
 		level.Info(logger).Log("msg", "idle-tab policy on: KEDA gets the users who arrived or wrote within the idle timeout (openwebui_engaged_users)", "idle_timeout", policy.Timeout())
 	}
-	cache := snapshot.New(snapshot.Config{Fetch: client.Count, TTL: ttl, MaxStale: *maxStale, Timeout: *timeout, Logger: logger})
-	wakeGate, err := newGate(gateOpts, logger)
+	// Presence hands the gate who is here and Open WebUI's default models
+	// (for warming), read beside the count; the gate knows no Open WebUI.
+	presence := openwebui.NewPresence(client)
+	cache := snapshot.New(snapshot.Config{Fetch: presence.Fetch, TTL: ttl, MaxStale: *maxStale, Timeout: *timeout, Logger: logger})
+	wakeGate, err := newGate(gateOpts, presence, logger)
 	if err != nil {
 		fail("%v", err)
 	}
@@ -147,7 +150,7 @@ func main() {
 			fail("%v", err)
 		}
 		for _, b := range wakeGate.Backends() {
-			level.Info(logger).Log("msg", "serving the wake gate", "address", gateSrv.listener.Addr(), "backend", b.Name, "url", b.URL.Redacted(), "wake", b.Wake, "hold_timeout", *gateOpts.holdTimeout)
+			level.Info(logger).Log("msg", "serving the wake gate", "address", gateSrv.listener.Addr(), "backend", b.Name, "url", b.URL.Redacted(), "wake", b.Wake, "warm", b.Warm.Mode, "hold_timeout", *gateOpts.holdTimeout)
 		}
 	}
 
@@ -165,6 +168,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reloadOnSIGHUP(ctx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
+	if wakeGate != nil {
+		go presence.Run(ctx) // Open WebUI's default models, for warming
+	}
 	served := make(chan error, 3)
 	go func() {
 		served <- web.ListenAndServe(server, webConfig, toolkitLogger)

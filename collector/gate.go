@@ -33,6 +33,7 @@ type GateCollector struct {
 	timeout time.Duration
 
 	state, held, heldBytes, inFlight, hold, requests, backendDemand *prometheus.Desc
+	warmups, warmupDuration, warmModels                             *prometheus.Desc
 	learning, listsKnown                                            *prometheus.Desc
 }
 
@@ -62,6 +63,12 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 			"1 while a learning wake is under way for the backend (a model list never seen was asked while it slept: demand without anything held), else 0. It ends when the backend is up, or after --gate.hold-timeout (then /_gate/status says not_learnable).", "backend"),
 		listsKnown: desc("lists_known",
 			"1 once this replica has the backend's model list (/api/tags or /v1/models, learned or from the state file), else 0.", "backend"),
+		warmups: desc("warmups_total",
+			"Models the gate loaded before a message needed them (--gate.backend warm=), by outcome: loaded (Ollama answered done_reason load), failed (logged; not tried again until the next wake), skipped (auto: max-loaded models were loaded already).", "backend", "model", "outcome"),
+		warmupDuration: desc("warmup_duration_seconds",
+			"How long the gate's loaded warm-ups took: the model's load into memory.", "backend", "model"),
+		warmModels: desc("warm_models",
+			"1 for each model the gate keeps loaded now (keep_alive follows the people who use it).", "backend", "model"),
 		backendDemand: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "backend_demand"),
 			"What KEDA gets for the backend on every trigger (/active_users?backend=NAME, external-push metadata backend: NAME): people and the gate's demand, see the README. Absent while it depends on Open WebUI's count and that is unknown.", []string{"backend"}, nil),
 	}
@@ -69,7 +76,7 @@ func NewGate(g GateStats, d Demand, timeout time.Duration) *GateCollector {
 
 // Describe implements prometheus.Collector.
 func (c *GateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.held, c.heldBytes, c.inFlight, c.hold, c.requests, c.backendDemand, c.learning, c.listsKnown} {
+	for _, d := range []*prometheus.Desc{c.state, c.held, c.heldBytes, c.inFlight, c.hold, c.requests, c.backendDemand, c.learning, c.listsKnown, c.warmups, c.warmupDuration, c.warmModels} {
 		ch <- d
 	}
 }
@@ -94,6 +101,7 @@ func (c *GateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, o := range outcomes {
 			ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(b.Requests[gate.Outcome(o)]), b.Name, o)
 		}
+		c.collectWarm(ch, b)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout+time.Second)
 	defer cancel()
@@ -101,6 +109,28 @@ func (c *GateCollector) Collect(ch chan<- prometheus.Metric) {
 		if n, err := c.demand.Value(ctx, name); err == nil {
 			ch <- prometheus.MustNewConstMetric(c.backendDemand, prometheus.GaugeValue, float64(n), name)
 		}
+	}
+}
+
+// collectWarm exposes a backend's warming: nothing with warm=off.
+func (c *GateCollector) collectWarm(ch chan<- prometheus.Metric, b gate.BackendStats) {
+	models := make([]string, 0, len(b.Warm.Outcomes))
+	for m := range b.Warm.Outcomes {
+		models = append(models, m)
+	}
+	sort.Strings(models)
+	for _, m := range models {
+		for _, o := range []gate.WarmOutcome{gate.WarmLoaded, gate.WarmFailed, gate.WarmSkipped} {
+			if n, ok := b.Warm.Outcomes[m][o]; ok {
+				ch <- prometheus.MustNewConstMetric(c.warmups, prometheus.CounterValue, float64(n), b.Name, m, string(o))
+			}
+		}
+		if h, ok := b.Warm.Durations[m]; ok {
+			ch <- prometheus.MustNewConstHistogram(c.warmupDuration, h.Count, h.Sum, buckets(h), b.Name, m)
+		}
+	}
+	for _, m := range b.Warm.Kept {
+		ch <- prometheus.MustNewConstMetric(c.warmModels, prometheus.GaugeValue, 1, b.Name, m)
 	}
 }
 

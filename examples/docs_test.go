@@ -186,13 +186,6 @@ func TestReferenceFlagTable(t *testing.T) {
 	}
 }
 
-// pagesLandingWithAnotherBranch are pages the README already links to while
-// the branch that writes them is not merged yet. Empty it as each lands:
-// TestDocsLinksResolve fails for a page here that exists.
-var pagesLandingWithAnotherBranch = map[string]bool{
-	"docs/warming.md": true, // warm
-}
-
 var (
 	mdLinkRE    = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 	mdFenceRE   = regexp.MustCompile("(?ms)^ *```.*?^ *```")
@@ -245,13 +238,6 @@ func TestDocsLinksResolve(t *testing.T) {
 			if file != "" {
 				path = filepath.Join(filepath.Dir(page), file)
 			}
-			rel, _ := filepath.Rel("..", path)
-			if pagesLandingWithAnotherBranch[filepath.ToSlash(rel)] {
-				if _, err := os.Stat(path); err == nil {
-					t.Errorf("%s exists now: take it out of pagesLandingWithAnotherBranch", rel)
-				}
-				continue
-			}
 			body, err := os.ReadFile(path)
 			if err != nil {
 				if info, statErr := os.Stat(path); statErr == nil && info.IsDir() && anchor == "" {
@@ -289,7 +275,7 @@ func TestReferenceMetricTable(t *testing.T) {
 		}
 		for _, m := range name.FindAllStringSubmatch(strings.SplitN(line, "|", 3)[1], -1) {
 			documented[m[1]] = true
-			if !facts.metrics[m[1]] && !idleTabsOnly[m[1]] && !metricsLandingWithAnotherBranch[m[1]] {
+			if !facts.metrics[m[1]] && !idleTabsOnly[m[1]] && !servedInSomeSetups(m[1]) {
 				t.Errorf("docs/reference.md documents %s, which the exporter does not serve", m[1])
 			}
 		}

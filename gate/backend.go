@@ -45,6 +45,8 @@ type backend struct {
 	lastSeen   map[string]time.Time // hashed user -> end of their last request
 	activeAnon int                  // held/in-flight requests without a user header
 	anonSeen   []anonBucket         // ends of requests without a user header, by second, ascending
+
+	warm *warmer // nil: warm=off
 }
 
 // setState records what the gate saw of b (g.mu held). Going up releases the
@@ -65,6 +67,7 @@ func (g *Gate) setState(b *backend, st State, reason string) {
 		b.state, b.since = st, g.now()
 		if st == StateUp {
 			close(b.upCh)
+			g.warmWoke(b)
 		}
 	}
 	b.reason = reason

@@ -52,6 +52,7 @@ type BackendConfig struct {
 	People   int // wake=arrival pools: active people one replica serves; 0: one replica while anybody is active
 
 	options bool // ParseBackend saw options (they go on a pool's first flag only)
+	Warm    Warm // zero: auto for wake=arrival (and the unnamed backend), off for wake=request
 }
 
 // Pool says whether the backend is a pool of replicas.
@@ -75,6 +76,7 @@ type Config struct {
 	Transport    http.RoundTripper // nil: a tuned clone of http.DefaultTransport
 	Logger       log.Logger        // go-kit; nil: no logging
 	Now          func() time.Time  // nil: time.Now
+	People       People            // who is here and Open WebUI's default models, for warming; nil: unknown
 
 	// ReleaseConcurrency bounds the requests of one backend that were held and
 	// are now being delivered at once (0: 256, half of Ollama's default
@@ -94,13 +96,14 @@ const (
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // ParseBackend parses the --gate.backend syntax: URL, or
-// NAME=[dns+]URL[,wake=arrival|request][,idle=DURATION][,parallel=N][,people=N].
-// ParseBackends joins the flags of one pool.
+// NAME=[dns+]URL[,wake=arrival|request][,idle=DURATION][,parallel=N][,people=N]
+// [,warm=auto|off|MODEL[+MODEL...]][,max-loaded=N]. ParseBackends joins the
+// flags of one pool.
 func ParseBackend(flagValue string) (BackendConfig, error) {
 	var bc BackendConfig
 	v := strings.TrimSpace(flagValue)
 	if v == "" {
-		return bc, fmt.Errorf("empty backend: want URL or NAME=URL[,wake=arrival|request][,idle=DURATION]")
+		return bc, fmt.Errorf("empty backend: want URL or NAME=[dns+]URL[,wake=arrival|request][,idle=DURATION][,parallel=N][,people=N][,warm=auto|off|MODEL[+MODEL...]][,max-loaded=N]")
 	}
 	parts := strings.Split(v, ",")
 	rawURL := parts[0]
@@ -129,7 +132,7 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 	for _, opt := range parts[1:] {
 		k, val, ok := strings.Cut(opt, "=")
 		if !ok {
-			return bc, fmt.Errorf("backend %q: option %q: want KEY=VALUE (wake=arrival|request, idle=DURATION)", flagValue, opt)
+			return bc, fmt.Errorf("backend %q: option %q: want KEY=VALUE (wake=arrival|request, idle=DURATION, parallel=N, people=N, warm=auto|off|MODEL[+MODEL...], max-loaded=N)", flagValue, opt)
 		}
 		if bc.Name == "" {
 			return bc, fmt.Errorf("backend %q: options need a named backend (NAME=URL,%s)", flagValue, opt)
@@ -162,8 +165,20 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 			} else {
 				bc.People = n
 			}
+		case "warm":
+			w, err := parseWarm(val)
+			if err != nil {
+				return bc, fmt.Errorf("backend %q: %w", flagValue, err)
+			}
+			bc.Warm.Mode, bc.Warm.Models = w.Mode, w.Models
+		case "max-loaded":
+			n, err := parseMaxLoaded(val)
+			if err != nil {
+				return bc, fmt.Errorf("backend %q: %w", flagValue, err)
+			}
+			bc.Warm.MaxLoaded = n
 		default:
-			return bc, fmt.Errorf("backend %q: unknown option %q: want wake=, idle=, parallel= or people=", flagValue, k)
+			return bc, fmt.Errorf("backend %q: unknown option %q: want wake=, idle=, parallel=, people=, warm= or max-loaded=", flagValue, k)
 		}
 	}
 	if idleSet && bc.Wake != WakeRequest {
@@ -171,6 +186,9 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 	}
 	if bc.Wake == WakeRequest && !idleSet {
 		bc.Idle = DefaultIdle
+	}
+	if bc.Warm.MaxLoaded != 0 && defaultWarm(bc.Warm, bc.Wake).Mode == WarmOff {
+		return bc, fmt.Errorf("backend %q: max-loaded= needs warming (warm=auto or warm=MODEL; wake=request backends warm nothing unless told)", flagValue)
 	}
 	return bc, nil
 }
@@ -251,6 +269,9 @@ func checkBackends(bcs []BackendConfig) error {
 			return fmt.Errorf("backend %d: no URL", i+1)
 		}
 		if _, err := parseBackendURL(bc.URL.String()); err != nil {
+			return fmt.Errorf("backend %d: %w", i+1, err)
+		}
+		if err := checkWarm(bc.Warm); err != nil {
 			return fmt.Errorf("backend %d: %w", i+1, err)
 		}
 		if bc.Name == "" {

@@ -46,6 +46,8 @@
 //   - state.go: --gate.state-file, the remembered lists across restarts.
 //   - stats.go, status.go: the numbers (Stats) and /_gate/status.
 //   - errors.go: errors in the backend's own shape; what a failed dial means.
+//   - warm.go: warming, loading a backend's models before the first message
+//     needs them (warm=), and keeping them loaded while their people are here.
 //   - config.go: Config and --gate.backend.
 package gate
 
@@ -104,6 +106,7 @@ type Gate struct {
 
 	probeTimeout, probeHeld, probeIdle, learnWait, peerEvery, peerTTL time.Duration
 	resolveEvery                                                      time.Duration // a dns+ pool's name is resolved again this often
+	warmEvery, warmKeepEvery                                          time.Duration // warm.go
 	peerLookupTimeout                                                 time.Duration
 	lookup                                                            func(ctx context.Context, host string) ([]net.IPAddr, error)
 
@@ -171,6 +174,8 @@ func New(cfg Config) (*Gate, error) {
 		peerTTL:           defaultPeerTTL,
 		peerLookupTimeout: defaultPeerLookup,
 		resolveEvery:      defaultResolveEvery,
+		warmEvery:         warmTick,
+		warmKeepEvery:     warmKeepTick,
 		lookup:            net.DefaultResolver.LookupIPAddr,
 		peers:             map[string]*peerEntry{},
 		stateDirty:        make(chan struct{}, 1),
@@ -224,6 +229,10 @@ func New(cfg Config) (*Gate, error) {
 		}
 		if bc.Pool() {
 			b.pool = newPool(bc)
+		}
+		b.cfg.Warm = defaultWarm(bc.Warm, bc.Wake)
+		if b.cfg.Warm.Mode != WarmOff {
+			b.warm = newWarmer(b.cfg.Warm)
 		}
 		g.backends = append(g.backends, b)
 		g.byName[b.name] = b
@@ -281,6 +290,16 @@ func (g *Gate) Run(ctx context.Context) {
 		defer wg.Done()
 		g.expiryLoop(ctx)
 	}()
+	for _, b := range g.backends {
+		if b.warm == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.warmLoop(ctx, b)
+		}()
+	}
 	wg.Wait()
 	g.bg.Wait()
 }

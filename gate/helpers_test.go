@@ -27,8 +27,17 @@ type testGate struct {
 // startGate creates a Gate from cfg (backends from urls when cfg has none),
 // shortens its timings for tests unless tune says otherwise, runs it and
 // serves it on loopback.
+//
+// Warming is off unless a backend names warm= (its own tests do): the other
+// tests count what reaches their backend, and a warm-up would be one more.
 func startGate(t testing.TB, cfg Config, tune ...func(*Gate)) *testGate {
 	t.Helper()
+	cfg.Backends = append([]BackendConfig(nil), cfg.Backends...)
+	for i := range cfg.Backends {
+		if cfg.Backends[i].Warm.Mode == "" {
+			cfg.Backends[i].Warm.Mode = WarmOff
+		}
+	}
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

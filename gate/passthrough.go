@@ -191,6 +191,7 @@ func (g *Gate) modifyResponse(res *http.Response) error {
 		g.setState(a.b, StateUp, "")
 	}
 	g.mu.Unlock()
+	g.loadHeaders(res.Request.Context(), a.b, res.StatusCode)
 	enc := res.Header.Get("Content-Encoding")
 	if a.capture && res.StatusCode == http.StatusOK && res.Request.Method == http.MethodGet &&
 		(enc == "" || enc == "identity" || enc == "gzip") && res.ContentLength <= maxListBytes {

@@ -24,7 +24,10 @@ type BackendDemand struct {
 	Learning  bool               `json:"learning"`
 	Users     map[string]float64 `json:"users,omitempty"` // wake=request: hashed user id -> seconds since last seen (0: held or in flight); absent past maxReportUsers
 	Anonymous int                `json:"anonymous"`       // wake=request: requests without a user id within Idle, held and in-flight ones included
-	Recent    int                `json:"recent"`          // wake=request: users within Idle plus Anonymous (what Users cannot list past maxReportUsers)
+	// Learned is what warming learned (warm.go): hashed user id -> the model
+	// they used last, the newest entries; replicas take what is newer.
+	Learned map[string]Learned `json:"learned,omitempty"`
+	Recent  int                `json:"recent"` // wake=request: users within Idle plus Anonymous (what Users cannot list past maxReportUsers)
 	// A pool: this gate's requests in flight per replica ("host:port"), and
 	// the replicas it drains; replicas with neither are left out.
 	Replicas map[string]ReplicaDemand `json:"replicas,omitempty"`
@@ -51,6 +54,9 @@ func (g *Gate) demandReport() DemandReport {
 		d := b.ownDemand(now)
 		if len(d.Users) > maxReportUsers {
 			d.Users = nil // Recent still counts them
+		}
+		if b.warm != nil {
+			d.Learned = b.warm.newestLearned(maxPeerLearned)
 		}
 		rep.Backends[b.name] = d
 	}
@@ -176,6 +182,11 @@ func (g *Gate) mergePeers(reports []*DemandReport) bool {
 			changed = true
 		}
 		g.peers[rep.Instance] = &peerEntry{at: wall, atNow: now, backends: rep.Backends}
+		for name, d := range rep.Backends {
+			if b := g.byName[name]; b != nil && b.warm != nil && len(d.Learned) > 0 {
+				b.warm.mergeLearned(d.Learned)
+			}
+		}
 	}
 	for id, p := range g.peers {
 		if wall.Sub(p.at) > g.peerTTL {

@@ -78,7 +78,8 @@ func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
 // starting, and delivers it when b is up.
 func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL) {
 	user := userKey(r.Header.Get(UserHeader))
-	d := &demandReq{}
+	d := &demandReq{load: g.beginLoad(b, r, rel.Path, user)}
+	r = withLoad(r, d.load) // its model and response header reach warming (warm.go)
 	g.mu.Lock()
 	b.begin(user)
 	direct := b.sends() && b.queue.Len()+b.reading == 0 // never ahead of one held before it
@@ -117,6 +118,7 @@ func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, r
 			b.requests[d.outcome]++
 		}
 		g.mu.Unlock()
+		g.endLoad(b, d.load)
 		g.notify()
 		if p != nil {
 			panic(p)
@@ -150,4 +152,5 @@ type demandReq struct {
 	releasing bool // counted in b.releasing
 	hr        *heldReq
 	outcome   Outcome
+	load      *loadReq // a request that makes b load a model; nil otherwise
 }

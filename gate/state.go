@@ -28,6 +28,7 @@ type stateFile struct {
 type stateBackend struct {
 	URL   string               `json:"url"`
 	Lists map[string]stateList `json:"lists"`
+	Warm  *stateWarm           `json:"warm,omitempty"` // what warming learned (warm.go)
 }
 
 type stateList struct {
@@ -69,6 +70,9 @@ func (g *Gate) loadState() error {
 			level.Warn(g.logger).Log("msg", "state file lists are of another URL, not used", "backend", name, "file_url", sb.URL, "url", b.cfg.URL.String())
 			continue
 		}
+		if b.warm != nil && sb.Warm != nil {
+			b.warm.loadState(*sb.Warm)
+		}
 		for p, l := range sb.Lists {
 			body := []byte(l.Body)
 			if l.BodyBase64 != "" {
@@ -104,6 +108,9 @@ func (g *Gate) writeState() error {
 				l.BodyBase64 = base64.StdEncoding.EncodeToString(rem.Body)
 			}
 			sb.Lists[p] = l
+		}
+		if b.warm != nil {
+			sb.Warm = b.warm.state()
 		}
 		sf.Backends[b.name] = sb
 	}

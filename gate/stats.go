@@ -66,6 +66,7 @@ type BackendStats struct {
 	Replicas  []ReplicaStats // a pool's replicas, by id; nil for a single backend
 	Requests  map[Outcome]uint64
 	Hold      HoldHistogram
+	Warm      WarmStats // zero with warm=off
 	// Learning: a learning wake is under way (a list never seen was asked
 	// while the backend was not up). ListsKnown: the gate has the backend's
 	// model list (/api/tags or /v1/models), learned or from the state file.
@@ -123,6 +124,9 @@ func (g *Gate) Stats() []BackendStats {
 		}
 		if b.pool != nil {
 			out[i].Replicas = b.pool.stats()
+		}
+		if b.warm != nil {
+			out[i].Warm = b.warm.stats()
 		}
 	}
 	return out

@@ -16,19 +16,23 @@ type StatusReport struct {
 
 // BackendStatus is one backend in /_gate/status.
 type BackendStatus struct {
-	Name               string         `json:"name"`
-	Prefix             string         `json:"prefix"`
-	State              State          `json:"state"`
-	Since              string         `json:"since"` // RFC 3339
-	WaitingSeconds     float64        `json:"waiting_seconds"`
-	Held               int            `json:"held"`
-	InFlight           int            `json:"in_flight"`
-	HoldTimeoutSeconds float64        `json:"hold_timeout_seconds"`
-	Models             []string       `json:"models"`
-	Reason             string         `json:"reason"`
-	Learning           bool           `json:"learning"`                // a learning wake is under way
-	NotLearnable       string         `json:"not_learnable,omitempty"` // why the last learning wake gave up (until the backend is next up)
-	Replicas           []ReplicaStats `json:"replicas,omitempty"`      // a pool's replicas
+	Name               string   `json:"name"`
+	Prefix             string   `json:"prefix"`
+	State              State    `json:"state"`
+	Since              string   `json:"since"` // RFC 3339
+	WaitingSeconds     float64  `json:"waiting_seconds"`
+	Held               int      `json:"held"`
+	InFlight           int      `json:"in_flight"`
+	HoldTimeoutSeconds float64  `json:"hold_timeout_seconds"`
+	Models             []string `json:"models"`
+	Reason             string   `json:"reason"`
+	// Warm is what the gate keeps loaded (warm.go); Loading what the backend
+	// loads now, for the filter's "loading MODEL … (N s)".
+	Warm         []string       `json:"warm"`
+	Loading      []LoadingModel `json:"loading"`
+	Learning     bool           `json:"learning"`                // a learning wake is under way
+	NotLearnable string         `json:"not_learnable,omitempty"` // why the last learning wake gave up (until the backend is next up)
+	Replicas     []ReplicaStats `json:"replicas,omitempty"`      // a pool's replicas
 }
 
 func (g *Gate) status() StatusReport {
@@ -45,6 +49,7 @@ func (g *Gate) status() StatusReport {
 			WaitingSeconds: waiting, Held: b.queue.Len() + b.reading, InFlight: b.inFlight,
 			HoldTimeoutSeconds: g.cfg.HoldTimeout.Seconds(), Models: b.models(), Reason: b.reason,
 			Learning: b.learning, NotLearnable: b.notLearnable,
+			Warm: b.warmModels(), Loading: b.loadingLocked(time.Now()),
 		})
 		if b.pool != nil {
 			rep.Backends[len(rep.Backends)-1].Replicas = b.pool.stats()

@@ -137,7 +137,11 @@ func main() {
 	flag.BoolVar(&c.check, "check", false, "exit 1 if a target is not met (for CI): without -startups, a send went unseen, /active_users failed, or a policy run kept Ollama on no shorter than the run without it; with them, the targets printed")
 	flag.IntVar(&c.parallel, "parallel", 2, "exporter runs at once")
 	flag.IntVar(&c.processes, "processes", 1, "Open WebUI processes sharing the database, each with its own write throttle; the exporter's requests go to them in turn")
+	warmFlags := addWarmFlags()
 	flag.Parse()
+	if warmFlags.on {
+		os.Exit(warmFlags.run(c, people, seeds, startups, flagSet()))
+	}
 	if wake {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

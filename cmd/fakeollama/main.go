@@ -9,7 +9,9 @@
 // --arrivals=FILE it writes to FILE, one line each, when every request other
 // than model lists, /api/version and / arrived (Unix nanoseconds, a space,
 // method and path), so that a benchmark can time held requests against the
-// ready moment (a line "UNIXNANO ready").
+// ready moment (a line "UNIXNANO ready"). With --load-time it loads models
+// as Ollama does (fakeollama.Loader): a load time per model, one load at a
+// time, --max-loaded models in memory, /api/ps, and the preload request.
 package main
 
 import (
@@ -36,6 +38,8 @@ func main() {
 	keepAlive := flag.Duration("keep-alive", 5*time.Minute, "how long a model stays in /api/ps after a request, as OLLAMA_KEEP_ALIVE (negative: for ever)")
 	pull := flag.Duration("pull-duration", 0, "how long POST /api/pull downloads, with a progress line every --chunk-interval (1s when 0)")
 	arrivals := flag.String("arrivals", "", "file to write each request's arrival to (Unix nanoseconds, method, path); none when empty")
+	loadTime := flag.String("load-time", "", "load models as Ollama does, taking this long each: DURATION for every model, or MODEL=DURATION,...[,DURATION for the rest]; off when empty")
+	maxLoaded := flag.Int("max-loaded", 1, "with --load-time: models in memory at once (OLLAMA_MAX_LOADED_MODELS)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(2, fmt.Errorf("unexpected arguments %q", flag.Args()))
@@ -62,7 +66,19 @@ func main() {
 		defer arrivalsLog.close()
 		cfg.OnRequest = arrivalsLog.record
 	}
-	s, err := fakeollama.NewServer(*listen, fakeollama.New(cfg))
+	var handler http.Handler = fakeollama.New(cfg)
+	if *loadTime != "" {
+		lcfg, err := parseLoadTime(*loadTime)
+		if err != nil {
+			fail(2, fmt.Errorf("--load-time: want DURATION or MODEL=DURATION,...: %w", err))
+		}
+		if *maxLoaded < 1 {
+			fail(2, fmt.Errorf("--max-loaded %d: want at least 1", *maxLoaded))
+		}
+		lcfg.MaxLoaded, lcfg.KeepAlive = *maxLoaded, *keepAlive
+		handler = fakeollama.NewLoader(handler, lcfg)
+	}
+	s, err := fakeollama.NewServer(*listen, handler)
 	if err == nil {
 		err = s.Start(*delay)
 	}
@@ -84,6 +100,27 @@ func main() {
 	}
 	<-stop
 	s.Stop()
+}
+
+// parseLoadTime reads --load-time: "8s", or "llama3.1:8b=8s,llama3.1:70b=40s[,2s]".
+func parseLoadTime(v string) (fakeollama.LoaderConfig, error) {
+	cfg := fakeollama.LoaderConfig{LoadTime: map[string]time.Duration{}}
+	for _, part := range strings.Split(v, ",") {
+		model, d, named := strings.Cut(part, "=")
+		if !named {
+			d = model
+		}
+		dur, err := time.ParseDuration(strings.TrimSpace(d))
+		if err != nil || dur < 0 {
+			return cfg, fmt.Errorf("%q: want a duration of 0 or more", part)
+		}
+		if named {
+			cfg.LoadTime[strings.TrimSpace(model)] = dur
+		} else {
+			cfg.DefaultLoadTime = dur
+		}
+	}
+	return cfg, nil
 }
 
 func fail(code int, err error) {

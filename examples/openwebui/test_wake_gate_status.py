@@ -20,8 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wake_gate_status  # noqa: E402
 
 
-def status(state, models=("m:8b",), hold=300, name="default"):
+def status(state, models=("m:8b",), hold=300, name="default", loading=None):
     return {
+        "loading": list(loading or []),
+        "warm": [],
         "name": name,
         "prefix": "/",
         "state": state,
@@ -153,6 +155,70 @@ class InletTest(unittest.TestCase):
                     self.assertEqual(done[0]["data"]["description"], "GPU server is up")
                 else:
                     self.assertTrue(done[0]["data"]["description"].startswith("GPU server not up after"), done)
+
+    def test_loading_the_model(self):
+        # While the message's model loads (the gate's warm-up, or a request's
+        # load), the line says so with the gate's seconds; another model's
+        # load is not this message's business.
+        def loading(model, seconds, by="warm-up"):
+            return [{"model": model, "seconds": seconds, "by": by}]
+
+        cases = [
+            (
+                "woken, then its model loads",
+                [{"backends": [status("asleep")]}, {"backends": [status("up", loading=loading("m:8b", 1.5))]},
+                 {"backends": [status("up", loading=loading("m:8b", 12.2))]}, {"backends": [status("up")]}],
+                ["Waking the GPU server \u2026 (0 s)", "loading m:8b \u2026 (1 s)", "loading m:8b \u2026 (12 s)"],
+                "GPU server is up",
+            ),
+            (
+                "up, its model loading",
+                [{"backends": [status("up", loading=loading("m:8b", 3, "request"))]}, {"backends": [status("up")]}],
+                ["loading m:8b \u2026 (3 s)"],
+                "Model loaded",
+            ),
+            (
+                "up, another model loading",
+                [{"backends": [status("up", loading=loading("other:70b", 3))]}],
+                [],
+                None,
+            ),
+            (
+                "a prefixed model id",
+                [{"backends": [status("up", loading=loading("m:8b", 2))]}, {"backends": [status("up")]}],
+                ["loading m:8b \u2026 (2 s)"],
+                "Model loaded",
+            ),
+            (
+                "NAME:latest is NAME",
+                [{"backends": [status("up", loading=loading("tiny", 4))]}, {"backends": [status("up")]}],
+                ["loading tiny \u2026 (4 s)"],
+                "Model loaded",
+            ),
+            (
+                "garbage in loading",
+                [{"backends": [status("up", loading=[{"model": 3}, "x", {"model": "m:8b", "seconds": "soon"}])]}, {"backends": [status("up")]}],
+                ["loading m:8b \u2026 (0 s)"],
+                "Model loaded",
+            ),
+        ]
+        for name, script, want_lines, want_end in cases:
+            with self.subTest(name):
+                gate = StubGate(script)
+                self.addCleanup(gate.close)
+                emitter = Emitter()
+                body = self.body
+                if name == "a prefixed model id":
+                    body = {"model": "work.m:8b", "messages": []}
+                if name == "NAME:latest is NAME":
+                    body = {"model": "tiny:latest", "messages": []}
+                out, elapsed = run_inlet(gate.url, body, emitter)
+                self.assertIs(out, body)
+                self.assertLess(elapsed, 10, "the wait must stop by itself")
+                lines = [e["data"]["description"] for e in emitter.events if not e["data"]["done"]]
+                self.assertEqual(lines, want_lines)
+                done = [e["data"]["description"] for e in emitter.events if e["data"]["done"]]
+                self.assertEqual(done, [want_end] if want_end else [])
 
     def test_unreachable_gate_lets_the_message_go_at_once(self):
         emitter = Emitter()

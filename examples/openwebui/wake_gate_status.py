@@ -1,7 +1,7 @@
 """
 title: Wake gate status
-description: While the GPU server behind the openwebui_exporter wake gate is asleep or starting, shows "Waking the GPU server … (N s)" on the answer, and "GPU server is up" once it serves. Never fails a message.
-version: 0.1.0
+description: While the GPU server behind the openwebui_exporter wake gate is asleep or starting, shows "Waking the GPU server … (N s)" on the answer, "loading MODEL … (N s)" while the message's model is being loaded, and "GPU server is up" once it serves. Never fails a message.
+version: 0.2.0
 license: Apache-2.0
 """
 
@@ -9,6 +9,12 @@ license: Apache-2.0
 # inlet asks the wake gate (GET <gate>/_gate/status) for the state of the
 # backend that serves the message's model and, while that backend is asleep
 # or starting, polls once per poll interval and shows the seconds waited.
+#
+# Once the backend is up, the gate's status also lists the models it is
+# loading (its own warm-up, or a request's load; docs/warming.md): while the
+# message's model is among them, the filter shows "loading MODEL … (N s)",
+# N the seconds the load has taken so far. The message would wait for that
+# load anyway (Ollama loads one model at a time).
 #
 # It only shows what happens anyway: the gate holds the request until the
 # backend is up, so the filter never waits longer than the gate would hold it
@@ -62,39 +68,48 @@ class Filter:
 
     async def _show_wake_up(self, body, emit, model_info):
         started = time.monotonic()
+        names = model_names(body, model_info)
         status = await self._status()
-        backend = pick_backend(status, model_names(body, model_info))
-        if backend is None or backend.get("state") not in WAITING_STATES:
+        backend = pick_backend(status, names)
+        if backend is None:
             return
+        if backend.get("state") not in WAITING_STATES and loading_of(backend, names) is None:
+            return
+        woke = backend.get("state") in WAITING_STATES
         name = backend.get("name")
         limit = float(self.valves.max_wait_seconds)
         hold = backend.get("hold_timeout_seconds")
         if isinstance(hold, (int, float)) and not isinstance(hold, bool) and hold > 0:
             limit = min(limit, float(hold))
         poll = max(float(self.valves.poll_interval_seconds), 0.05)
+        loading = None  # the model whose load was shown last
 
         while True:
             waited = time.monotonic() - started
             state = backend.get("state") if backend else None
-            if state == "up":
-                await emit({"type": "status", "data": {"description": "GPU server is up", "done": True}})
+            load = loading_of(backend, names) if state == "up" else None
+            if state == "up" and load is None:
+                done = "GPU server is up" if woke else "Model loaded"
+                await emit({"type": "status", "data": {"description": done, "done": True}})
                 return
-            if state not in WAITING_STATES or waited >= limit:
+            if (state not in WAITING_STATES and load is None) or waited >= limit:
                 break
-            await emit(
-                {
-                    "type": "status",
-                    "data": {"description": f"Waking the GPU server \u2026 ({int(waited)} s)", "done": False},
-                }
-            )
+            if load is not None:
+                loading, seconds = load
+                line = f"loading {loading} \u2026 ({int(seconds)} s)"
+            else:
+                loading = None
+                line = f"Waking the GPU server \u2026 ({int(waited)} s)"
+            await emit({"type": "status", "data": {"description": line, "done": False}})
             await asyncio.sleep(min(poll, max(limit - waited, 0)))
             backend = backend_named(await self._status(), name)
         # Gave up showing it (the gate unreachable, the hold timeout): close
         # the status line; the message goes on and the gate answers it.
+        what = f"{loading} not loaded" if loading else "GPU server not up"
         await emit(
             {
                 "type": "status",
-                "data": {"description": f"GPU server not up after {int(time.monotonic() - started)} s", "done": True},
+                "data": {"description": f"{what} after {int(time.monotonic() - started)} s", "done": True},
             }
         )
 
@@ -154,6 +169,28 @@ def pick_backend(status, names):
             if any(n.endswith("." + m) for m in models(b)):
                 return b
     return backends[0] if len(backends) == 1 else None
+
+
+def loading_of(backend, names):
+    """(model, seconds) of the first model the backend is loading that is
+    one of names (also after a "<prefix_id>."), or None."""
+    if not isinstance(backend, dict) or not isinstance(backend.get("loading"), list):
+        return None
+    for entry in backend["loading"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            continue
+        model, seconds = entry["model"], entry.get("seconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+            seconds = 0
+        # The gate names NAME:latest as NAME (one model to Ollama).
+        key = strip_latest(model)
+        if any(strip_latest(n) == key or strip_latest(n).endswith("." + key) for n in names):
+            return model, seconds
+    return None
+
+
+def strip_latest(name):
+    return name[: -len(":latest")] if name.endswith(":latest") else name
 
 
 def backend_named(status, name):

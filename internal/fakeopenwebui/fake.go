@@ -73,6 +73,8 @@ type Config struct {
 	// last_active_at follows the clock for as long as the tab is open.
 	// Off, only Touch and Heartbeat stamp a tab's user.
 	TabHeartbeats bool
+	// DefaultModels is DEFAULT_MODELS (comma-separated; "" unset): see config.go.
+	DefaultModels string
 	// DisableAdminAnalytics is ENABLE_ADMIN_ANALYTICS=false: the analytics
 	// router is not mounted, so its paths get the SPA.
 	DisableAdminAnalytics bool
@@ -541,6 +543,10 @@ func (s *Server) route(path string) handler {
 			return s.handleUsage
 		}
 		return nil
+	case "/api/v1/configs/models":
+		return s.handleModelsConfig
+	case "/api/config":
+		return s.handleAppConfig
 	case "/api/v1/users/active":
 		if s.at("0.6.15") && !s.at("0.6.41") {
 			return s.handleActiveList

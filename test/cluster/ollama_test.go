@@ -36,6 +36,7 @@ type fakeOllamaOptions struct {
 	models        string        // comma-separated model names
 	chunks        int           // streamed chunks per answer
 	chunkInterval time.Duration // between chunks
+	loadTime      time.Duration // > 0: models load as Ollama's do, taking this long each (--load-time)
 }
 
 // followReplicas starts the stand-in whenever the watched Deployment has
@@ -47,6 +48,9 @@ func followReplicas(t *testing.T, name, addr string, w *replicaWatcher, opt fake
 		args: []string{"--listen", addr, "--start-delay", opt.startDelay.String(), "--models", opt.models,
 			"--chunks", strconv.Itoa(opt.chunks), "--chunk-interval", opt.chunkInterval.String()},
 		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if opt.loadTime > 0 {
+		o.args = append(o.args, "--load-time", opt.loadTime.String())
 	}
 	go o.loop()
 	t.Cleanup(func() {

@@ -22,7 +22,7 @@ var backendNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 // gateBackend is one --gate.backend value, split the way the exporter does
 // (gate.ParseBackend; its own tests check the values).
 type gateBackend struct {
-	name, url, wake, idle string
+	name, url, wake, idle, warm, maxLoaded string
 }
 
 func parseGateBackend(v string) (gateBackend, bool) {
@@ -46,6 +46,10 @@ func parseGateBackend(v string) (gateBackend, bool) {
 		case "idle":
 			b.idle = val
 		case "parallel", "people": // a pool's (the exporter checks their values)
+		case "warm":
+			b.warm = val
+		case "max-loaded":
+			b.maxLoaded = val
 		default:
 			return b, false
 		}
@@ -100,7 +104,7 @@ func checkGate(t *testing.T, s setup, want expect, dep *appsv1.Deployment, f map
 		}
 		b, ok := parseGateBackend(v)
 		if !ok {
-			t.Errorf("%s: --gate.backend=%s: want URL or NAME=URL[,wake=arrival|request][,idle=DURATION]", where, v)
+			t.Errorf("%s: --gate.backend=%s: want URL or NAME=URL[,wake=arrival|request][,idle=DURATION][,warm=...][,max-loaded=N]", where, v)
 			continue
 		}
 		backends = append(backends, b)

@@ -229,8 +229,9 @@ default the Ollama of Open WebUI's official chart in this namespace). */}}
 {{- end }}
 {{- end }}
 
-{{/* The --gate.backend values: URL for the unnamed backend, NAME=URL,wake=...[,idle=...][,parallel=...][,people=...] for
-named ones, then NAME=URL for each further replica of a pool. */}}
+{{/* The --gate.backend values: URL for the unnamed backend,
+NAME=URL,wake=...[,idle=...][,parallel=...][,people=...][,warm=...][,max-loaded=...] for named ones, then NAME=URL for
+each further replica of a pool. */}}
 {{- define "openwebui-exporter.gateBackendFlags" -}}
 {{- $out := list }}
 {{- range include "openwebui-exporter.gateBackends" . | fromJsonArray }}
@@ -241,6 +242,8 @@ named ones, then NAME=URL for each further replica of a pool. */}}
 {{- with .idle }}{{ $v = printf "%s,idle=%s" $v . }}{{ end }}
 {{- with .parallel }}{{ $v = printf "%s,parallel=%v" $v . }}{{ end }}
 {{- with .people }}{{ $v = printf "%s,people=%v" $v . }}{{ end }}
+{{- with .warm }}{{ $v = printf "%s,warm=%s" $v . }}{{ end }}
+{{- with .maxLoaded }}{{ $v = printf "%s,max-loaded=%v" $v . }}{{ end }}
 {{- $out = append $out $v }}
 {{- $name := .name }}
 {{- range .replicas }}{{ $out = append $out (printf "%s=%s" $name .) }}{{ end }}

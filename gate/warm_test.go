@@ -1,0 +1,482 @@
+package gate
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeollama"
+)
+
+func TestParseWarm(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    Warm // after New's defaults
+		wantErr string
+	}{
+		{in: "http://o:1", want: Warm{Mode: WarmAuto, MaxLoaded: 1}},
+		{in: "a=http://o:1", want: Warm{Mode: WarmAuto, MaxLoaded: 1}},
+		{in: "a=http://o:1,wake=request", want: Warm{Mode: WarmOff, MaxLoaded: 1}},
+		{in: "a=http://o:1,wake=request,warm=auto", want: Warm{Mode: WarmAuto, MaxLoaded: 1}},
+		{in: "a=http://o:1,warm=off", want: Warm{Mode: WarmOff, MaxLoaded: 1}},
+		{in: "a=http://o:1,warm=llama3.1:8b+qwen3:32b+llama3.1:8b", want: Warm{Mode: WarmList, Models: []string{"llama3.1:8b", "qwen3:32b"}, MaxLoaded: 1}},
+		{in: "a=http://o:1,warm=auto,max-loaded=3", want: Warm{Mode: WarmAuto, MaxLoaded: 3}},
+		{in: "a=http://o:1,warm=hf.co/org/model:Q4_K_M", want: Warm{Mode: WarmList, Models: []string{"hf.co/org/model:Q4_K_M"}, MaxLoaded: 1}},
+		{in: "a=http://o:1,warm=", wantErr: "empty model name"},
+		{in: "a=http://o:1,warm=a++b", wantErr: "empty model name"},
+		{in: "a=http://o:1,warm=list", wantErr: "want warm=MODEL"},
+		{in: "a=http://o:1,max-loaded=0", wantErr: "max-loaded=\"0\": want a whole number from 1 to 64"},
+		{in: "a=http://o:1,max-loaded=many", wantErr: "want a whole number"},
+		{in: "a=http://o:1,wake=request,max-loaded=2", wantErr: "max-loaded= needs warming"},
+		{in: "http://o:1,warm=off", wantErr: "options need a named backend"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			bc, err := ParseBackend(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := New(Config{Backends: []BackendConfig{bc}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := g.Backends()[0].Warm; !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("warm = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	if _, err := New(Config{Backends: []BackendConfig{{URL: mustURL(t, "http://o:1"), Warm: Warm{Mode: WarmList}}}}); err == nil || !strings.Contains(err.Error(), "a list with no model") {
+		t.Errorf("New with an empty list: %v, want an error", err)
+	}
+}
+
+func TestModelOf(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"model":"llama3.1:8b","messages":[]}`, "llama3.1:8b"},
+		{`{"messages":[{"role":"user","content":"{\"model\":\"x\"}"}],"options":{"model":"y"},"model":"qwen3:32b"}`, "qwen3:32b"},
+		{`{"stream":true,"model":"a:1","messages":[{"content":"cut sho`, "a:1"},
+		{`{"messages":[{"content":"cut sho`, ""},
+		{`{"model":42}`, ""},
+		{`{"model":"has space"}`, ""},
+		{`[{"model":"x"}]`, ""},
+		{``, ""},
+	} {
+		if got := modelOf([]byte(tc.body)); got != tc.want {
+			t.Errorf("modelOf(%s) = %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}
+
+// people is a stand-in for Open WebUI's presence.
+type people struct {
+	mu       sync.Mutex
+	ids      []string
+	known    bool
+	defaults []string
+}
+
+func (p *people) Present() ([]string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.ids...), p.known
+}
+
+func (p *people) DefaultModels() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.defaults...)
+}
+
+func (p *people) set(ids ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ids, p.known = ids, true
+}
+
+// warmRig is a gate in front of a stand-in Ollama that loads models as
+// Ollama does, behind a backend that sleeps and wakes.
+type warmRig struct {
+	t      *testing.T
+	gate   *testGate
+	loader *fakeollama.Loader
+	be     *sleepyBackend
+	people *people
+}
+
+func newWarmRig(t *testing.T, backend string, lcfg fakeollama.LoaderConfig, tune ...func(*Config)) *warmRig {
+	t.Helper()
+	loader := fakeollama.NewLoader(fakeollama.New(fakeollama.Config{Models: []string{"small:8b", "big:70b"}, Chunks: 2, ChunkInterval: -1}), lcfg)
+	be := newSleepyBackend(t, loader)
+	p := &people{}
+	cfg := Config{Backends: []BackendConfig{backendURL(t, strings.ReplaceAll(backend, "URL", be.url()))}, Transport: be.transport(), People: p}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	g := startGate(t, cfg, func(g *Gate) {
+		g.warmEvery = 10 * time.Millisecond
+		g.warmKeepEvery = 20 * time.Millisecond
+	})
+	return &warmRig{t: t, gate: g, loader: loader, be: be, people: p}
+}
+
+func (r *warmRig) name() string { return r.gate.backends[0].name }
+
+// chat sends a chat through the gate as Open WebUI does, with the user header.
+func (r *warmRig) chat(user, model string) int {
+	r.t.Helper()
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	if user != "" {
+		hdr.Set(UserHeader, user)
+	}
+	status, _, body := do(r.t, http.MethodPost, r.gate.url+r.gate.backends[0].prefix+"api/chat",
+		strings.NewReader(`{"model":"`+model+`","stream":false,"messages":[{"role":"user","content":"hi"}]}`), hdr)
+	if status != http.StatusOK {
+		r.t.Fatalf("chat %s: %d %s", model, status, body)
+	}
+	return status
+}
+
+// restart stops the backend and starts it again with nothing loaded.
+func (r *warmRig) restart() {
+	r.be.stop()
+	r.loader.Reset()
+	eventually(r.t, "the gate sees the backend asleep", func() bool { return stats(r.gate.Gate, r.name()).State == StateAsleep })
+	r.be.serve()
+}
+
+func (r *warmRig) warmups(model string, o WarmOutcome) uint64 {
+	return stats(r.gate.Gate, r.name()).Warm.Outcomes[model][o]
+}
+
+// isForever says whether model is loaded with keep_alive -1 (/api/ps).
+func (r *warmRig) isForever(model string) bool {
+	exp, err := r.gate.loadedExpiry(r.t.Context(), r.gate.backends[0])
+	return err == nil && exp[model].After(time.Now().Add(100*365*24*time.Hour))
+}
+
+func (r *warmRig) status() BackendStatus {
+	r.t.Helper()
+	_, _, body := do(r.t, http.MethodGet, r.gate.url+"/_gate/status", nil, nil)
+	var rep StatusReport
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		r.t.Fatal(err)
+	}
+	return rep.Backends[0]
+}
+
+// What is warmed at a wake, before any chat.
+func TestWarmOnWake(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backend string
+		learn   func(r *warmRig) // while up, before the restart
+		present []string
+		want    []string // loaded after the wake
+	}{
+		{
+			name: "an explicit list", backend: "pool=URL,warm=small:8b",
+			want: []string{"small:8b"},
+		},
+		{
+			name: "auto: the model each person here used last", backend: "pool=URL,warm=auto",
+			learn:   func(r *warmRig) { r.chat("alice", "big:70b"); r.chat("bob", "small:8b") },
+			present: []string{"alice"},
+			want:    []string{"big:70b"},
+		},
+		{
+			name: "auto: the most wanted when only one fits", backend: "pool=URL,warm=auto",
+			learn:   func(r *warmRig) { r.chat("alice", "big:70b"); r.chat("bob", "small:8b"); r.chat("carol", "small:8b") },
+			present: []string{"alice", "bob", "carol"},
+			want:    []string{"small:8b"},
+		},
+		{
+			name: "auto: two when two fit", backend: "pool=URL,warm=auto,max-loaded=2",
+			learn:   func(r *warmRig) { r.chat("alice", "big:70b"); r.chat("bob", "small:8b") },
+			present: []string{"alice", "bob"},
+			want:    []string{"big:70b", "small:8b"},
+		},
+		{
+			name: "auto: nobody known, the most recent model", backend: "pool=URL,warm=auto",
+			learn: func(r *warmRig) { r.chat("", "small:8b"); r.chat("", "big:70b") },
+			want:  []string{"big:70b"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newWarmRig(t, tc.backend, fakeollama.LoaderConfig{MaxLoaded: 2})
+			r.be.serve()
+			if tc.learn != nil {
+				tc.learn(r)
+			}
+			r.people.set(tc.present...)
+			r.restart()
+			eventually(t, "the warm-ups", func() bool { return reflect.DeepEqual(r.loader.Loaded(), tc.want) })
+			// Nothing but the gate's warm-ups reached the backend, and they
+			// were never demand.
+			if d := mustDemand(t, r.gate.Gate, r.name()); d.Held+d.InFlight != 0 {
+				t.Errorf("demand %+v during warming, want none", d)
+			}
+			eventually(t, "/_gate/status shows what is warm", func() bool { return reflect.DeepEqual(r.status().Warm, tc.want) })
+			for _, m := range tc.want {
+				eventually(t, "the warm-up counted", func() bool { return r.warmups(m, WarmLoaded) == 1 })
+				if h := stats(r.gate.Gate, r.name()).Warm.Durations[m]; h.Count != 1 {
+					t.Errorf("%s: load time observed %d times, want 1", m, h.Count)
+				}
+			}
+		})
+	}
+}
+
+// A request held for one model goes before a warm-up of another: Ollama
+// loads one model at a time.
+func TestWarmNeverAheadOfAHeldRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name, backend string
+		wantLoads     []string
+		wantOutcome   WarmOutcome
+	}{
+		// auto never makes Ollama unload: the held request's model fills the room.
+		{"auto skips what does not fit", "pool=URL,warm=auto", []string{"big:70b"}, WarmSkipped},
+		// an explicit list is loaded as given, once the request in flight is done.
+		{"a list waits for the request in flight", "pool=URL,warm=small:8b", []string{"big:70b", "small:8b"}, WarmLoaded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newWarmRig(t, tc.backend, fakeollama.LoaderConfig{LoadTime: map[string]time.Duration{"big:70b": 100 * time.Millisecond}})
+			r.people.set("alice")
+			r.be.serve()
+			r.chat("alice", "small:8b") // auto learns small:8b
+			// Let warming settle (the chat started Ollama's timer; the gate
+			// sets keep_alive -1 again), so that nothing of it is on the wire
+			// when the backend stops.
+			eventually(t, "small:8b kept", func() bool { return r.isForever("small:8b") })
+			r.be.stop()
+			r.loader.Reset()
+			eventually(t, "asleep", func() bool { return stats(r.gate.Gate, r.name()).State == StateAsleep })
+			before := r.warmups("small:8b", tc.wantOutcome) // a list was warmed at the first wake too
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r.chat("bob", "big:70b")
+			}()
+			eventually(t, "the chat held", func() bool { return queued(r.gate.Gate, r.name()) == 1 })
+			r.be.serve()
+			<-done
+			eventually(t, "the warm-up decided", func() bool { return r.warmups("small:8b", tc.wantOutcome) == before+1 })
+			if got := r.loader.Loads(); !reflect.DeepEqual(got, tc.wantLoads) {
+				t.Errorf("loads %v, want %v: the held request's model first", got, tc.wantLoads)
+			}
+		})
+	}
+}
+
+// A person the gate knows arrives while the backend is up: their model is
+// loaded if it is not.
+func TestWarmOnArrival(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{})
+	r.be.serve()
+	r.people.set()
+	r.chat("alice", "big:70b")
+	r.chat("bob", "small:8b") // one fits: big:70b is unloaded
+	if got := r.loader.Loaded(); !reflect.DeepEqual(got, []string{"small:8b"}) {
+		t.Fatalf("loaded %v", got)
+	}
+	// bob's small:8b is kept only while he is here; he leaves, alice arrives.
+	r.people.set("alice")
+	eventually(t, "alice's model loaded", func() bool {
+		return reflect.DeepEqual(r.loader.Loaded(), []string{"big:70b"}) || r.warmups("big:70b", WarmSkipped) > 0
+	})
+	// max-loaded=1 and small:8b still in memory on Ollama's timer: auto does
+	// not unload it, so the arrival is skipped, counted, and not retried.
+	if r.warmups("big:70b", WarmSkipped) != 1 {
+		t.Errorf("warm-ups of big:70b: %v, want 1 skipped (small:8b fills the room)", stats(r.gate.Gate, r.name()).Warm.Outcomes)
+	}
+}
+
+// A failed warm-up is logged and counted once, not retried until the next
+// wake, and never demand.
+func TestWarmFailureIsNotRetried(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=nope:1b", fakeollama.LoaderConfig{})
+	r.be.serve()
+	eventually(t, "the failure counted", func() bool { return r.warmups("nope:1b", WarmFailed) == 1 })
+	// Many warm ticks later (10 ms each), still one.
+	for i := 0; i < 20; i++ {
+		time.Sleep(10 * time.Millisecond)
+		if d := mustDemand(t, r.gate.Gate, r.name()); d.Held+d.InFlight != 0 || d.Learning {
+			t.Fatalf("demand %+v from a failed warm-up", d)
+		}
+	}
+	if n := r.warmups("nope:1b", WarmFailed); n != 1 {
+		t.Errorf("failed warm-ups %d, want 1 (not retried in a loop)", n)
+	}
+	r.restart()
+	eventually(t, "tried again at the next wake", func() bool { return r.warmups("nope:1b", WarmFailed) == 2 })
+}
+
+// An OpenAI-compatible server has no load request: nothing is sent.
+func TestWarmLeavesOpenAIServersOut(t *testing.T) {
+	var mu sync.Mutex
+	var posts int
+	be := newSleepyBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			mu.Lock()
+			posts++
+			mu.Unlock()
+		}
+		if r.URL.Path == "/v1/models" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"object":"list","data":[{"id":"m"}]}`))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, "vllm="+be.url()+",warm=m")}, Transport: be.transport()},
+		func(g *Gate) { g.warmEvery = 10 * time.Millisecond })
+	be.serve()
+	eventually(t, "up", func() bool { return stats(g.Gate, "vllm").State == StateUp })
+	eventually(t, "the gate gave up warming it", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.byName["vllm"].warm.notOllama
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if posts != 0 || len(stats(g.Gate, "vllm").Warm.Outcomes) != 0 {
+		t.Errorf("%d POSTs, outcomes %v: want none", posts, stats(g.Gate, "vllm").Warm.Outcomes)
+	}
+}
+
+// /_gate/status shows the gate's own load under way, for the filter.
+func TestWarmStatusShowsTheLoad(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=big:70b", fakeollama.LoaderConfig{LoadTime: map[string]time.Duration{"big:70b": time.Hour}})
+	r.be.serve()
+	eventually(t, "loading shown", func() bool {
+		l := r.status().Loading
+		return len(l) == 1 && l[0].Model == "big:70b" && l[0].By == "warm-up"
+	})
+	if w := r.status().Warm; len(w) != 0 {
+		t.Errorf("warm %v while it still loads, want none", w)
+	}
+}
+
+// keep_alive follows who is here: a kept model whose timer a chat started
+// again is kept for ever again; once its people left while others stay, it
+// goes back to Ollama's timer.
+func TestWarmKeepAliveFollowsPeople(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=auto,max-loaded=2", fakeollama.LoaderConfig{MaxLoaded: 2})
+	r.be.serve()
+	r.chat("alice", "big:70b")
+	r.chat("bob", "small:8b")
+	r.people.set("alice", "bob")
+	r.restart()
+	eventually(t, "both warm", func() bool { return len(r.status().Warm) == 2 })
+	forever := r.isForever
+	r.chat("alice", "big:70b") // Ollama's default keep_alive again
+	eventually(t, "big:70b kept for ever again", func() bool { return forever("big:70b") })
+	r.people.set("alice") // bob left
+	eventually(t, "small:8b handed back to Ollama's timer", func() bool {
+		exp, _ := r.gate.loadedExpiry(t.Context(), r.gate.backends[0])
+		_, loaded := exp["small:8b"]
+		return loaded && !forever("small:8b") && reflect.DeepEqual(r.status().Warm, []string{"big:70b"})
+	})
+	r.people.set() // everybody left: nothing changes, KEDA's cooldown decides
+	time.Sleep(50 * time.Millisecond)
+	if !forever("big:70b") {
+		t.Error("big:70b lost its keep_alive when the pool's demand went: KEDA's cooldown decides, not Ollama's timer")
+	}
+}
+
+// What auto learned survives a restart of the gate (--gate.state-file) and
+// reaches the other replicas (/_gate/demand).
+func TestWarmLearnedStateSurvivesAndIsShared(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "state.json")
+	r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{}, func(c *Config) { c.StateFile = file })
+	r.be.serve()
+	r.chat("alice", "big:70b")
+	eventually(t, "learned (after the answer)", func() bool {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		return r.gate.byName["pool"].warm.learned[userKey("alice")].Model == "big:70b"
+	})
+	rep := r.gate.demandReport()
+	r.gate.stop()
+
+	g2, err := New(Config{Backends: []BackendConfig{backendURL(t, "pool=http://o:1")}, StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = g2 // another URL: the lists and what was learned there are not used
+	g3, err := New(Config{Backends: r.gate.cfg.Backends, StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := g3.byName["pool"].warm.learned[userKey("alice")].Model; got != "big:70b" {
+		t.Errorf("after a restart alice's model is %q, want big:70b", got)
+	}
+	if got := g2.byName["pool"].warm.learned[userKey("alice")].Model; got != "" {
+		t.Errorf("a backend of another URL learned %q from the file, want nothing", got)
+	}
+
+	peer, err := New(Config{Backends: r.gate.cfg.Backends})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer.mergePeers([]*DemandReport{&rep})
+	if got := peer.byName["pool"].warm.learned[userKey("alice")].Model; got != "big:70b" {
+		t.Errorf("a peer learned %q, want big:70b", got)
+	}
+	if _, ok := rep.Backends["pool"].Learned["alice"]; ok {
+		t.Error("a raw user id went to the peers; only hashes may")
+	}
+}
+
+// At a wake with room for one model, the model of the person who arrived
+// last goes first: they are the likeliest to write next.
+func TestWarmNewestArrivalFirst(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{MaxLoaded: 2})
+	r.be.serve()
+	r.chat("alice", "big:70b")
+	r.chat("bob", "small:8b")
+	r.chat("carol", "small:8b")
+	r.be.stop()
+	r.loader.Reset()
+	eventually(t, "asleep", func() bool { return stats(r.gate.Gate, r.name()).State == StateAsleep })
+	r.people.set("bob", "carol")
+	eventually(t, "bob and carol seen", func() bool {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		return len(r.gate.backends[0].warm.arrivedAt) == 2
+	})
+	time.Sleep(5 * time.Millisecond) // a later arrival on the wall clock
+	r.people.set("bob", "carol", "alice")
+	eventually(t, "alice seen", func() bool {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		return len(r.gate.backends[0].warm.arrivedAt) == 3
+	})
+	r.be.serve()
+	eventually(t, "alice's model warmed", func() bool { return reflect.DeepEqual(r.loader.Loaded(), []string{"big:70b"}) })
+}
+
+// Ollama's NAME:latest and NAME are one model to warming: a chat to
+// "small:latest" is learned, kept and matched as "small".
+func TestWarmModelKey(t *testing.T) {
+	for in, want := range map[string]string{"small:latest": "small", "small": "small", "llama3.1:8b": "llama3.1:8b", "a:latest:latest": "a:latest"} {
+		if got := modelKey(in); got != want {
+			t.Errorf("modelKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+	w := newWarmer(Warm{Mode: WarmAuto, MaxLoaded: 1})
+	w.learn(userKey("alice"), "small:latest", time.Now())
+	if got := w.learned[userKey("alice")].Model; got != "small" {
+		t.Errorf("learned %q, want small", got)
+	}
+}
