@@ -247,7 +247,7 @@ func TestDocsLinksResolve(t *testing.T) {
 				continue
 			}
 			if anchor != "" && strings.HasSuffix(path, ".md") && !anchors(string(body))[anchor] {
-				t.Errorf("%s: link %s: no heading with the anchor #%s in %s", page, target, anchor, rel)
+				t.Errorf("%s: link %s: no heading with the anchor #%s in %s", page, target, anchor, path)
 			}
 		}
 	}
