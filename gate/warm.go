@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -819,11 +820,28 @@ func (g *Gate) loadedModels(ctx context.Context, b *backend) (map[string]bool, e
 	return out, err
 }
 
+// warmURL is where warm-ups of b go: its URL, or for a pool the first
+// replica that serves (by address). A pool woken from zero has one replica,
+// and the balancer sends a model's requests to a free replica that has it
+// loaded: warming that one is what the first message needs.
+func (g *Gate) warmURL(b *backend) url.URL {
+	if b.pool != nil {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for _, r := range b.pool.replicas {
+			if r.routable() {
+				return *r.url
+			}
+		}
+	}
+	return *b.cfg.URL
+}
+
 // loadedExpiry reads /api/ps: each loaded model's expires_at.
 func (g *Gate) loadedExpiry(ctx context.Context, b *backend) (map[string]time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.probeTimeout)
 	defer cancel()
-	u := *b.cfg.URL
+	u := g.warmURL(b)
 	u.Path, u.RawPath = singleJoin(u.Path, pathPS), ""
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -868,7 +886,7 @@ func (g *Gate) sendLoad(ctx context.Context, b *backend, model, keepAlive, want 
 	ctx, cancel := context.WithTimeout(ctx, warmTimeout)
 	defer cancel()
 	body, _ := json.Marshal(map[string]any{"model": model, "keep_alive": json.RawMessage(keepAlive)})
-	u := *b.cfg.URL
+	u := g.warmURL(b)
 	u.Path, u.RawPath = singleJoin(u.Path, "/api/generate"), ""
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {

@@ -480,3 +480,25 @@ func TestWarmModelKey(t *testing.T) {
 		t.Errorf("learned %q, want small", got)
 	}
 }
+
+// A pool's warm-ups go to a replica that serves: its first replica refuses
+// here, and the model is loaded on the second before any chat.
+func TestWarmPoolGoesToAServingReplica(t *testing.T) {
+	n := newReplicaNet(t)
+	loader := fakeollama.NewLoader(fakeollama.New(fakeollama.Config{Models: []string{"small:8b"}, ChunkInterval: -1}), fakeollama.LoaderConfig{})
+	n.add("r1.test:11434", nil, "small:8b")
+	n.add("r2.test:11434", loader)
+	tr := n.transport()
+	n.setStopped("r1.test:11434", true)
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434,warm=small:8b", "pool=http://r2.test:11434"), Transport: tr},
+		func(g *Gate) { g.warmEvery = 10 * time.Millisecond })
+	eventually(t, "small:8b warmed", func() bool {
+		return stats(g.Gate, "pool").Warm.Outcomes["small:8b"][WarmLoaded] == 1
+	})
+	if got := loader.Loads(); !reflect.DeepEqual(got, []string{"small:8b"}) {
+		t.Errorf("r2 loaded %v, want [small:8b] (the warm-up)", got)
+	}
+	if failed := stats(g.Gate, "pool").Warm.Outcomes["small:8b"][WarmFailed]; failed != 0 {
+		t.Errorf("%d warm-ups failed: they went to the refusing replica", failed)
+	}
+}
