@@ -48,29 +48,32 @@ func startStandInReplica(t *testing.T) *standInReplica {
 
 // checkPool checks what Prometheus sees of the pool backend (two replicas,
 // warm=warmModel): the warm-up as soon as it was up, before any message,
-// and a chat routed to one of its replicas.
+// and a chat routed to one of its replicas. How many of the replicas are
+// warmed is left open: today the gate sends a pool's warm-up to its first
+// replica only.
 func checkPool(t *testing.T, p prom, poolURL string, pool []*standInReplica) {
 	sel := `job="` + job + `", backend="pool"`
-	warm := fmt.Sprintf(`openwebui_gate_warmups_total{%s, model=%q, outcome="loaded"} == 1
+	warm := fmt.Sprintf(`openwebui_gate_warmups_total{%s, model=%q, outcome="loaded"} >= 1
   and on (backend, model) openwebui_gate_warm_models{%s} == 1
-  and on (backend, model) openwebui_gate_warmup_duration_seconds_count{%s} == 1
+  and on (backend, model) openwebui_gate_warmup_duration_seconds_count{%s} >= 1
   and on (backend, model) openwebui_gate_warmup_duration_seconds_sum{%s} >= %g`,
 		sel, warmModel, sel, sel, sel, warmLoadTime.Seconds())
-	eventually(t, settle, "Prometheus sees the pool's warm-up of "+warmModel+": loaded once, kept, and its load time", func() (bool, string) {
+	eventually(t, settle, "Prometheus sees the pool's warm-up of "+warmModel+": loaded, kept, and its load time", func() (bool, string) {
 		s, err := p.query(warm)
 		return err == nil && len(s) == 1, p.describe(warm)
 	})
-	// The stand-ins loaded it once, and no message has reached them yet.
+	// The stand-ins loaded it (and nothing else), and no message has reached
+	// them yet.
 	var loads []string
 	var messages int64
 	for _, r := range pool {
 		loads = append(loads, r.loader.Loads()...)
 		messages += r.ollama.Requests()
 	}
-	if !slices.Equal(loads, []string{warmModel}) || messages != 0 {
-		t.Fatalf("the pool's stand-ins loaded %q and served %d messages; want %s loaded once, before any message", loads, messages, warmModel)
+	if len(loads) == 0 || slices.ContainsFunc(loads, func(m string) bool { return m != warmModel }) || messages != 0 {
+		t.Fatalf("the pool's stand-ins loaded %q and served %d messages; want %s loaded before any message", loads, messages, warmModel)
 	}
-	t.Logf("ok: the pool's stand-ins loaded %s once before any message", warmModel)
+	t.Logf("ok: the pool's stand-ins loaded %q before any message", loads)
 
 	r, err := post(poolURL+"/api/chat", `{"model":"`+warmModel+`","messages":[{"role":"user","content":"hi"}]}`, time.Minute)
 	if err != nil || r.status != http.StatusOK || !strings.Contains(string(r.body), `"done":true`) {
