@@ -11,26 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
 const dashboardFile = "examples/grafana/openwebui-exporter.json"
-
-// panelsLandingWithAnotherBranch are the dashboard's panels (by title) whose
-// metrics another branch of this round serves (METRICS-CONTRACT.md names
-// them). Their queries must already be valid PromQL, and must find nothing
-// until that branch lands: a panel here that returns series fails, so the
-// set only shrinks. The lead empties it at merge time; from then on every
-// panel must return series.
-var panelsLandingWithAnotherBranch = map[string]string{
-	"Warm-ups by outcome":         "warm",
-	"Model load time p50 and p99": "warm",
-	"Replica serving":             "replicas",
-	"Per replica: in flight":      "replicas",
-	"Per replica: routing share":  "replicas",
-}
 
 // grafanaVars are the values the dashboard's variables get in the test, as
 // Grafana would put them in a query: "All" of job and backend, the Ollama
@@ -44,6 +31,13 @@ var grafanaVars = map[string]string{
 	"__interval":      "15s",
 	"__range":         "1h",
 	"__range_s":       "3600",
+}
+
+// variableValues are the values some of the dashboard's variables must
+// offer: $backend, both backends of the test's gate (a single backend and a
+// pool).
+var variableValues = map[string][]string{
+	"backend": {"ollama", "pool"},
 }
 
 var grafanaVarRE = regexp.MustCompile(`\$\{(\w+)\}|\$(\w+)`)
@@ -64,8 +58,7 @@ func grafanaQuery(t *testing.T, where, expr string) string {
 
 // checkDashboard runs every query of the dashboard, its variables' included,
 // against the test's Prometheus: each must be valid PromQL and return
-// series (no typo in a metric or label name), except the panels of
-// panelsLandingWithAnotherBranch, which must return none yet.
+// series (no typo in a metric or label name).
 func checkDashboard(t *testing.T, p prom) {
 	raw, err := os.ReadFile(filepath.Join(moduleRoot, dashboardFile))
 	if err != nil {
@@ -91,7 +84,7 @@ func checkDashboard(t *testing.T, p prom) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("%s: %v", dashboardFile, err)
 	}
-	labelValues := regexp.MustCompile(`^label_values\((.*),\s*\w+\)$`)
+	labelValues := regexp.MustCompile(`^label_values\((.*),\s*(\w+)\)$`)
 	for _, v := range dash.Templating.List {
 		if v.Type != "query" {
 			continue
@@ -102,19 +95,29 @@ func checkDashboard(t *testing.T, p prom) {
 			continue
 		}
 		q := grafanaQuery(t, "variable "+v.Name, m[1])
-		if s, err := p.query(q); err != nil || len(s) == 0 {
+		s, err := p.query(q)
+		if err != nil || len(s) == 0 {
 			t.Errorf("variable %s: %s finds no series: %v", v.Name, q, err)
-		} else {
-			t.Logf("ok: variable %s: %s (%d series)", v.Name, q, len(s))
+			continue
 		}
+		var values []string
+		for _, x := range s {
+			if !slices.Contains(values, x.Metric[m[2]]) {
+				values = append(values, x.Metric[m[2]])
+			}
+		}
+		slices.Sort(values)
+		if want, ok := variableValues[v.Name]; ok && !slices.Equal(values, want) {
+			t.Errorf("variable %s: %s offers %q, want %q", v.Name, v.Definition, values, want)
+			continue
+		}
+		t.Logf("ok: variable %s: %s (%d series) offers %q", v.Name, q, len(s), values)
 	}
-	seen, queries := map[string]bool{}, 0
+	queries := 0
 	for _, panel := range dash.Panels {
 		if panel.Type == "row" {
 			continue
 		}
-		branch, later := panelsLandingWithAnotherBranch[panel.Title]
-		seen[panel.Title] = true
 		if len(panel.Targets) == 0 {
 			t.Errorf("panel %q has no query", panel.Title)
 		}
@@ -126,20 +129,11 @@ func checkDashboard(t *testing.T, p prom) {
 			switch {
 			case err != nil:
 				t.Errorf("%s: %v", where, err)
-			case later && len(s) > 0:
-				t.Errorf("%s returns %d series now: take the panel out of panelsLandingWithAnotherBranch (it was waiting for branch %s)", where, len(s), branch)
-			case later:
-				t.Logf("ok: %s is valid PromQL; its metrics land with branch %s", where, branch)
 			case len(s) == 0:
 				t.Errorf("%s returns no series (a typo in a metric or label name?): %s", where, q)
 			default:
 				t.Logf("ok: %s: %d series", where, len(s))
 			}
-		}
-	}
-	for title := range panelsLandingWithAnotherBranch {
-		if !seen[title] {
-			t.Errorf("panelsLandingWithAnotherBranch names %q, which is no panel of %s", title, dashboardFile)
 		}
 	}
 	if queries < 20 {

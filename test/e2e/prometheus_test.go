@@ -86,16 +86,21 @@ func TestPrometheus(t *testing.T) {
 		return append([]string{"--openwebui.url=http://" + fakeAddr, "--openwebui.token-file=" + tokenFile,
 			"--web.listen-address=" + addr, "--cache.ttl=1s", "--cache.max-stale=0s"}, extra...)
 	}
-	// The plain exporter runs the wake gate too, in front of a stand-in
-	// Ollama that is stopped (connections refused) until a request is held.
+	// The plain exporter runs the wake gate too, with two backends: ollama,
+	// a stand-in Ollama that is stopped (connections refused) until a request
+	// is held; and pool, two stand-in replicas that serve from the start and
+	// load models as Ollama does, with tiny:1b to warm as soon as it is up
+	// (so that the dashboard's warm-up and replica panels have series).
 	ollama, err := fakeollama.NewServer("127.0.0.1:0", fakeollama.New(fakeollama.Config{ChunkInterval: -1}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ollama.Stop)
+	pool := []*standInReplica{startStandInReplica(t), startStandInReplica(t)}
 	exporterAddr, gateAddr := harness.HeldAddr(), harness.HeldAddr()
 	exporter := start(t, "exporter", exporterBin, harness.CleanEnv(), exporterArgs(exporterAddr,
-		"--gate.listen-address="+gateAddr, "--gate.backend="+ollama.URL())...)
+		"--gate.listen-address="+gateAddr, "--gate.backend=ollama="+ollama.URL(),
+		"--gate.backend=pool="+pool[0].srv.URL()+",warm="+warmModel, "--gate.backend=pool="+pool[1].srv.URL())...)
 	exporterURL := "http://" + exporterAddr
 
 	const basicAuthComponent = "examples/kubernetes/components/basic-auth/secrets.yaml"
@@ -241,7 +246,7 @@ scrape_configs:
 	t.Run("gate holds and delivers", func(t *testing.T) {
 		done := make(chan response, 1)
 		go func() {
-			r, err := post("http://"+gateAddr+"/api/chat", `{"model":"tiny:1b","messages":[{"role":"user","content":"hi"}]}`, 2*time.Minute)
+			r, err := post("http://"+gateAddr+"/ollama/api/chat", `{"model":"tiny:1b","messages":[{"role":"user","content":"hi"}]}`, 2*time.Minute)
 			if err != nil {
 				r = response{body: []byte(err.Error())}
 			}
@@ -270,6 +275,7 @@ scrape_configs:
 			return err == nil && len(s) == 1, p.describe(q)
 		})
 	})
+	t.Run("pool warms and routes", func(t *testing.T) { checkPool(t, p, "http://"+gateAddr+"/pool", pool) })
 	t.Run("dashboard", func(t *testing.T) { checkDashboard(t, p) })
 
 	eventually(t, settle, "every alert rule evaluates without error", func() (bool, string) {
@@ -406,10 +412,10 @@ func checkBuildInfo(t *testing.T, bin, exporterURL string) {
 	version := strings.TrimSpace(string(raw))
 	m := regexp.MustCompile(`version ([^ ]+) \(branch: ([^,]*), revision: ([0-9a-f]{40})\)`).FindStringSubmatch(string(out))
 	if m == nil || m[1] != version || m[2] == "" {
-		t.Errorf("--version: want version %s, a branch and a 40-hex revision", version)
+		t.Fatalf("--version: want version %s, a branch and a 40-hex revision (build the binary with promu, as make does)", version)
 	}
 	for _, label := range []string{`version="` + version + `"`, `revision="` + m[3] + `"`, `branch="` + m[2] + `"`} {
-		if m != nil && !strings.Contains(info, label) {
+		if !strings.Contains(info, label) {
 			t.Errorf("openwebui_exporter_build_info lacks %s", label)
 		}
 	}
