@@ -15,7 +15,7 @@ import (
 // learned tiny:1b on an earlier day: its --gate.state-file says so.
 func TestGateWarmsOnArrival(t *testing.T) {
 	t.Parallel()
-	ollama := freeAddr()
+	ollama := heldAddr()
 	state := filepath.Join(t.TempDir(), "gate-state.json")
 	learned, err := json.Marshal(map[string]any{"version": 1, "backends": map[string]any{
 		"default": map[string]any{"url": "http://" + ollama, "lists": map[string]any{},

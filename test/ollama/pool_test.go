@@ -13,18 +13,6 @@ import (
 	"time"
 )
 
-// freeAddrOn is freeAddr on another loopback address (127.0.0.2: a second
-// "pod" on this machine).
-func freeAddrOn(t *testing.T, ip string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Skipf("no loopback address %s here: %v", ip, err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // poolStatus is the pool's part of /_gate/status.
 type poolStatus struct {
 	State    string
@@ -88,8 +76,8 @@ func send(method, url, body, from string, hdr map[string]string) (response, erro
 // its requests go to the other; a drained replica gets nothing more and
 // stops without failing a request.
 func TestGatePoolOfTwoOllamas(t *testing.T) {
-	a := &ollamaServer{t: t, bin: ollamaBinary(t), addr: freeAddr(t), dir: t.TempDir(), name: "ollama-a"}
-	b := &ollamaServer{t: t, bin: ollamaBinary(t), addr: freeAddrOn(t, "127.0.0.2"), dir: t.TempDir(), name: "ollama-b"}
+	a := &ollamaServer{t: t, bin: ollamaBinary(t), addr: heldAddr(t), dir: t.TempDir(), name: "ollama-a"}
+	b := &ollamaServer{t: t, bin: ollamaBinary(t), addr: heldAddrOn(t, [4]byte{127, 0, 0, 2}), dir: t.TempDir(), name: "ollama-b"}
 	a.start()
 	b.start()
 	model := TinyModel{Answer: []string{"▁hello", "▁world"}}

@@ -101,6 +101,13 @@ func (p *proc) tail(n int) string {
 // this module does not import.
 func heldAddr(t *testing.T) string {
 	t.Helper()
+	return heldAddrOn(t, [4]byte{127, 0, 0, 1})
+}
+
+// heldAddrOn is heldAddr on another loopback address (127.0.0.2: a second
+// "pod" on this machine).
+func heldAddrOn(t *testing.T, ip [4]byte) string {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("holding a loopback port: %v", err)
@@ -109,14 +116,14 @@ func heldAddr(t *testing.T) string {
 	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
 		t.Fatalf("holding a loopback port: %v", err)
 	}
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: ip}); err != nil {
 		t.Fatalf("holding a loopback port: %v", err)
 	}
 	sa, err := syscall.Getsockname(fd)
 	if err != nil {
 		t.Fatalf("holding a loopback port: %v", err)
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	return net.JoinHostPort(net.IP(ip[:]).String(), strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // eventually calls check every 50 ms until it returns true, for at most
