@@ -78,16 +78,8 @@ func (g *Gate) serveList(w http.ResponseWriter, r *http.Request, b *backend, rel
 		g.afterRefusal(b, "no replica answered "+path)
 		g.mu.Unlock()
 		b.kickProbe()
-	} else if st == StateUp {
-		a := g.pass(w, r, b, rel, r.Body, true)
-		if !a.retry {
-			g.count(b, passOutcome(a, OutcomePassed))
-			return
-		}
-		g.mu.Lock()
-		g.setState(b, StateAsleep, a.reason)
-		g.mu.Unlock()
-		b.kickProbe()
+	} else if st == StateUp && g.passWhileUp(w, r, b, rel, true) {
+		return
 	}
 	if path == pathPS {
 		g.serveMemory(w, b, &remembered{ContentType: "application/json; charset=utf-8", Body: []byte(`{"models":[]}`)})
@@ -127,16 +119,8 @@ func (g *Gate) servePreflight(w http.ResponseWriter, r *http.Request, b *backend
 	g.mu.Lock()
 	st := b.state
 	g.mu.Unlock()
-	if st == StateUp {
-		a := g.pass(w, r, b, rel, r.Body, false)
-		if !a.retry {
-			g.count(b, passOutcome(a, OutcomePassed))
-			return
-		}
-		g.mu.Lock()
-		g.setState(b, StateAsleep, a.reason)
-		g.mu.Unlock()
-		b.kickProbe()
+	if st == StateUp && g.passWhileUp(w, r, b, rel, false) {
+		return
 	}
 	w.Header().Set(FromMemoryHeader, "1")
 	w.WriteHeader(http.StatusNoContent)
@@ -302,4 +286,20 @@ func (b *backend) models() []string {
 		}
 	}
 	return names
+}
+
+// passWhileUp passes r through to b, which was up when r came (capture: a
+// list GET, remembered). False when r did not reach b after all: b is taken
+// down and probed again, and the caller answers without it.
+func (g *Gate) passWhileUp(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, capture bool) bool {
+	a := g.pass(w, r, b, rel, r.Body, capture)
+	if !a.retry {
+		g.count(b, passOutcome(a, OutcomePassed))
+		return true
+	}
+	g.mu.Lock()
+	g.afterRefusal(b, a.reason)
+	g.mu.Unlock()
+	b.kickProbe()
+	return false
 }
