@@ -92,16 +92,7 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 				return &attempt{b: b, rel: rel, retry: true, reason: "no replica takes requests"}
 			}
 		}
-		a := g.passTo(w, r, b, rep, rel, body.reader(r))
-		if rep != nil {
-			g.mu.Lock()
-			rep.inFlight--
-			if a.retry && !a.reset {
-				rep.state, rep.reason = StateAsleep, a.reason
-				rep.refused++
-			}
-			g.mu.Unlock()
-		}
+		a := g.passToReplica(w, r, b, rep, rel, body.reader(r))
 		if !a.retry {
 			return a
 		}
@@ -132,6 +123,25 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 		}
 		tried[rep] = true
 	}
+}
+
+// passToReplica is passTo that ends rep's in-flight count however the pass
+// ends: a stream cut mid-answer (its client gone, its replica broken) aborts
+// the handler with http.ErrAbortHandler, which must not leave the replica
+// counted busy (to the balancer, the peers and its drain) for ever.
+func (g *Gate) passToReplica(w http.ResponseWriter, r *http.Request, b *backend, rep *replica, rel *url.URL, body io.Reader) (a *attempt) {
+	if rep != nil {
+		defer func() {
+			g.mu.Lock()
+			rep.inFlight--
+			if a != nil && a.retry && !a.reset {
+				rep.state, rep.reason = StateAsleep, a.reason
+				rep.refused++
+			}
+			g.mu.Unlock()
+		}()
+	}
+	return g.passTo(w, r, b, rep, rel, body)
 }
 
 // pause waits before another try after a reset: a listen backlog drains as
