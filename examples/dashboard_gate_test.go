@@ -1,9 +1,6 @@
 package examples_test
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -23,19 +20,7 @@ func TestGrafanaDashboardsNameEveryGateStateAndOutcome(t *testing.T) {
 	for _, o := range gate.Outcomes {
 		outcomes = append(outcomes, string(o))
 	}
-	files, err := filepath.Glob("grafana/*.json")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no dashboards under examples/grafana: %v", err)
-	}
-	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var dash obj
-		if err := json.Unmarshal(raw, &dash); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
+	for file, dash := range grafanaDashboards(t) {
 		panels := map[string]any{}
 		for _, p := range list(dash, "panels") {
 			panels[str(p, "title")] = p

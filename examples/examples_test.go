@@ -973,14 +973,14 @@ func TestCompose(t *testing.T) {
 	}
 }
 
-// TestGrafanaDashboards checks every expression of every dashboard under
-// examples/grafana against the metrics the exporter serves, and that the
-// data source is the ${datasource} variable throughout.
-func TestGrafanaDashboards(t *testing.T) {
+// grafanaDashboards reads every dashboard under examples/grafana, by file.
+func grafanaDashboards(t *testing.T) map[string]obj {
+	t.Helper()
 	files, err := filepath.Glob("grafana/*.json")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no dashboards under examples/grafana: %v", err)
 	}
+	out := make(map[string]obj, len(files))
 	for _, file := range files {
 		raw, err := os.ReadFile(file)
 		if err != nil {
@@ -990,6 +990,16 @@ func TestGrafanaDashboards(t *testing.T) {
 		if err := json.Unmarshal(raw, &dash); err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
+		out[file] = dash
+	}
+	return out
+}
+
+// TestGrafanaDashboards checks every expression of every dashboard under
+// examples/grafana against the metrics the exporter serves, and that the
+// data source is the ${datasource} variable throughout.
+func TestGrafanaDashboards(t *testing.T) {
+	for file, dash := range grafanaDashboards(t) {
 		hasVar := false
 		for _, v := range list(dash, "templating", "list") {
 			if str(v, "name") == "datasource" && str(v, "type") == "datasource" && str(v, "query") == "prometheus" {
