@@ -133,23 +133,38 @@ func TestGatePoolOfTwoOllamas(t *testing.T) {
 	})
 
 	t.Run("one stopped: the other answers", func(t *testing.T) {
-		b.stop()
+		// Stop the replica the gate prefers (it has the model loaded and has
+		// served the chats so far), so that the chats below must fail over.
+		before := g.pool(t).requests()
+		stopped, other := a, b
+		if before[strings.TrimPrefix(b.url(), "http://")] > before[strings.TrimPrefix(a.url(), "http://")] {
+			stopped, other = b, a
+		}
+		stoppedID, otherID := strings.TrimPrefix(stopped.url(), "http://"), strings.TrimPrefix(other.url(), "http://")
+		stopped.stop()
 		for i := range 6 {
-			chatTurn(fmt.Sprintf("stopped-%d", i), 0)
+			chatTurn(fmt.Sprintf("stopped-%d", i), 0) // each answered, or the test fails here
 		}
-		for _, r := range g.pool(t).Replicas {
-			if r.ID == strings.TrimPrefix(b.url(), "http://") && r.State == "up" {
-				t.Errorf("replica %s still up after its Ollama stopped: %+v", r.ID, r)
-			}
+		if got := g.pool(t).requests()[otherID] - before[otherID]; got != 6 {
+			t.Errorf("with %s stopped, %s answered %d of the 6 chats, want all", stoppedID, otherID, got)
 		}
-		b.start()
-		eventually(t, 20*time.Second, "b up again", func() (bool, string) {
+		// The gate saw the refusal (a chat tried it first) or its probe did.
+		eventually(t, 20*time.Second, stoppedID+" not up once its Ollama stopped", func() (bool, string) {
 			for _, r := range g.pool(t).Replicas {
-				if r.ID == strings.TrimPrefix(b.url(), "http://") {
+				if r.ID == stoppedID {
+					return r.State != "up", fmt.Sprint(r)
+				}
+			}
+			return false, "no replica " + stoppedID
+		})
+		stopped.start()
+		eventually(t, 20*time.Second, stoppedID+" up again", func() (bool, string) {
+			for _, r := range g.pool(t).Replicas {
+				if r.ID == stoppedID {
 					return r.State == "up", fmt.Sprint(r)
 				}
 			}
-			return false, "no replica b"
+			return false, "no replica " + stoppedID
 		})
 	})
 
