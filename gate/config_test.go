@@ -50,14 +50,8 @@ func TestParseBackend(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
 			bc, err := ParseBackend(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			if expectError(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if bc.Name != tc.name || bc.URL.String() != tc.url || bc.Wake != tc.wake || bc.Idle != tc.idle {
 				t.Errorf("got %q %s %s %s, want %q %s %s %s", bc.Name, bc.URL, bc.Wake, bc.Idle, tc.name, tc.url, tc.wake, tc.idle)
@@ -87,15 +81,7 @@ func TestNewChecksTheConfig(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-			}
+			expectError(t, err, tc.wantErr)
 		})
 	}
 }
@@ -151,14 +137,8 @@ func TestParseBackends(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			bcs, err := ParseBackends(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			if expectError(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			bc := bcs[0]
 			var reps []string
@@ -192,9 +172,7 @@ func TestNewChecksPools(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(Config{Backends: []BackendConfig{tc.bc}})
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-			}
+			expectError(t, err, tc.wantErr)
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -276,4 +277,21 @@ func queued(g *Gate, name string) int {
 func waitCount(t testing.TB, g *Gate, name string, o Outcome, n uint64) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%d %s requests counted", n, o), func() bool { return stats(g, name).Requests[o] >= n })
+}
+
+// expectError checks err against want, a part of the error a case expects
+// ("" for none): a mismatch fails the test. It says whether an error was
+// expected, so that the case ends there.
+func expectError(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
+	}
+	return true
 }

@@ -37,14 +37,8 @@ func TestParseWarm(t *testing.T) {
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			bc, err := ParseBackend(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			if expectError(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			g, err := New(Config{Backends: []BackendConfig{bc}})
 			if err != nil {
