@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -14,32 +13,15 @@ import (
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
-
-// syncBuffer is a log sink tests read while the gate writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Item 9: a learning wake for a backend that never comes up (a bad image, a
 // wrong port) ends after the hold timeout; the backend is then reported as
 // not learnable (status and log), and page loads no longer ask for a wake.
 func TestALearningWakeEndsAfterTheHoldTimeout(t *testing.T) {
 	sb := newSleepyBackend(t, ollamaLike(nil, nil)) // never serves
-	logs := &syncBuffer{}
+	logs := &harness.SyncBuffer{}
 	g := startGate(t, Config{
 		Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())},
 		HoldTimeout: 300 * time.Millisecond, Logger: log.NewLogfmtLogger(logs),
@@ -212,7 +194,7 @@ func TestBadPeerReportsAreRefused(t *testing.T) {
 			}))
 			defer peer.Close()
 			sb := newSleepyBackend(t, ollamaLike(nil, nil))
-			logs := &syncBuffer{}
+			logs := &harness.SyncBuffer{}
 			g := startGate(t, Config{
 				Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())},
 				Peers: peer.Listener.Addr().String(), Logger: log.NewLogfmtLogger(logs),
@@ -270,7 +252,7 @@ func TestALargeDemandReportStaysBoundedAndKeepsCounts(t *testing.T) {
 func TestAHangingPeerLookupTimesOut(t *testing.T) {
 	backend := httptest.NewServer(withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	defer backend.Close()
-	logs := &syncBuffer{}
+	logs := &harness.SyncBuffer{}
 	var lookups sync.WaitGroup
 	lookups.Add(2)
 	var once [2]sync.Once
@@ -316,7 +298,7 @@ func TestTLSFailuresAreAMisconfiguration(t *testing.T) {
 		{"https to a plain HTTP server", strings.Replace(plain.URL, "http://", "https://", 1), "does not speak TLS"},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &harness.SyncBuffer{}
 			g := startGate(t, Config{Backends: []BackendConfig{backendURL(t, tc.url)}, Logger: log.NewLogfmtLogger(logs)})
 			eventually(t, "misconfigured", func() bool { return stats(g.Gate, DefaultName).State == StateMisconfigured })
 			if r := stats(g.Gate, DefaultName).Reason; !strings.Contains(r, tc.reason) {

@@ -7,34 +7,23 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-kit/log"
 
 	"github.com/openwebui-exporter/openwebui_exporter/internal/fakeopenwebui"
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 	"github.com/openwebui-exporter/openwebui_exporter/openwebui"
 )
 
 // lines is a goroutine-safe log sink.
-type lines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type lines struct{ harness.SyncBuffer }
 
 // count returns how many logged lines contain every one of subs.
 func (l *lines) count(subs ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n := 0
-	for _, line := range strings.Split(l.b.String(), "\n") {
+	for _, line := range strings.Split(l.String(), "\n") {
 		all := line != ""
 		for _, s := range subs {
 			all = all && strings.Contains(line, s)
@@ -214,18 +203,18 @@ func throttleDay(t *testing.T, interval time.Duration, procs int, mode openwebui
 			want = 1
 		}
 		if warnings != want {
-			t.Errorf("usage mode logged %d warnings about the throttle, want %d:\n%s", warnings, want, logged.b.String())
+			t.Errorf("usage mode logged %d warnings about the throttle, want %d:\n%s", warnings, want, logged.String())
 		}
 	case told || interval == 0:
 		if seen != interval || warnings != 0 {
-			t.Errorf("told %s: assumed %s and logged %d warnings, want it and none:\n%s", interval, seen, warnings, logged.b.String())
+			t.Errorf("told %s: assumed %s and logged %d warnings, want it and none:\n%s", interval, seen, warnings, logged.String())
 		}
 	default:
 		// Not told: what it sees of its own writes is T only with one
 		// process (TestSpacingIsNoIntervalWithSeveralProcesses), so it
 		// keeps the most accepted and says what it saw.
 		if seen != openwebui.MaxStatusUpdateInterval || warnings != 1 {
-			t.Errorf("not told, %d processes: assumed %s and logged %d warnings, want %s and one:\n%s", procs, seen, warnings, openwebui.MaxStatusUpdateInterval, logged.b.String())
+			t.Errorf("not told, %d processes: assumed %s and logged %d warnings, want %s and one:\n%s", procs, seen, warnings, openwebui.MaxStatusUpdateInterval, logged.String())
 		}
 	}
 }
@@ -342,12 +331,12 @@ func TestNotToldSeesT(t *testing.T) {
 					clock.Advance(step)
 				}
 				if logged.count("level=warn", "DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL") != 1 {
-					t.Fatalf("want one warning by %s:\n%s", by, logged.b.String())
+					t.Fatalf("want one warning by %s:\n%s", by, logged.String())
 				}
-				_, after, _ := strings.Cut(logged.b.String(), " seen=")
+				_, after, _ := strings.Cut(logged.String(), " seen=")
 				seen, err := time.ParseDuration(strings.Fields(after + " ")[0])
 				if err != nil || seen < interval || seen >= interval+step {
-					t.Fatalf("the warning says seen=%s (%v), want %s to %s:\n%s", seen, err, interval, interval+step, logged.b.String())
+					t.Fatalf("the warning says seen=%s (%v), want %s to %s:\n%s", seen, err, interval, interval+step, logged.String())
 				}
 				t.Logf("seen at %s: %s", step, seen)
 			})
@@ -470,7 +459,7 @@ func TestSlowAnswerIsNotTheThrottle(t *testing.T) {
 				clock.Advance(15 * time.Second)
 			}
 			if warnings := logged.count("level=warn"); warnings != 0 {
-				t.Errorf("%d warnings, want none:\n%s", warnings, logged.b.String())
+				t.Errorf("%d warnings, want none:\n%s", warnings, logged.String())
 			}
 		})
 	}
@@ -576,6 +565,6 @@ func TestSpacingIsNoIntervalWithSeveralProcesses(t *testing.T) {
 		clock.Advance(20 * time.Second)
 	}
 	if warnings := logged.count("level=warn", "DATABASE_USER_ACTIVE_STATUS_UPDATE_INTERVAL", "seen="); warnings != 1 {
-		t.Errorf("%d warnings naming what was seen, want one:\n%s", warnings, logged.b.String())
+		t.Errorf("%d warnings naming what was seen, want one:\n%s", warnings, logged.String())
 	}
 }
