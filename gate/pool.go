@@ -379,13 +379,10 @@ func (g *Gate) resolvePool(ctx context.Context, b *backend) {
 func (g *Gate) replicaModels(ctx context.Context, base *url.URL, path string) ([]string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, g.probeTimeout)
 	defer cancel()
-	u := *base
-	u.Path, u.RawPath = singleJoin(u.Path, path), ""
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := ownRequest(ctx, http.MethodGet, *base, path, nil)
 	if err != nil {
 		return nil, false
 	}
-	req.Header.Set("User-Agent", "openwebui-exporter-gate")
 	res, err := g.transport.RoundTrip(req)
 	if err != nil {
 		return nil, false

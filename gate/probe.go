@@ -96,18 +96,27 @@ func (g *Gate) probeURL(ctx context.Context, base *url.URL) (State, string) {
 	return StateUp, ""
 }
 
+// ownRequest is a request of the gate's own (a probe, a list, a warm-up) for
+// path under base, which names the gate as its User-Agent.
+func ownRequest(ctx context.Context, method string, base url.URL, path string, body io.Reader) (*http.Request, error) {
+	base.Path, base.RawPath = singleJoin(base.Path, path), ""
+	req, err := http.NewRequestWithContext(ctx, method, base.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", "openwebui-exporter-gate")
+	return req, nil
+}
+
 // probeGet returns the status of GET path, or the state and reason when no
 // HTTP answer came.
 func (g *Gate) probeGet(ctx context.Context, base *url.URL, path string) (int, State, string) {
 	ctx, cancel := context.WithTimeout(ctx, g.probeTimeout)
 	defer cancel()
-	u := *base
-	u.Path, u.RawPath = singleJoin(u.Path, path), ""
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := ownRequest(ctx, http.MethodGet, *base, path, nil)
 	if err != nil {
 		return 0, StateAsleep, err.Error()
 	}
-	req.Header.Set("User-Agent", "openwebui-exporter-gate")
 	res, err := g.transport.RoundTrip(req)
 	if err != nil {
 		if reason, ok := tlsFailure(err); ok {

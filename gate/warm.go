@@ -841,13 +841,10 @@ func (g *Gate) warmURL(b *backend) url.URL {
 func (g *Gate) loadedExpiry(ctx context.Context, b *backend) (map[string]time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.probeTimeout)
 	defer cancel()
-	u := g.warmURL(b)
-	u.Path, u.RawPath = singleJoin(u.Path, pathPS), ""
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := ownRequest(ctx, http.MethodGet, g.warmURL(b), pathPS, nil)
 	if err != nil {
 		return nil, fmt.Errorf("GET /api/ps: %w", err)
 	}
-	req.Header.Set("User-Agent", "openwebui-exporter-gate")
 	res, err := g.transport.RoundTrip(req)
 	if err != nil {
 		return nil, fmt.Errorf("GET /api/ps: %w", err)
@@ -886,14 +883,11 @@ func (g *Gate) sendLoad(ctx context.Context, b *backend, model, keepAlive, want 
 	ctx, cancel := context.WithTimeout(ctx, warmTimeout)
 	defer cancel()
 	body, _ := json.Marshal(map[string]any{"model": model, "keep_alive": json.RawMessage(keepAlive)})
-	u := g.warmURL(b)
-	u.Path, u.RawPath = singleJoin(u.Path, "/api/generate"), ""
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	req, err := ownRequest(ctx, http.MethodPost, g.warmURL(b), "/api/generate", bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("POST /api/generate: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "openwebui-exporter-gate")
 	res, err := g.transport.RoundTrip(req)
 	if err != nil {
 		return fmt.Errorf("POST /api/generate: %w", err)
