@@ -154,6 +154,49 @@ func TestHeldRequestIsPushedWhileOpenWebUIHangs(t *testing.T) {
 	}
 }
 
+// stallingGate is a fakeGate whose Changed waits for a decision to read the
+// demand (for at most half a second: a loop that takes Changed before it
+// publishes anything waits for nothing), and then until the test lets it go:
+// a push loop slowed down by the scheduler at the worst moment.
+type stallingGate struct {
+	*fakeGate
+	read    chan struct{} // closed at the first Demand
+	once    sync.Once
+	release chan struct{}
+}
+
+func (g *stallingGate) Demand(name string) (gate.Demand, bool) {
+	g.once.Do(func() { close(g.read) })
+	return g.fakeGate.Demand(name)
+}
+
+func (g *stallingGate) Changed() <-chan struct{} {
+	select {
+	case <-g.read:
+		<-g.release
+	case <-time.After(500 * time.Millisecond):
+	}
+	return g.fakeGate.Changed()
+}
+
+// A change of the gate's demand right after a stream decided is pushed, even
+// when the push loop takes its next Changed() only after that change: it
+// must have taken it before handing out what the stream decided on. (CI
+// once caught TestHeldRequestIsPushedWhileOpenWebUIHangs waiting 10 s for
+// such a change.)
+func TestGateChangeRightAfterADecisionIsPushed(t *testing.T) {
+	g := &stallingGate{fakeGate: newFakeGate(), read: make(chan struct{}), release: make(chan struct{})}
+	client := serveDecider(t, demand.New(people{block: true}, g))
+	stream, err := client.StreamIsActive(ctxFor(t, 10*time.Second), ref(map[string]string{"backend": "big"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectPush(t, stream, false)
+	g.set("big", gate.Demand{Held: 1})
+	close(g.release)
+	expectPush(t, stream, true)
+}
+
 func TestActiveUsersBackendParameter(t *testing.T) {
 	g := newFakeGate()
 	g.set("big", gate.Demand{InFlight: 1})

@@ -274,13 +274,17 @@ func (s *Scaler) poll(ctx context.Context, p *poller) {
 	timer.Stop()
 	defer timer.Stop()
 	last := snapshot.Snapshot{Err: errNoCountYet}
+	// changed is always taken before the publish it guards: the streams
+	// decide after a publish, so a change between their decision and a
+	// later Changed() would otherwise be missed until the next fetch.
+	changed := s.source.Changed()
 	s.publish(ctx, p, last) // the gate's demand needs no count: decide it now
 	for {
-		changed := s.source.Changed() // taken before deciding, so no change is missed
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			changed = s.source.Changed()
 			s.publish(ctx, p, last)
 		case snap := <-refreshed:
 			fetching = false
