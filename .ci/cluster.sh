@@ -13,7 +13,7 @@ if ! command -v prometheus >/dev/null; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-echo "--- cluster: etcd, kube-apiserver, kubectl, keda-operator (built once per version)"
+echo "--- cluster: etcd, kube-apiserver, kubectl, kube-controller-manager, keda-operator, keda-adapter (built once per version)"
 envfile=$(mktemp)
 trap 'rm -f "$envfile"' EXIT
 CLUSTER_BIN_ENV=$envfile test/cluster/build-binaries.sh >/dev/null

@@ -18,5 +18,6 @@ trap 'rm -rf "$BIN"' EXIT
 go build -o "$BIN/openwebui_exporter" .
 go build -o "$BIN/fakeopenwebui" ./cmd/fakeopenwebui
 go build -o "$BIN/fakeollama" ./cmd/fakeollama
+go build -o "$BIN/goproxy" ./bench/goproxy
 go build -o "$BIN/gatebench" ./bench/gatebench
 "$BIN/gatebench" --bin="$BIN" --nginx="$(command -v nginx || echo /usr/sbin/nginx)" "$@"

@@ -9,7 +9,7 @@ import (
 type GateReplicasCollector struct {
 	gate GateStats
 
-	up, inFlight, requests, refused, draining *prometheus.Desc
+	up, inFlight, requests, refused, draining, atOnce *prometheus.Desc
 }
 
 // NewGateReplicas returns the collector of the gate's pools' replicas.
@@ -29,12 +29,14 @@ func NewGateReplicas(g GateStats) *GateReplicasCollector {
 			"Requests whose connection the replica refused before a byte was sent: they went to another replica (or were held)."),
 		draining: desc("replica_draining",
 			"1 while the replica is drained (its pod's preStop asked the gate): it gets nothing new, its streams run to their end."),
+		atOnce: desc("replica_answers_at_once_seen",
+			"Answers of one model the replica was seen streaming side by side, when more than the pool's parallel= (its OLLAMA_NUM_PARALLEL is higher); else 0."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *GateReplicasCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.inFlight, c.requests, c.refused, c.draining} {
+	for _, d := range []*prometheus.Desc{c.up, c.inFlight, c.requests, c.refused, c.draining, c.atOnce} {
 		ch <- d
 	}
 }
@@ -48,6 +50,7 @@ func (c *GateReplicasCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(r.Requests), b.Name, r.ID)
 			ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(r.Refused), b.Name, r.ID)
 			ch <- prometheus.MustNewConstMetric(c.draining, prometheus.GaugeValue, boolValue(r.Draining), b.Name, r.ID)
+			ch <- prometheus.MustNewConstMetric(c.atOnce, prometheus.GaugeValue, float64(r.AtOnce), b.Name, r.ID)
 		}
 	}
 }

@@ -14,11 +14,15 @@ func TestGateReplicasCollector(t *testing.T) {
 	stats := gateStats{
 		{Name: "single", State: gate.StateUp}, // not a pool: no series
 		{Name: "chat", State: gate.StateUp, Replicas: []gate.ReplicaStats{
-			{ID: "10.0.0.1:11434", State: gate.StateUp, InFlight: 2, Requests: 40, Refused: 0},
+			{ID: "10.0.0.1:11434", State: gate.StateUp, InFlight: 2, Requests: 40, Refused: 0, AtOnce: 2},
 			{ID: "10.0.0.2:11434", State: gate.StateAsleep, Draining: true, Requests: 7, Refused: 3},
 		}},
 	}
 	want := `
+# HELP openwebui_gate_replica_answers_at_once_seen Answers of one model the replica was seen streaming side by side, when more than the pool's parallel= (its OLLAMA_NUM_PARALLEL is higher); else 0.
+# TYPE openwebui_gate_replica_answers_at_once_seen gauge
+openwebui_gate_replica_answers_at_once_seen{backend="chat",replica="10.0.0.1:11434"} 2
+openwebui_gate_replica_answers_at_once_seen{backend="chat",replica="10.0.0.2:11434"} 0
 # HELP openwebui_gate_replica_draining 1 while the replica is drained (its pod's preStop asked the gate): it gets nothing new, its streams run to their end.
 # TYPE openwebui_gate_replica_draining gauge
 openwebui_gate_replica_draining{backend="chat",replica="10.0.0.1:11434"} 0

@@ -74,11 +74,12 @@ var wellKnown = map[string]bool{
 // backend) does not run; collector's TestGateReplicasCollector checks their
 // exposition.
 var servedOnlyForAPool = map[string]bool{
-	"openwebui_gate_replica_up":                true,
-	"openwebui_gate_replica_draining":          true,
-	"openwebui_gate_replica_inflight_requests": true,
-	"openwebui_gate_replica_requests_total":    true,
-	"openwebui_gate_replica_refused_total":     true,
+	"openwebui_gate_replica_up":                   true,
+	"openwebui_gate_replica_draining":             true,
+	"openwebui_gate_replica_inflight_requests":    true,
+	"openwebui_gate_replica_requests_total":       true,
+	"openwebui_gate_replica_refused_total":        true,
+	"openwebui_gate_replica_answers_at_once_seen": true,
 }
 
 // servedAfterAWarmUp are the warming metrics (docs/warming.md): they have

@@ -48,8 +48,9 @@ type BackendConfig struct {
 	// replicas (--gate.backend=NAME=dns+http://HOST:PORT).
 	Replicas []*url.URL
 	Discover bool
-	Parallel int // answers one replica runs at once (its OLLAMA_NUM_PARALLEL); 0: 1
-	People   int // wake=arrival pools: active people one replica serves; 0: one replica while anybody is active
+	Parallel int  // answers one replica runs at once (its OLLAMA_NUM_PARALLEL); 0: 1
+	People   int  // wake=arrival pools: active people one replica serves; 0: one replica while anybody is active
+	BindLate bool // bind=late: a request waits in the gate for a replica's free slot (latebind.go); needs Parallel
 
 	options bool // ParseBackend saw options (they go on a pool's first flag only)
 	Warm    Warm // zero: auto for wake=arrival (and the unnamed backend), off for wake=request
@@ -83,6 +84,18 @@ type Config struct {
 	// OLLAMA_MAX_QUEUE of 512), so that releasing a burst does not make the
 	// backend answer 503 to part of it.
 	ReleaseConcurrency int
+
+	// ProbeInterval is how often each backend (each replica of a pool) is
+	// probed, its /api/ps read included, while nothing is held for it (0:
+	// 5 s; while something is held it is probed every 100 ms). It is here for
+	// benchmarks and tests that run time compressed: every timer of the
+	// system should be compressed alike (bench/busyhour).
+	ProbeInterval time.Duration
+
+	// LateBindWait bounds how long a request of a bind=late pool waits in the
+	// gate for a free slot (0: 30 s); for benchmarks that compress time, as
+	// ProbeInterval.
+	LateBindWait time.Duration
 }
 
 // Defaults of Config.
@@ -171,6 +184,15 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 				return bc, fmt.Errorf("backend %q: %w", flagValue, err)
 			}
 			bc.Warm.Mode, bc.Warm.Models = w.Mode, w.Models
+		case "bind":
+			switch val {
+			case "late":
+				bc.BindLate = true
+			case "arrival":
+				bc.BindLate = false
+			default:
+				return bc, fmt.Errorf("backend %q: bind=%q: want arrival (the default: a replica is chosen as the request arrives) or late (it waits in the gate for a free slot)", flagValue, val)
+			}
 		case "max-loaded":
 			n, err := parseMaxLoaded(val)
 			if err != nil {
@@ -178,7 +200,7 @@ func ParseBackend(flagValue string) (BackendConfig, error) {
 			}
 			bc.Warm.MaxLoaded = n
 		default:
-			return bc, fmt.Errorf("backend %q: unknown option %q: want wake=, idle=, parallel=, people=, warm= or max-loaded=", flagValue, k)
+			return bc, fmt.Errorf("backend %q: unknown option %q: want wake=, idle=, parallel=, people=, bind=, warm= or max-loaded=", flagValue, k)
 		}
 	}
 	if idleSet && bc.Wake != WakeRequest {
@@ -228,8 +250,11 @@ func ParseBackends(flagValues []string) ([]BackendConfig, error) {
 		first.Replicas = append(first.Replicas, bc.URL)
 	}
 	for _, bc := range out {
-		if !bc.Pool() && (bc.Parallel != 0 || bc.People != 0) {
-			return nil, fmt.Errorf("backend %q: parallel= and people= are for a pool: the same NAME again for each replica, or NAME=dns+http://HOST:PORT", bc.Name)
+		if !bc.Pool() && (bc.Parallel != 0 || bc.People != 0 || bc.BindLate) {
+			return nil, fmt.Errorf("backend %q: parallel=, people= and bind= are for a pool: the same NAME again for each replica, or NAME=dns+http://HOST:PORT", bc.Name)
+		}
+		if bc.BindLate && bc.Parallel == 0 {
+			return nil, fmt.Errorf("backend %q: bind=late needs parallel=N, each replica's OLLAMA_NUM_PARALLEL: requests wait in the gate while every replica runs that many, so a number below the real one leaves slots idle", bc.Name)
 		}
 		if bc.People != 0 && bc.Wake != WakeArrival {
 			return nil, fmt.Errorf("backend %q: people= needs wake=arrival (a wake=request pool does not count people)", bc.Name)
@@ -318,8 +343,10 @@ func checkPool(bc BackendConfig) error {
 		return fmt.Errorf("backend %q: parallel %d: want 1 to %d", bc.Name, bc.Parallel, MaxParallel)
 	case bc.People < 0 || bc.People > MaxPeople:
 		return fmt.Errorf("backend %q: people %d: want 1 to %d", bc.Name, bc.People, MaxPeople)
-	case !bc.Pool() && (bc.Parallel != 0 || bc.People != 0):
-		return fmt.Errorf("backend %q: parallel and people are for a pool", bc.Name)
+	case !bc.Pool() && (bc.Parallel != 0 || bc.People != 0 || bc.BindLate):
+		return fmt.Errorf("backend %q: parallel, people and bind are for a pool", bc.Name)
+	case bc.BindLate && bc.Parallel == 0:
+		return fmt.Errorf("backend %q: bind=late needs parallel", bc.Name)
 	}
 	for i, u := range bc.Replicas {
 		if u == nil {

@@ -74,6 +74,7 @@ func TestNewChecksTheConfig(t *testing.T) {
 		{"no URL", Config{Backends: []BackendConfig{{Name: "x"}}}, "no URL"},
 		{"negative hold timeout", Config{Backends: []BackendConfig{p("http://a:1")}, HoldTimeout: -1}, "negative"},
 		{"negative max held", Config{Backends: []BackendConfig{p("http://a:1")}, MaxHeld: -1}, "negative"},
+		{"negative probe interval", Config{Backends: []BackendConfig{p("http://a:1")}, ProbeInterval: -time.Second}, "probe interval -1s is negative"},
 		{"bad peers", Config{Backends: []BackendConfig{p("http://a:1")}, Peers: "gate"}, "want HOST:PORT"},
 		{"idle without wake=request", Config{Backends: []BackendConfig{{Name: "x", URL: mustURL(t, "http://a:1"), Idle: time.Hour}}}, "idle needs wake=request"},
 		{"ok", Config{Backends: []BackendConfig{p("small=http://a:1"), p("big=http://b:1,wake=request")}, Peers: "gate:11434"}, ""},
@@ -83,6 +84,26 @@ func TestNewChecksTheConfig(t *testing.T) {
 			_, err := New(tc.cfg)
 			expectError(t, err, tc.wantErr)
 		})
+	}
+}
+
+// A benchmark that compresses time compresses the probe's period (and with
+// it how stale a pool's /api/ps reading gets) alike.
+func TestProbeInterval(t *testing.T) {
+	for _, tc := range []struct {
+		set, want time.Duration
+	}{
+		{0, defaultProbeIdle},
+		{250 * time.Millisecond, 250 * time.Millisecond},
+		{time.Hour, time.Hour},
+	} {
+		g, err := New(Config{Backends: []BackendConfig{backendURL(t, "http://a:1")}, ProbeInterval: tc.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.probeIdle != tc.want || g.probeHeld != defaultProbeHeld {
+			t.Errorf("ProbeInterval %s: probes every %s (%s while held), want %s (%s)", tc.set, g.probeIdle, g.probeHeld, tc.want, defaultProbeHeld)
+		}
 	}
 }
 
@@ -132,6 +153,11 @@ func TestParseBackends(t *testing.T) {
 		{name: "parallel too large", in: []string{"a=dns+http://h:1,parallel=257"}, wantErr: "from 1 to 256"},
 		{name: "parallel not a number", in: []string{"a=dns+http://h:1,parallel=two"}, wantErr: `parallel="two"`},
 		{name: "people on a wake=request pool", in: []string{"a=dns+http://h:1,wake=request,people=3"}, wantErr: "people= needs wake=arrival"},
+		{name: "bind=late", in: []string{"a=dns+http://h:1,parallel=2,bind=late"}, discover: true, parallel: 2},
+		{name: "bind=arrival", in: []string{"a=dns+http://h:1,bind=arrival"}, discover: true},
+		{name: "bind=late without parallel", in: []string{"a=dns+http://h:1,bind=late"}, wantErr: "bind=late needs parallel=N"},
+		{name: "bind without a pool", in: []string{"a=http://x:1,parallel=1,bind=late"}, wantErr: "are for a pool"},
+		{name: "bind=soon", in: []string{"a=dns+http://h:1,parallel=1,bind=soon"}, wantErr: `bind="soon": want arrival`},
 		{name: "unnamed twice", in: []string{"http://x:1", "http://y:1"}, replicas: nil}, // New refuses it: "cannot be mixed"
 	}
 	for _, tc := range cases {

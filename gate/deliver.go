@@ -28,6 +28,7 @@ type requestBody struct {
 	free func()    // called once a held body was read to its end
 	live bool      // the client's body, r.Body
 	none bool      // no body
+	read []byte    // not nil: the client's whole body, read by the peek, replayed whole
 }
 
 // reader is the body for the next attempt.
@@ -37,6 +38,8 @@ func (rb *requestBody) reader(r *http.Request) io.Reader {
 		return nil
 	case rb.live:
 		return r.Body
+	case rb.read != nil:
+		return bytes.NewReader(rb.read)
 	}
 	return rb.held.reader(rb.free)
 }
@@ -63,36 +66,61 @@ func heldBodyOf(hb *heldBody, free func()) *requestBody {
 // any answer. Its attempt has retry set when no server could take it: the
 // caller holds it. Counted in b.inFlight by the caller.
 func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL, body *requestBody) *attempt {
-	var model, conversation string
-	if b.pool != nil && r.Method == http.MethodPost {
-		var first string
+	var model, conversation, first string
+	// A body names the model: POST for generating and reading, DELETE for
+	// Ollama's /api/delete.
+	if b.pool != nil && (r.Method == http.MethodPost || r.Method == http.MethodDelete) {
 		switch {
 		case body.live:
 			// Read the beginning for the choice, and put it back in front of
 			// the rest (r.Body stays the client's body for the transport's
 			// recording).
-			p, kept := peekBody(r.Body)
-			r.Body = replayBody(bytes.NewReader(kept), r.Body)
+			p, kept, whole := peekBody(r.Body, r.ContentLength)
+			r.Body = &peekedBody{read: kept, rest: r.Body}
 			model, first = p.Model, p.FirstUser
+			if whole {
+				// The peek read all of it (a small body comes in one go): every
+				// attempt sends it from memory, as a held body's, and nothing of
+				// the client's body is left to record for another attempt.
+				body = &requestBody{read: kept}
+			}
 		case body.held != nil:
-			p, _ := peekBody(body.held.reader(func() {})) // the chunks stay: this reads a copy's start
+			p, _, _ := peekBody(body.held.reader(func() {}), body.held.size) // the chunks stay: this reads a copy's start
 			model, first = p.Model, p.FirstUser
 		}
 		conversation = conversationKey(r.Header, first)
+	}
+	loads := loadPaths[rel.Path] // makes Ollama load model: counts as loaded where it goes
+	// An answer that takes one of the replica's slots until it ends (not an
+	// embedding, nor a load request without a message, which Ollama answers
+	// without a slot): its streaming counts the replica's slots.
+	answers := loads && answerPaths[rel.Path] && first != "" && model != ""
+	var given *replica // bind=late: the replica whose slot it waited for, counted in flight
+	if b.pool != nil && b.pool.bindLate && loads {
+		var here bool
+		if given, here = g.awaitSlot(r, b, model, conversation, loads); !here {
+			return &attempt{b: b, rel: rel, outcome: OutcomeClientGone}
+		}
 	}
 	var tried map[*replica]bool
 	resets := 0
 	for {
 		var rep *replica
-		if b.pool != nil {
+		if given != nil {
+			rep, given = given, nil
+		} else if b.pool != nil {
 			g.mu.Lock()
-			rep = g.choose(b, model, conversation, tried)
+			rep = g.choose(b, model, conversation, loads, tried)
 			g.mu.Unlock()
 			if rep == nil {
 				return &attempt{b: b, rel: rel, retry: true, reason: "no replica takes requests"}
 			}
 		}
-		a := g.passToReplica(w, r, b, rep, rel, body.reader(r))
+		loaded := "" // the model the pass counts in rep's belief, and ends there
+		if loads {
+			loaded = model
+		}
+		a := g.passToReplica(w, r, b, rep, loaded, answers, rel, body.reader(r))
 		if !a.retry {
 			return a
 		}
@@ -125,23 +153,38 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 	}
 }
 
-// passToReplica is passTo that ends rep's in-flight count however the pass
-// ends: a stream cut mid-answer (its client gone, its replica broken) aborts
-// the handler with http.ErrAbortHandler, which must not leave the replica
-// counted busy (to the balancer, the peers and its drain) for ever.
-func (g *Gate) passToReplica(w http.ResponseWriter, r *http.Request, b *backend, rep *replica, rel *url.URL, body io.Reader) (a *attempt) {
+// passToReplica sends r once to rep, a replica of b's pool (nil: b's URL),
+// and ends rep's in-flight count (its answer streaming, and its request for
+// model in what the gate believes loaded there) however the pass ends: a
+// stream cut mid-answer (its client gone, its replica broken) aborts the
+// handler with http.ErrAbortHandler, which must not leave the replica counted
+// busy (to the balancer, the peers and its drain) for ever.
+func (g *Gate) passToReplica(w http.ResponseWriter, r *http.Request, b *backend, rep *replica, model string, answers bool, rel *url.URL, body io.Reader) (a *attempt) {
+	pass := &attempt{b: b, rel: rel, rep: rep, retryable: true}
+	if answers {
+		pass.answerModel = model
+	}
 	if rep != nil {
 		defer func() {
 			g.mu.Lock()
 			rep.inFlight--
+			if pass.answering {
+				g.answerEnded(b, rep, pass)
+			}
+			if model != "" {
+				rep.loaded.Done(model)
+			}
 			if a != nil && a.retry && !a.reset {
 				rep.state, rep.reason = StateAsleep, a.reason
 				rep.refused++
 			}
+			if b.pool.bindLate {
+				g.handSlots(b) // its slot, to the oldest request waiting for one
+			}
 			g.mu.Unlock()
 		}()
 	}
-	return g.passTo(w, r, b, rep, rel, body)
+	return g.send(w, r, pass, body)
 }
 
 // pause waits before another try after a reset: a listen backlog drains as
@@ -196,3 +239,30 @@ func (g *Gate) afterRefusal(b *backend, reason string) {
 	}
 	g.setState(b, st, why)
 }
+
+// peekedBody is the client's body whole again after the peek read its start:
+// what was read, then the rest (replayBody in one allocation, for every
+// request to a pool).
+type peekedBody struct {
+	read []byte
+	rest io.ReadCloser
+	eof  bool // the rest ended: it is not read again (as io.MultiReader)
+}
+
+func (b *peekedBody) Read(p []byte) (int, error) {
+	if len(b.read) > 0 {
+		n := copy(p, b.read)
+		b.read = b.read[n:]
+		return n, nil
+	}
+	if b.eof {
+		return 0, io.EOF
+	}
+	n, err := b.rest.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *peekedBody) Close() error { return b.rest.Close() }

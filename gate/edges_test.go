@@ -187,6 +187,8 @@ func TestBadPeerReportsAreRefused(t *testing.T) {
 		{"absurd in flight", `{"instance":"p1","backends":{"default":{"held":0,"in_flight":1000000000}}}`, "absurd"},
 		{"wrong type", `{"instance":"p1","backends":{"default":{"held":"1"}}}`, "unreadable"},
 		{"negative user age", `{"instance":"p1","backends":{"default":{"users":{"u":-5}}}}`, "negative"},
+		{"negative answers at once", `{"instance":"p1","backends":{"default":{"answers_at_once_seen":-2}}}`, "answers_at_once_seen is negative"},
+		{"absurd answers at once", `{"instance":"p1","backends":{"default":{"answers_at_once_seen":100000}}}`, "answers_at_once_seen is absurd"},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
 			peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

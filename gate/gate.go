@@ -22,6 +22,9 @@
 //     through, for the choice.
 //   - pool.go: a pool's replicas, their own probes and state, DNS discovery,
 //     the choice (package balance decides), per-replica counts for the peers.
+//   - latebind.go: bind=late, a request waiting in the gate for a free slot.
+//   - slots.go: a replica's slots, parallel= checked against the answers it
+//     streams at once.
 //   - poollists.go: a pool's model lists, the union of its replicas'.
 //   - replicadrain.go: /_gate/drain, a replica's preStop before its pod stops.
 //   - paths.go: what route refuses or adjusts (dot segments, Open WebUI's
@@ -76,6 +79,14 @@ const (
 	FromMemoryHeader = "X-Gate-From-Memory"
 )
 
+// The canonical forms of the names read on every request: Header.Get
+// canonicalizes a name that is not (UserHeader and ChatHeader are spelt as
+// Open WebUI spells them), in a new string each time.
+var (
+	userHeaderKey = http.CanonicalHeaderKey(UserHeader)
+	chatHeaderKey = http.CanonicalHeaderKey(ChatHeader)
+)
+
 // Timings of the probes, peers and waits (fields of Gate, so that tests can
 // shorten them).
 const (
@@ -108,6 +119,9 @@ type Gate struct {
 	resolveEvery                                                      time.Duration // a dns+ pool's name is resolved again this often
 	warmEvery, warmKeepEvery                                          time.Duration // warm.go
 	peerLookupTimeout                                                 time.Duration
+	lateBindWait                                                      time.Duration // latebind.go
+	answerOverlap, answerGap                                          time.Duration // slots.go
+	epoch                                                             time.Time     // slots.go: streams are timed since
 	lookup                                                            func(ctx context.Context, host string) ([]net.IPAddr, error)
 
 	mu        sync.Mutex // guards everything below and every backend's mutable fields
@@ -141,6 +155,10 @@ func New(cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("gate: max held bytes %d is negative", cfg.MaxHeldBytes)
 	case cfg.ReleaseConcurrency < 0:
 		return nil, fmt.Errorf("gate: release concurrency %d is negative", cfg.ReleaseConcurrency)
+	case cfg.ProbeInterval < 0:
+		return nil, fmt.Errorf("gate: probe interval %s is negative", cfg.ProbeInterval)
+	case cfg.LateBindWait < 0:
+		return nil, fmt.Errorf("gate: late-binding wait %s is negative", cfg.LateBindWait)
 	}
 	if cfg.HoldTimeout == 0 {
 		cfg.HoldTimeout = DefaultHoldTimeout
@@ -169,6 +187,9 @@ func New(cfg Config) (*Gate, error) {
 		probeTimeout:      defaultProbeTimeout,
 		probeHeld:         defaultProbeHeld,
 		probeIdle:         defaultProbeIdle,
+		lateBindWait:      lateBindMax,
+		answerOverlap:     answerOverlap,
+		answerGap:         answerGap,
 		learnWait:         defaultLearnWait,
 		peerEvery:         defaultPeerEvery,
 		peerTTL:           defaultPeerTTL,
@@ -182,12 +203,19 @@ func New(cfg Config) (*Gate, error) {
 		changed:           make(chan struct{}),
 	}
 	g.drain.ended, g.drain.endNow = context.WithCancel(context.Background())
+	if cfg.ProbeInterval > 0 {
+		g.probeIdle = cfg.ProbeInterval
+	}
+	if cfg.LateBindWait > 0 {
+		g.lateBindWait = cfg.LateBindWait
+	}
 	if g.logger == nil {
 		g.logger = log.NewNopLogger()
 	}
 	if g.now == nil {
 		g.now = time.Now
 	}
+	g.epoch = g.now()
 	if g.transport == nil {
 		g.transport = NewTransport()
 		if env := proxyEnv(); env != "" {
@@ -195,9 +223,14 @@ func New(cfg Config) (*Gate, error) {
 		}
 	}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      g.transport,
-		FlushInterval:  -1, // flush every write: NDJSON and SSE go on chunk by chunk
+		Rewrite:   g.rewrite,
+		Transport: wholeBodyTransport{g.transport},
+		// No flush interval: ReverseProxy flushes every write of an answer
+		// without a Content-Length (Ollama's NDJSON streams, chunked) and of
+		// SSE itself, so those go on chunk by chunk; an answer of known length
+		// (stream false) is written in one go at its end, without the timer
+		// and flush that -1 sets up for every answer.
+		FlushInterval:  0,
 		ErrorHandler:   g.proxyError,
 		ModifyResponse: g.modifyResponse,
 		BufferPool:     copyBuffers,

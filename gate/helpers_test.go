@@ -99,7 +99,17 @@ const sleepyHost = "sleepy.test:11434"
 func newSleepyBackend(t testing.TB, h http.Handler) *sleepyBackend {
 	t.Helper()
 	s := &sleepyBackend{t: t, handler: h, phase: StateAsleep}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }))
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		asleep := s.phase == StateAsleep
+		s.mu.Unlock()
+		if asleep {
+			// A connection dialled just before stop, or kept alive past
+			// it, reaches a pod that is gone: cut it, as a reset would.
+			panic(http.ErrAbortHandler)
+		}
+		s.handler.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() {
 		s.mu.Lock()
 		started := s.started
@@ -294,4 +304,16 @@ func expectError(t *testing.T, err error, want string) bool {
 		t.Fatalf("error %v, want one containing %q", err, want)
 	}
 	return true
+}
+
+// smallChatBackend is a backend that answers every request with a small,
+// whole chat answer (the benchmarks' replicas), closed when the test ends.
+func smallChatBackend(tb testing.TB) *httptest.Server {
+	srv := httptest.NewServer(withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = io.WriteString(w, `{"message":{"role":"assistant","content":"hi"},"done":true}`)
+	})))
+	tb.Cleanup(srv.Close)
+	return srv
 }

@@ -34,9 +34,14 @@ type attempt struct {
 	reason    string    // what the dial or the hop said
 	replay    *heldBody // a retried direct pass: what the transport already took of the client's body
 	outcome   Outcome
-	response  bool // the backend answered with a status line
-	reused    bool // the transport sent it on a kept-alive connection
-	retryable bool // deliver can send it again after its connection was closed unread
+	response  bool          // the backend answered with a status line
+	reused    bool          // the transport sent it on a kept-alive connection
+	retryable bool          // deliver can send it again after its connection was closed unread
+	inMemory  *bytes.Reader // the whole body, in memory (a pool's peeked body): given to the transport as it is
+	// To a replica: the model of a chat or completion with a message, whose
+	// 2xx header comes with its first token; "" for any other request.
+	answerModel string
+	answering   bool // set by the hooks: its replica streams it (in rep.streams)
 }
 
 type attemptKey struct{}
@@ -50,11 +55,6 @@ func (g *Gate) pass(w http.ResponseWriter, r *http.Request, b *backend, rel *url
 	return g.send(w, r, &attempt{b: b, rel: rel, capture: capture}, body)
 }
 
-// passTo sends r once to rep, a replica of b's pool (nil: b's URL).
-func (g *Gate) passTo(w http.ResponseWriter, r *http.Request, b *backend, rep *replica, rel *url.URL, body io.Reader) *attempt {
-	return g.send(w, r, &attempt{b: b, rel: rel, rep: rep, retryable: true}, body)
-}
-
 func (g *Gate) send(w http.ResponseWriter, r *http.Request, a *attempt, body io.Reader) *attempt {
 	a.client = r.Context()
 	// The end of a drain (EndDrain) cancels what is still in flight.
@@ -63,7 +63,15 @@ func (g *Gate) send(w http.ResponseWriter, r *http.Request, a *attempt, body io.
 	defer context.AfterFunc(g.drain.ended, cancel)()
 	ctx = context.WithValue(ctx, attemptKey{}, a)
 	// Whether the connection is new decides whether a reset may be retried.
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { a.reused = ci.Reused }})
+	trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { a.reused = ci.Reused }}
+	if a.inMemory, _ = body.(*bytes.Reader); a.inMemory != nil {
+		// A pool's body that the peek read whole goes to the transport as it
+		// is (wholeBodyTransport), not through a.body, which then cannot see
+		// it read: it is read right after the header is written, and from
+		// then on the request may have reached the backend (touched).
+		trace.WroteHeaders = func() { a.body.read.Store(true) }
+	}
+	ctx = httptrace.WithClientTrace(ctx, trace)
 	out := r.WithContext(ctx)
 	if body != nil {
 		if body == io.Reader(r.Body) && r.ContentLength > 0 {
@@ -185,6 +193,12 @@ func (g *Gate) modifyResponse(res *http.Response) error {
 	g.mu.Lock()
 	if a.rep != nil && a.rep.state != StateUp {
 		a.rep.state, a.rep.reason = StateUp, ""
+	}
+	// A streamed answer (no length: Ollama's NDJSON, SSE) shows the slot it
+	// holds; an answer of known length (stream false) comes whole at its end.
+	if a.rep != nil && a.answerModel != "" && res.StatusCode/100 == 2 && res.ContentLength < 0 {
+		a.answering = true
+		res.Body = g.answerStarted(a.rep, a, res.Body)
 	}
 	if a.b.state != StateUp {
 		// Any status line proves the backend serves HTTP.
@@ -431,3 +445,20 @@ type bufferPool struct{ pool sync.Pool }
 func (p *bufferPool) Get() []byte { return *p.pool.Get().(*[]byte) }
 
 func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
+
+// wholeBodyTransport gives the transport an attempt's body that is whole in
+// memory as the *bytes.Reader it is. ReverseProxy wraps every request body in
+// a reader of its own, and for a reader it does not know Go's transport
+// writes the header on its own first, then the body: two writes, where one
+// carries both for a body it knows to be in memory. The body is the
+// attempt's own copy, so nothing of the client's connection is read from it.
+type wholeBodyTransport struct{ http.RoundTripper }
+
+func (t wholeBodyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if a, _ := req.Context().Value(attemptKey{}).(*attempt); a != nil && a.inMemory != nil && req.Body != nil {
+		whole := *req // a RoundTripper must not change the request it was given
+		whole.Body = io.NopCloser(a.inMemory)
+		req = &whole
+	}
+	return t.RoundTripper.RoundTrip(req)
+}

@@ -35,10 +35,13 @@ func TestPeekBody(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src := strings.NewReader(tt.body)
-			p, kept := peekBody(src)
+			p, kept, whole := peekBody(src, int64(len(tt.body)))
 			replay := io.MultiReader(bytes.NewReader(kept), src)
 			if p != tt.want {
 				t.Errorf("peeked %+v, want %+v", p, tt.want)
+			}
+			if wantWhole := len(tt.body) <= peekLimit; whole != wantWhole || whole && len(kept) != len(tt.body) {
+				t.Errorf("whole %v with %d of %d bytes read; want %v (a body within the bound is read in one go)", whole, len(kept), len(tt.body), wantWhole)
 			}
 			got, err := io.ReadAll(replay)
 			if err != nil || string(got) != tt.body {
@@ -57,10 +60,10 @@ func TestPeekBodyReadsOnlyWhatItNeeds(t *testing.T) {
 	head := `{"model":"m","messages":[{"role":"user","content":"hi"}`
 	body := head + `,{"role":"user","content":"` + strings.Repeat("y", 1<<20) + `"}]}`
 	src := strings.NewReader(body)
-	p, kept := peekBody(iotest.OneByteReader(src))
+	p, kept, whole := peekBody(iotest.OneByteReader(src), -1)
 	replay := io.MultiReader(bytes.NewReader(kept), src)
-	if p != (peeked{Model: "m", FirstUser: "hi"}) {
-		t.Errorf("peeked %+v", p)
+	if p != (peeked{Model: "m", FirstUser: "hi"}) || whole {
+		t.Errorf("peeked %+v, whole %v; want not whole", p, whole)
 	}
 	if read := len(body) - src.Len(); read > len(head)+1 {
 		t.Errorf("read %d bytes before choosing, want at most %d", read, len(head)+1)
@@ -76,8 +79,11 @@ func TestPeekBodyReadsOnlyWhatItNeeds(t *testing.T) {
 func TestPeekBodyReadError(t *testing.T) {
 	boom := errors.New("client went away")
 	rest := io.MultiReader(strings.NewReader(`{"model":`), iotest.ErrReader(boom))
-	_, kept := peekBody(rest)
+	_, kept, whole := peekBody(rest, -1)
 	got, err := io.ReadAll(io.MultiReader(bytes.NewReader(kept), rest))
+	if whole {
+		t.Error("a body that failed was taken as whole")
+	}
 	if string(got) != `{"model":` || !errors.Is(err, boom) {
 		t.Errorf("replay: %q, %v; want the 9 bytes, then %v", got, err, boom)
 	}

@@ -17,6 +17,9 @@ const (
 	// maxReportReplicas bounds the replicas of one pool a peer reports (only
 	// those with requests in flight or draining are listed).
 	maxReportReplicas = 10_000
+	// maxPeerAtOnce bounds the answers at once a peer saw a replica run
+	// (Ollama's OLLAMA_NUM_PARALLEL is a few; slots.go).
+	maxPeerAtOnce = 1024
 )
 
 // check tells what is wrong with a peer's report of one backend, or nil.
@@ -31,6 +34,12 @@ func (d BackendDemand) check() error {
 		case c.n > maxPeerCount:
 			return fmt.Errorf("%s is absurd (%d, over %d)", c.name, c.n, maxPeerCount)
 		}
+	}
+	switch {
+	case d.AtOnce < 0:
+		return fmt.Errorf("answers_at_once_seen is negative (%d)", d.AtOnce)
+	case d.AtOnce > maxPeerAtOnce:
+		return fmt.Errorf("answers_at_once_seen is absurd (%d, over %d)", d.AtOnce, maxPeerAtOnce)
 	}
 	if len(d.Replicas) > maxReportReplicas {
 		return fmt.Errorf("%d replicas, over %d", len(d.Replicas), maxReportReplicas)

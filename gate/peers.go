@@ -31,6 +31,10 @@ type BackendDemand struct {
 	// A pool: this gate's requests in flight per replica ("host:port"), and
 	// the replicas it drains; replicas with neither are left out.
 	Replicas map[string]ReplicaDemand `json:"replicas,omitempty"`
+	// A pool: the most answers of one model this gate saw a replica stream at
+	// once itself, when more than parallel= (slots.go); its peers count
+	// that many slots while it reports them.
+	AtOnce int `json:"answers_at_once_seen,omitempty"`
 }
 
 // DemandReport is the answer of /_gate/demand: this replica's own demand.
@@ -57,6 +61,9 @@ func (g *Gate) demandReport() DemandReport {
 		}
 		if b.warm != nil {
 			d.Learned = b.warm.newestLearned(maxPeerLearned)
+		}
+		if b.pool != nil {
+			d.AtOnce = min(b.pool.atOnce, maxPeerAtOnce) // more would have the peers refuse the whole report
 		}
 		rep.Backends[b.name] = d
 	}
@@ -194,6 +201,20 @@ func (g *Gate) mergePeers(reports []*DemandReport) bool {
 			changed = true
 		}
 	}
+	if changed {
+		for _, b := range g.backends {
+			if b.pool == nil {
+				continue
+			}
+			g.peerSlots(b)
+			// A peer's answer that ended (or the slots a peer saw) frees a
+			// slot for a request waiting here (bind=late) now, not at this
+			// gate's next probe.
+			if b.pool.bindLate {
+				g.handSlots(b)
+			}
+		}
+	}
 	return changed
 }
 
@@ -204,7 +225,7 @@ func sameDemand(a, b map[string]BackendDemand) bool {
 	}
 	for k, x := range a {
 		y, ok := b[k]
-		if !ok || x.Held != y.Held || x.InFlight != y.InFlight || x.Learning != y.Learning || x.Anonymous != y.Anonymous || x.Recent != y.Recent ||
+		if !ok || x.Held != y.Held || x.InFlight != y.InFlight || x.Learning != y.Learning || x.Anonymous != y.Anonymous || x.Recent != y.Recent || x.AtOnce != y.AtOnce ||
 			!reflect.DeepEqual(keys(x.Users), keys(y.Users)) || !maps.Equal(x.Replicas, y.Replicas) {
 			return false
 		}

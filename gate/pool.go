@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -35,9 +36,14 @@ const (
 // pool is the replica set of a pooled backend; its fields are guarded by
 // Gate.mu, except chooser (safe on its own) and the fixed configuration.
 type pool struct {
-	parallel int
-	discover *url.URL // dns+http(s): the name resolved for replicas; nil for a static list
-	chooser  *balance.Chooser
+	parallel   int
+	maxLoaded  int      // models one replica's GPU holds at once (max-loaded=, 1 by default): the bound of what the gate believes loaded there
+	discover   *url.URL // dns+http(s): the name resolved for replicas; nil for a static list
+	chooser    *balance.Chooser
+	bindLate   bool      // bind=late: a request waits in the gate for a free slot (latebind.go)
+	atOnce     int       // the most answers of one model a replica was seen running at once, when more than parallel= (slots.go)
+	peerAtOnce int       // the most a live peer gate reports it saw itself (slots.go, mergePeers)
+	waiting    list.List // of *slotWaiter, oldest first (bind=late)
 
 	replicas   []*replica // by id
 	resolvedAt time.Time  // last DNS answer (dns+http only)
@@ -46,35 +52,45 @@ type pool struct {
 
 // replica is one server of a pool, with its own probe state.
 type replica struct {
-	url      *url.URL
-	id       string // host:port
-	state    State
-	reason   string
-	draining bool                 // asked to drain (preStop): routes nothing new until it was seen down and up again
-	gone     bool                 // no longer in the DNS answer: routes nothing new, forgotten once its streams end
-	inFlight int                  // this gate's requests to it
-	models   map[string]bool      // what its /api/tags lists; nil until known (then it may serve anything)
-	loaded   map[string]time.Time // model -> until when it counts as loaded (/api/ps, or routed here)
-	requests uint64               // routed to it
-	refused  uint64               // its dial failed and the request went elsewhere
+	url       *url.URL
+	id        string // host:port
+	state     State
+	reason    string
+	draining  bool                      // asked to drain (preStop): routes nothing new until it was seen down and up again
+	drainedAt time.Time                 // when its drain answered; zero while it runs
+	gone      bool                      // no longer in the DNS answer: routes nothing new, forgotten once its streams end
+	inFlight  int                       // this gate's requests to it
+	streams   map[*attempt]*streamClock // this gate's answers it streams now (slots.go)
+	atOnce    int                       // the most answers of one model it was seen streaming at once, when more than parallel=; 0 otherwise
+	models    map[string]bool           // what its /api/tags lists; nil until known (then it may serve anything)
+	loaded    balance.Resident          // what it has, or will have once the requests there started: its /api/ps, then what was sent here since or is still here
+	requests  uint64                    // routed to it
+	refused   uint64                    // its dial failed and the request went elsewhere
 }
 
 func newPool(bc BackendConfig) *pool {
-	p := &pool{parallel: max(bc.Parallel, 1), chooser: balance.NewChooser(balance.DefaultPolicy, 0)}
+	// What a replica's GPU holds is what warming may fill (max-loaded=, at
+	// least an explicit warm list): the bound of the gate's belief.
+	p := &pool{parallel: max(bc.Parallel, 1), maxLoaded: defaultWarm(bc.Warm, bc.Wake).room(), chooser: balance.NewChooser(balance.DefaultPolicy, 0),
+		bindLate: bc.BindLate}
 	if bc.Discover {
 		p.discover = cloneURL(bc.URL)
 		return p
 	}
 	for _, u := range bc.Replicas {
-		p.replicas = append(p.replicas, newReplica(u))
+		p.replicas = append(p.replicas, p.newReplica(u))
 	}
 	p.sort()
 	return p
 }
 
-func newReplica(u *url.URL) *replica {
-	return &replica{url: cloneURL(u), id: u.Host, state: StateUnknown, loaded: map[string]time.Time{}}
+func (p *pool) newReplica(u *url.URL) *replica {
+	return &replica{url: cloneURL(u), id: u.Host, state: StateUnknown, loaded: balance.Resident{Capacity: p.maxLoaded, Same: sameModel}}
 }
+
+// sameModel says whether a model name Ollama lists is model as a request
+// names it ("llama3" is "llama3:latest").
+func sameModel(model, name string) bool { return name == model || name == model+":latest" }
 
 func (p *pool) sort() {
 	sort.Slice(p.replicas, func(i, j int) bool { return p.replicas[i].id < p.replicas[j].id })
@@ -91,14 +107,6 @@ func (p *pool) byID(id string) *replica {
 
 // routable says whether new requests may go to r.
 func (r *replica) routable() bool { return r.state == StateUp && !r.draining && !r.gone }
-
-// lists says whether r lists model (or its list is not known yet).
-func (r *replica) lists(model string) bool {
-	if r.models == nil || model == "" {
-		return true
-	}
-	return r.models[model] || (!strings.Contains(model, ":") && r.models[model+":latest"])
-}
 
 // aggregate is the backend's state from its replicas': up while any serves
 // (a draining or vanished one included: it still serves its streams),
@@ -146,52 +154,57 @@ func (g *Gate) poolState(b *backend) (State, string) {
 	return st, reason
 }
 
+// listsModel says whether r's /api/tags lists model (latest: model +
+// ":latest", for a model named without a tag).
+func (r *replica) listsModel(model, latest string) bool {
+	return model != "" && r.models != nil && (r.models[model] || (!strings.Contains(model, ":") && r.models[latest]))
+}
+
 // choose picks a replica for a request of model in conversation among the
 // routable ones not in tried, counting peers' in-flight requests (g.mu held);
-// nil when there is none. The choice is counted in flight at once.
-func (g *Gate) choose(b *backend, model, conversation string, tried map[*replica]bool) *replica {
+// nil when there is none. The choice is counted in flight at once, and, when
+// the request loads its model (loads: a chat, a completion, an embedding; not
+// /api/show or a pull), the model is believed loaded there.
+func (g *Gate) choose(b *backend, model, conversation string, loads bool, tried map[*replica]bool) *replica {
 	p := b.pool
 	now := g.now()
 	peerLoad, peerDrain := g.peerReplicas(b.name)
-	var cands []*replica
-	listed := false
+	latest := "" // "NAME:latest" for a model named without a tag
+	if model != "" {
+		latest = model + ":latest"
+	}
+	// A model that only some replicas list goes only to them; one that none
+	// lists goes anywhere (its 404 comes from Ollama itself). On the stack
+	// for a pool of up to 8.
+	var openBuf, listingBuf [8]*replica
+	open, listing := openBuf[:0], listingBuf[:0]
 	for _, r := range p.replicas {
-		if r.routable() && !tried[r] && !peerDrain[r.id] && r.models != nil && r.lists(model) && model != "" {
-			listed = true
+		if !r.routable() || tried[r] || peerDrain[r.id] {
+			continue
+		}
+		open = append(open, r)
+		if r.listsModel(model, latest) {
+			listing = append(listing, r)
 		}
 	}
-	for _, r := range p.replicas {
-		// A model that only some replicas list goes only to them; one that
-		// none lists goes anywhere (its 404 comes from Ollama itself).
-		if r.routable() && !tried[r] && !peerDrain[r.id] && (!listed || (r.models != nil && r.lists(model))) {
-			cands = append(cands, r)
-		}
+	cands := open
+	if len(listing) > 0 {
+		cands = listing
 	}
 	if len(cands) == 0 {
 		return nil
 	}
 	views := make([]balance.Replica, len(cands))
 	for i, r := range cands {
-		loaded, other := false, false
-		for m, until := range r.loaded {
-			if now.After(until) {
-				delete(r.loaded, m)
-				continue
-			}
-			if m == model || m == model+":latest" {
-				loaded = true
-			} else {
-				other = true
-			}
-		}
-		views[i] = balance.Replica{ID: r.id, InFlight: r.inFlight + peerLoad[r.id], Parallel: p.parallel,
+		loaded, other := r.loaded.Loaded(now, model)
+		views[i] = balance.Replica{ID: r.id, InFlight: r.inFlight + peerLoad[r.id], Parallel: p.slots(),
 			Loaded: loaded || model == "", Evicts: !loaded && other}
 	}
 	r := cands[p.chooser.Choose(views, conversation)]
 	r.inFlight++
 	r.requests++
-	if model != "" {
-		r.loaded[model] = now.Add(modelKeep)
+	if model != "" && loads {
+		r.loaded.Route(model, now.Add(modelKeep)) // deliver's passToReplica ends it
 	}
 	return r
 }
@@ -200,26 +213,39 @@ func (g *Gate) choose(b *backend, model, conversation string, tried map[*replica
 // chat id, else a hash of who asks and the chat's first user message; ""
 // when neither is known.
 func conversationKey(h http.Header, firstUser string) string {
-	if id := h.Get(ChatHeader); id != "" {
+	if id := h.Get(chatHeaderKey); id != "" {
 		return "chat:" + id
 	}
 	if firstUser == "" {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(h.Get(UserHeader) + "\x00" + firstUser))
-	return "msg:" + hex.EncodeToString(sum[:16])
+	user := h.Get(userHeaderKey)
+	sum := sha256.Sum256(append(append(append(make([]byte, 0, len(user)+1+len(firstUser)), user...), 0), firstUser...))
+	var key [4 + 32]byte
+	copy(key[:], "msg:")
+	hex.Encode(key[4:], sum[:16])
+	return string(key[:])
 }
 
 // peerReplicas sums the fresh peers' in-flight counts per replica of backend
-// name and says which replicas a peer drains (g.mu held).
+// name and says which replicas a peer drains (g.mu held); nil maps (read as
+// empty) when no peer reports any, as on every request of a gate without
+// peers.
 func (g *Gate) peerReplicas(name string) (map[string]int, map[string]bool) {
-	load, drain := map[string]int{}, map[string]bool{}
+	if len(g.peers) == 0 {
+		return nil, nil
+	}
+	var load map[string]int
+	var drain map[string]bool
 	wall := time.Now()
 	for _, p := range g.peers {
 		if wall.Sub(p.at) > g.peerTTL {
 			continue
 		}
 		for id, rd := range p.backends[name].Replicas {
+			if load == nil {
+				load, drain = map[string]int{}, map[string]bool{}
+			}
 			load[id] += rd.InFlight
 			drain[id] = drain[id] || rd.Draining
 		}
@@ -294,8 +320,13 @@ func (g *Gate) probePool(ctx context.Context, b *backend) (State, string) {
 		if r.state != s.st {
 			level.Info(g.logger).Log("msg", "replica state", "backend", b.name, "replica", r.id, "from", r.state, "to", s.st, "reason", s.reason)
 			if s.st == StateUp && r.state != StateUnknown {
-				r.draining = false // back after it was down: a new pod on the same address
+				r.draining, r.drainedAt = false, time.Time{} // back after it was down: a new pod on the same address
 			}
+		}
+		if r.draining && s.st == StateUp && !r.drainedAt.IsZero() && now.Sub(r.drainedAt) >= drainForget {
+			level.Warn(g.logger).Log("msg", "a drained replica still serves long after its drain answered: routing to it again (restarted on the same address between two probes, or not stopped)",
+				"backend", b.name, "replica", r.id, "drained_at", r.drainedAt)
+			r.draining, r.drainedAt = false, time.Time{}
 		}
 		r.state, r.reason = s.st, s.reason
 		if s.listed {
@@ -305,15 +336,15 @@ func (g *Gate) probePool(ctx context.Context, b *backend) (State, string) {
 			}
 		}
 		if s.psKnown {
-			// What the replica has loaded now; a model the gate routed there
-			// since it was unloaded is counted again at its next request.
-			r.loaded = map[string]time.Time{}
-			for _, m := range s.loaded {
-				r.loaded[m] = now.Add(modelKeep)
-			}
+			// What the replica has loaded now, then what the requests still
+			// running or waiting there will load.
+			r.loaded.Observe(s.loaded, now.Add(modelKeep))
 		}
 	}
 	p.forgetGone()
+	if p.bindLate {
+		g.handSlots(b) // a replica that came up, or a peer's answer that ended
+	}
 	return g.poolState(b)
 }
 
@@ -361,7 +392,7 @@ func (g *Gate) resolvePool(ctx context.Context, b *backend) {
 		}
 		u := cloneURL(p.discover)
 		u.Host = id
-		p.replicas = append(p.replicas, newReplica(u))
+		p.replicas = append(p.replicas, p.newReplica(u))
 		level.Info(g.logger).Log("msg", "replica found", "backend", b.name, "replica", id)
 	}
 	for _, r := range p.replicas {
@@ -417,10 +448,11 @@ type ReplicaStats struct {
 	State    State  `json:"state"`
 	Reason   string `json:"reason,omitempty"`
 	Draining bool   `json:"draining"`
-	Gone     bool   `json:"gone,omitempty"` // no longer in DNS; kept while its streams end
-	InFlight int    `json:"in_flight"`      // this gate's
-	Requests uint64 `json:"requests"`       // routed to it
-	Refused  uint64 `json:"refused"`        // its dial failed and the request went elsewhere
+	Gone     bool   `json:"gone,omitempty"`                 // no longer in DNS; kept while its streams end
+	InFlight int    `json:"in_flight"`                      // this gate's
+	Requests uint64 `json:"requests"`                       // routed to it
+	Refused  uint64 `json:"refused"`                        // its dial failed and the request went elsewhere
+	AtOnce   int    `json:"answers_at_once_seen,omitempty"` // answers seen streaming at once, when more than parallel=
 }
 
 // stats lists the replicas (g.mu held).
@@ -428,7 +460,7 @@ func (p *pool) stats() []ReplicaStats {
 	out := make([]ReplicaStats, 0, len(p.replicas))
 	for _, r := range p.replicas {
 		out = append(out, ReplicaStats{ID: r.id, State: r.state, Reason: r.reason, Draining: r.draining, Gone: r.gone,
-			InFlight: r.inFlight, Requests: r.requests, Refused: r.refused})
+			InFlight: r.inFlight, Requests: r.requests, Refused: r.refused, AtOnce: r.atOnce})
 	}
 	return out
 }

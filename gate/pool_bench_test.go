@@ -3,7 +3,6 @@ package gate
 import (
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -14,12 +13,7 @@ import (
 func BenchmarkPassThroughPool(b *testing.B) {
 	var flags []string
 	for range 3 {
-		backend := httptest.NewServer(withVersion(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, `{"message":{"role":"assistant","content":"hi"},"done":true}`)
-		})))
-		defer backend.Close()
+		backend := smallChatBackend(b)
 		flags = append(flags, "pool="+backend.URL)
 	}
 	g := startGate(b, Config{Backends: poolConfig(b, flags...)})

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -124,7 +125,7 @@ func waitLoaded(t testing.TB, g *testGate, name, model string, n int) {
 		defer g.mu.Unlock()
 		k := 0
 		for _, r := range g.byName[name].pool.replicas {
-			if _, ok := r.loaded[model]; ok {
+			if loaded, _ := r.loaded.Loaded(time.Now(), model); loaded {
 				k++
 			}
 		}
@@ -624,4 +625,139 @@ func TestPeerReplicaReportsChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Only a request that makes Ollama load its model counts as "loaded there"
+// for the balancing: a read (/api/show) or a management call does not.
+func TestPoolLoadedOnlyByLoadingRequests(t *testing.T) {
+	for _, tc := range []struct {
+		path, body string
+		loaded     int // replicas the gate then believes have the model loaded
+	}{
+		{"/api/show", `{"model":"tiny:1b"}`, 0},
+		{"/api/pull", `{"model":"tiny:1b","stream":false}`, 0},
+		{"/api/copy", `{"source":"tiny:1b","destination":"tiny:copy"}`, 0},
+		{"/api/chat", `{"model":"tiny:1b","messages":[{"role":"user","content":"hi"}],"stream":false}`, 1},
+		{"/api/generate", `{"model":"tiny:1b","prompt":"hi","stream":false}`, 1},
+		{"/api/embed", `{"model":"tiny:1b","input":"hi"}`, 1},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			n := newReplicaNet(t)
+			n.add("r1.test:11434", nil)
+			n.add("r2.test:11434", nil)
+			g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434", "pool=http://r2.test:11434"), Transport: n.transport()},
+				func(g *Gate) { g.probeIdle = time.Hour }) // only the gate's own routing counts after the first probe
+			waitReplicas(t, g, "pool", 2)
+			do(t, http.MethodPost, g.url+"/pool"+tc.path, strings.NewReader(tc.body), nil)
+			settle(t, g, "pool")
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			loaded := 0
+			for _, r := range g.byName["pool"].pool.replicas {
+				if ok, _ := r.loaded.Loaded(time.Now(), "tiny:1b"); ok {
+					loaded++
+				}
+			}
+			if loaded != tc.loaded {
+				t.Errorf("after POST %s: tiny:1b believed loaded on %d replicas, want %d", tc.path, loaded, tc.loaded)
+			}
+		})
+	}
+}
+
+// deleteRecorder answers Ollama's DELETE /api/delete itself (200, as Ollama
+// does) and counts them; everything else goes to the stand-in.
+type deleteRecorder struct {
+	http.Handler
+	mu      sync.Mutex
+	deletes int
+}
+
+func (d *deleteRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodDelete && r.URL.Path == "/api/delete" {
+		d.mu.Lock()
+		d.deletes++
+		d.mu.Unlock()
+		return
+	}
+	d.Handler.ServeHTTP(w, r)
+}
+
+func (d *deleteRecorder) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deletes
+}
+
+// Open WebUI deletes a model with DELETE /api/delete and a JSON body: it goes
+// to a replica that lists the model, not to one that would answer 404.
+func TestPoolDeleteGoesToAReplicaThatListsTheModel(t *testing.T) {
+	n := newReplicaNet(t)
+	small := &deleteRecorder{Handler: fakeollama.New(fakeollama.Config{Models: []string{"small:1b"}, ChunkInterval: -1})}
+	both := &deleteRecorder{Handler: fakeollama.New(fakeollama.Config{Models: []string{"small:1b", "big:70b"}, ChunkInterval: -1})}
+	n.add("r1.test:11434", small)
+	n.add("r2.test:11434", both)
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://r1.test:11434", "pool=http://r2.test:11434"), Transport: n.transport()})
+	waitReplicas(t, g, "pool", 2)
+	for range 6 {
+		if status, _, body := do(t, http.MethodDelete, g.url+"/pool/api/delete", strings.NewReader(`{"model":"big:70b"}`), nil); status != http.StatusOK {
+			t.Fatalf("DELETE /api/delete: HTTP %d: %s", status, body)
+		}
+	}
+	if s, b := small.count(), both.count(); s != 0 || b != 6 {
+		t.Errorf("deletes of big:70b: r1 (small only) %d, r2 (lists it) %d; want 0 and 6", s, b)
+	}
+}
+
+// A drained replica that comes back faster than the gate's probe (a pod
+// restarted on the same address between two probes) is never seen down: it
+// is taken back once it still serves a while after its drain answered, when
+// its pod would long have stopped.
+func TestPoolDrainedReplicaNeverSeenDownIsTakenBack(t *testing.T) {
+	n := newReplicaNet(t)
+	drained := &psCounter{Handler: fakeollama.New(fakeollama.Config{ChunkInterval: -1})}
+	n.add("127.0.0.1:11434", drained)
+	n.add("127.0.0.2:11434", nil)
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://127.0.0.1:11434", "pool=http://127.0.0.2:11434"), Transport: n.transport()},
+		func(g *Gate) { g.now, g.probeIdle = clock, 10*time.Millisecond })
+	waitReplicas(t, g, "pool", 2)
+	if status, _, body := do(t, http.MethodPost, g.url+"/_gate/drain?replica=127.0.0.1:11434", nil, nil); status != http.StatusOK {
+		t.Fatalf("drain: HTTP %d %s", status, body)
+	}
+	answered := clock()
+	for _, tc := range []struct {
+		after        time.Duration // since the drain answered, the replica up all along
+		wantDraining bool
+	}{
+		{0, true},
+		{drainForget - time.Second, true},
+		{drainForget + time.Second, false},
+	} {
+		mu.Lock()
+		now = answered.Add(tc.after)
+		mu.Unlock()
+		// A whole probe round at that time: rounds run one after another,
+		// so the one that reads /api/ps second is applied by the third.
+		before := drained.n.Load()
+		eventually(t, "three probes of 127.0.0.1", func() bool { return drained.n.Load() >= before+3 })
+		if got := stats(g.Gate, "pool").Replicas[0].Draining; got != tc.wantDraining {
+			t.Errorf("%s after its drain answered, up all along: draining %v, want %v", tc.after, got, tc.wantDraining)
+		}
+	}
+}
+
+// psCounter counts the GET /api/ps that end each probe of a pool's replica.
+type psCounter struct {
+	http.Handler
+	n atomic.Int64
+}
+
+func (c *psCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/api/ps" {
+		c.n.Add(1)
+	}
+	c.Handler.ServeHTTP(w, r)
 }

@@ -10,8 +10,8 @@ import (
 )
 
 // probeLoop keeps b's state: it probes every 100 ms while anything is held for
-// b (or waits to learn a list), every 5 s otherwise, and at once when a request
-// is held.
+// b (or waits to learn a list), every Config.ProbeInterval (5 s) otherwise, and
+// at once when a request is held.
 //
 // When ctx ends it goes on while requests are held for b (at most the hold
 // timeout), so that a gate shutting down still delivers what it holds.

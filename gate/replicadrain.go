@@ -17,6 +17,12 @@ const (
 	defaultDrainTimeout = 10 * time.Minute
 	maxDrainTimeout     = 24 * time.Hour
 	drainPoll           = 100 * time.Millisecond
+	// drainForget ends a drain whose replica still serves this long after the
+	// drain answered. Its pod gets SIGTERM as soon as the preStop hook
+	// returns, and Ollama closes its server at once, so a replica still up
+	// then is a new pod on the same address that started between two probes
+	// (never seen down), or one that was not stopped after all.
+	drainForget = time.Minute
 )
 
 // DrainReport is the answer of /_gate/drain.
@@ -94,6 +100,7 @@ func (g *Gate) serveDrain(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		}
 	}
+	g.drainAnswered(id)
 	status := http.StatusOK
 	if !rep.Drained {
 		status = http.StatusGatewayTimeout
@@ -115,7 +122,7 @@ func (g *Gate) drainReplica(id string) []string {
 			continue
 		}
 		if r := b.pool.byID(id); r != nil {
-			r.draining = true
+			r.draining, r.drainedAt = true, time.Time{}
 			names = append(names, b.name)
 			st, reason := g.poolState(b)
 			if b.state == StateUp && st != StateUp {
@@ -125,6 +132,21 @@ func (g *Gate) drainReplica(id string) []string {
 	}
 	g.notify()
 	return names
+}
+
+// drainAnswered notes when the drain of replica id answered, from which
+// drainForget counts.
+func (g *Gate) drainAnswered(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, b := range g.backends {
+		if b.pool == nil {
+			continue
+		}
+		if r := b.pool.byID(id); r != nil && r.draining {
+			r.drainedAt = g.now()
+		}
+	}
 }
 
 // replicaInFlight is the requests on replica id, this gate's and its peers'.

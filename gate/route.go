@@ -49,12 +49,15 @@ func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
 	}
 	b, rawRest := g.unnamed, ep
 	if b == nil {
-		var seg, rest string
-		seg, rest, _ = strings.Cut(strings.TrimPrefix(ep, "/"), "/")
+		trimmed := strings.TrimPrefix(ep, "/")
+		seg, _, found := strings.Cut(trimmed, "/")
 		if b = g.byName[seg]; b == nil {
 			return nil, nil, false
 		}
-		rawRest = "/" + rest // "/NAME" is served as "/NAME/"
+		rawRest = "/" // "/NAME" is served as "/NAME/"
+		if found {
+			rawRest = trimmed[len(seg):] // "/" and the rest, without a new string
+		}
 	}
 	// Open WebUI keeps a trailing slash of its Ollama URL and appends
 	// "/api/...": http://gate/big/ asks for /big//api/tags, http://gate/ for
@@ -77,7 +80,7 @@ func (g *Gate) route(r *http.Request) (*backend, *url.URL, bool) {
 // serveDemand passes r through while b is up, holds it while b is asleep or
 // starting, and delivers it when b is up.
 func (g *Gate) serveDemand(w http.ResponseWriter, r *http.Request, b *backend, rel *url.URL) {
-	user := userKey(r.Header.Get(UserHeader))
+	user := userKey(r.Header.Get(userHeaderKey))
 	d := &demandReq{load: g.beginLoad(b, r, rel.Path, user)}
 	r = withLoad(r, d.load) // its model and response header reach warming (warm.go)
 	g.mu.Lock()

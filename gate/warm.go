@@ -172,6 +172,10 @@ const (
 	maxSniffBytes    = 1 << 20
 )
 
+// answerPaths are the load paths whose answer takes one of the runner's
+// slots until it ends (an embedding's is short, and not streamed).
+var answerPaths = map[string]bool{"/api/chat": true, "/api/generate": true, "/v1/chat/completions": true, "/v1/completions": true}
+
 // loadPaths are the requests that make Ollama load their model.
 var loadPaths = map[string]bool{"/api/chat": true, "/api/generate": true, "/api/embed": true, "/api/embeddings": true,
 	"/v1/chat/completions": true, "/v1/completions": true, "/v1/embeddings": true}
@@ -190,6 +194,11 @@ type warmer struct {
 	learned map[string]Learned // hashed user -> last model
 	recent  []string           // models served, newest first
 	reqs    map[*loadReq]struct{}
+	// begun counts the load requests begun. A warm-up or keep_alive decided
+	// on an /api/ps read does not go if a request began since the read: it
+	// may have made Ollama load (or be about to load) another model, and the
+	// warm-up would evict it.
+	begun uint64
 
 	wakeDone    bool                 // this wake's warm-ups are planned
 	pending     []string             // models to warm, in order
@@ -284,6 +293,7 @@ func (g *Gate) beginLoad(b *backend, r *http.Request, path, user string) *loadRe
 	lr := &loadReq{user: user, arrived: time.Now()}
 	g.mu.Lock()
 	b.warm.reqs[lr] = struct{}{}
+	b.warm.begun++
 	g.mu.Unlock()
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &modelSniffer{ReadCloser: r.Body, left: r.ContentLength, done: func(model string) {
@@ -648,6 +658,7 @@ func (g *Gate) warmNext(ctx context.Context, b *backend) bool {
 	for lr := range w.reqs {
 		inUse[lr.model] = true
 	}
+	begun := w.begun
 	g.mu.Unlock()
 
 	loaded, err := g.loadedModels(ctx, b)
@@ -666,6 +677,10 @@ func (g *Gate) warmNext(ctx context.Context, b *backend) bool {
 		return false
 	}
 	g.mu.Lock()
+	if w.begun != begun {
+		g.mu.Unlock()
+		return false // what was read is out of date: decided again once that request's header comes back (it kicks the loop)
+	}
 	w.pending = removeString(w.pending, m)
 	if loaded[m] {
 		w.kept[m] = true // loaded by someone's request: keep it while it is wanted
@@ -749,6 +764,7 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		return
 	}
 	w.lastKeep = time.Now()
+	begun := w.begun
 	wanted := map[string]bool{}
 	for u := range present {
 		if l, ok := w.learned[u]; ok {
@@ -778,6 +794,19 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		return
 	}
 	forever := time.Now().Add(100 * 365 * 24 * time.Hour)
+	// unchanged says whether no request began since the read: each load
+	// below is sent only then (a model evicted since would be loaded again).
+	// Otherwise the next look reads again, once that request's model is
+	// loaded (its header kicks the loop), not warmKeepEvery later.
+	unchanged := func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if w.begun != begun {
+			w.lastKeep = time.Time{}
+			return false
+		}
+		return true
+	}
 	for m := range kept {
 		if _, loaded := expires[m]; !loaded {
 			g.mu.Lock()
@@ -789,6 +818,9 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		switch {
 		case wanted[m]:
 			if exp.Before(forever) {
+				if !unchanged() {
+					return
+				}
 				if err := g.sendLoad(ctx, b, m, "-1", "load"); err != nil {
 					level.Warn(g.logger).Log("msg", "keeping a model loaded failed", "backend", b.name, "model", m, "err", err)
 					continue
@@ -798,6 +830,9 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 			w.kept[m] = true
 			g.mu.Unlock()
 		case kept[m] && release:
+			if !unchanged() {
+				return
+			}
 			if err := g.sendLoad(ctx, b, m, strconv.Quote(releaseKeepAlive), "load"); err != nil {
 				level.Warn(g.logger).Log("msg", "handing a model back to Ollama's timer failed", "backend", b.name, "model", m, "err", err)
 			}
@@ -921,28 +956,25 @@ func firstLine(b []byte) []byte {
 }
 
 // modelOf reads the top-level "model" of a JSON request body; "" if none.
-// Only the top level counts (a message may say "model" too), and a body cut
-// short still yields a model that came before the cut.
+// Only the top level counts (a message may say "model" too), the first
+// "model" wins, and a body cut short still yields a model that came before
+// the cut. It reads as encoding/json would (peek.go's scanner; the first
+// version, with encoding/json's decoder, is kept in the tests to compare).
 func modelOf(body []byte) string {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return ""
-	}
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
+	s := &peekScanner{buf: body}
+	for more, ok := s.open('{'); more && ok; more, ok = s.after('}') {
+		key, ok := s.key()
+		if !ok {
 			return ""
 		}
-		key, _ := k.(string)
-		if key == "model" {
-			var m string
-			if dec.Decode(&m) != nil || checkModelName(m) != nil {
-				return ""
+		if string(key) == "model" {
+			m, _, ok := s.str()
+			if name := string(m); ok && checkModelName(name) == nil {
+				return name
 			}
-			return m
+			return ""
 		}
-		var skip json.RawMessage
-		if dec.Decode(&skip) != nil {
+		if !s.skip(0) {
 			return ""
 		}
 	}

@@ -1,10 +1,16 @@
 package gate
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -126,18 +132,37 @@ func newWarmRig(t *testing.T, backend string, lcfg fakeollama.LoaderConfig, tune
 func (r *warmRig) name() string { return r.gate.backends[0].name }
 
 // chat sends a chat through the gate as Open WebUI does, with the user header.
-func (r *warmRig) chat(user, model string) int {
+func (r *warmRig) chat(user, model string) {
 	r.t.Helper()
-	hdr := http.Header{"Content-Type": {"application/json"}}
+	if err := r.send(user, model); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// send is chat for any goroutine: it reports instead of failing the test.
+func (r *warmRig) send(user, model string) error {
+	req, err := http.NewRequest(http.MethodPost, r.gate.url+r.gate.backends[0].prefix+"api/chat",
+		strings.NewReader(`{"model":"`+model+`","stream":false,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
 	if user != "" {
-		hdr.Set(UserHeader, user)
+		req.Header.Set(UserHeader, user)
 	}
-	status, _, body := do(r.t, http.MethodPost, r.gate.url+r.gate.backends[0].prefix+"api/chat",
-		strings.NewReader(`{"model":"`+model+`","stream":false,"messages":[{"role":"user","content":"hi"}]}`), hdr)
-	if status != http.StatusOK {
-		r.t.Fatalf("chat %s: %d %s", model, status, body)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("chat %s: %w", model, err)
 	}
-	return status
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return fmt.Errorf("chat %s: reading the answer: %w", model, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("chat %s: %d %s", model, res.StatusCode, body)
+	}
+	return nil
 }
 
 // restart stops the backend and starts it again with nothing loaded.
@@ -146,6 +171,20 @@ func (r *warmRig) restart() {
 	r.loader.Reset()
 	eventually(r.t, "the gate sees the backend asleep", func() bool { return stats(r.gate.Gate, r.name()).State == StateAsleep })
 	r.be.serve()
+}
+
+// awake waits until the gate has seen the backend up and settled that
+// wake's warm-ups. A test that chats before then races the wake's plan: it is
+// made from the models served so far, so a plan made between two chats can
+// warm (or skip) a model the test does not expect.
+func (r *warmRig) awake() {
+	r.t.Helper()
+	eventually(r.t, "the wake's warm-ups settled", func() bool {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		b := r.gate.backends[0]
+		return b.state == StateUp && b.warm.wakeDone && len(b.warm.pending) == 0 && b.warm.loading == ""
+	})
 }
 
 func (r *warmRig) warmups(model string, o WarmOutcome) uint64 {
@@ -278,6 +317,7 @@ func TestWarmOnArrival(t *testing.T) {
 	r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{})
 	r.be.serve()
 	r.people.set()
+	r.awake() // nobody here, nothing served: the wake warms nothing
 	r.chat("alice", "big:70b")
 	r.chat("bob", "small:8b") // one fits: big:70b is unloaded
 	if got := r.loader.Loaded(); !reflect.DeepEqual(got, []string{"small:8b"}) {
@@ -292,6 +332,142 @@ func TestWarmOnArrival(t *testing.T) {
 	// not unload it, so the arrival is skipped, counted, and not retried.
 	if r.warmups("big:70b", WarmSkipped) != 1 {
 		t.Errorf("warm-ups of big:70b: %v, want 1 skipped (small:8b fills the room)", stats(r.gate.Gate, r.name()).Warm.Outcomes)
+	}
+}
+
+// afterRead is the gate's transport with a hook: once armed, the next
+// /api/ps answer is handed back only after the hook ran.
+type afterRead struct {
+	http.RoundTripper
+	mu    sync.Mutex
+	hook  func()
+	reads int
+}
+
+func (a *afterRead) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := a.RoundTripper.RoundTrip(req)
+	if req.URL.Path != "/api/ps" || err != nil {
+		return res, err
+	}
+	a.mu.Lock()
+	hook := a.hook
+	a.hook = nil
+	a.reads++
+	a.mu.Unlock()
+	if hook != nil {
+		// The answer is read before the hook runs: what the gate decodes is
+		// what Ollama listed then, however long the hook takes.
+		body, readErr := io.ReadAll(res.Body)
+		res.Body.Close()
+		if readErr != nil {
+			return nil, readErr
+		}
+		res.Body = io.NopCloser(bytes.NewReader(body))
+		hook()
+	}
+	return res, err
+}
+
+func (a *afterRead) arm(hook func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hook = hook
+}
+
+func (a *afterRead) readCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reads
+}
+
+// A warm-up, or a keep_alive set again, is decided on what /api/ps listed.
+// A chat for another model that begins after that read may make Ollama load
+// its model: the gate's load must not follow, or it would evict the model
+// somebody is using (Ollama here holds one model).
+func TestWarmNeverActsOnAStaleRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// arm leaves the warming under test to the next /api/ps read, with
+		// the hook armed.
+		arm func(r *warmRig, arm func())
+	}{
+		{"a warm-up at a wake", func(r *warmRig, arm func()) {
+			r.chat("alice", "big:70b")
+			r.be.stop()
+			r.loader.Reset()
+			eventually(r.t, "asleep", func() bool { return stats(r.gate.Gate, r.name()).State == StateAsleep })
+			r.people.set("alice")
+			arm()
+			r.be.serve() // the wake plans big:70b for alice
+		}},
+		{"keep_alive -1 set again", func(r *warmRig, arm func()) {
+			r.people.set("alice")
+			r.chat("alice", "big:70b")
+			eventually(r.t, "big:70b kept", func() bool { return r.isForever("big:70b") })
+			// Ollama's default timer again, as a chat through another path
+			// would set it: keepWarm sets -1 at its next read.
+			preload := httptest.NewRecorder()
+			r.loader.ServeHTTP(preload, httptest.NewRequest(http.MethodPost, "/api/generate", strings.NewReader(`{"model":"big:70b","keep_alive":"5m"}`)))
+			if preload.Code != http.StatusOK {
+				r.t.Fatalf("preload: %d %s", preload.Code, preload.Body)
+			}
+			arm()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reads := &afterRead{}
+			r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{LoadTime: map[string]time.Duration{"small:8b": 50 * time.Millisecond}},
+				func(c *Config) { reads.RoundTripper = c.Transport; c.Transport = reads })
+			r.be.serve()
+			r.people.set()
+			r.awake()
+			bob := make(chan error, 1) // how bob's chat ended
+			hooked := make(chan error, 1)
+			var loadsBefore int
+			tc.arm(r, func() {
+				loadsBefore = len(r.loader.Loads())
+				reads.arm(func() {
+					// The hook runs on the gate's warm loop: it reports, the
+					// test goroutine asserts.
+					go func() { bob <- r.send("bob", "small:8b") }()
+					// Until bob's load has reached Ollama's loader (not just
+					// the gate), so that a load the gate sends now would come
+					// after it and evict it.
+					deadline := time.Now().Add(15 * time.Second)
+					for r.loader.Loading() != "small:8b" && !slices.Contains(r.loader.Loads()[loadsBefore:], "small:8b") {
+						if time.Now().After(deadline) {
+							hooked <- errors.New("bob's load never reached the loader")
+							return
+						}
+						time.Sleep(time.Millisecond)
+					}
+					hooked <- nil
+				})
+			})
+			for _, wait := range []struct {
+				what string
+				ch   <-chan error
+			}{{"the armed /api/ps read", hooked}, {"bob's chat", bob}} {
+				select {
+				case err := <-wait.ch:
+					if err != nil {
+						t.Fatalf("%s: %v", wait.what, err)
+					}
+				case <-time.After(15 * time.Second):
+					t.Fatalf("timed out waiting for %s", wait.what)
+				}
+			}
+			// Let the gate look again twice: a load it should not send has
+			// had its chance.
+			n := reads.readCount()
+			eventually(t, "two more reads", func() bool { return reads.readCount() >= n+2 })
+			if got := r.loader.Loads()[loadsBefore:]; !reflect.DeepEqual(got, []string{"small:8b"}) {
+				t.Errorf("loads after the read %v, want [small:8b]: the gate's own load evicted bob's model", got)
+			}
+			if got := r.loader.Loaded(); !reflect.DeepEqual(got, []string{"small:8b"}) {
+				t.Errorf("loaded %v, want bob's [small:8b]", got)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -106,5 +107,34 @@ func TestReadArrivals(t *testing.T) {
 				t.Errorf("ready %v, %d chats; want 1000 ns, %d", ready, len(chats), tc.wantChats)
 			}
 		})
+	}
+}
+
+// The table's ratios: of what each proxy adds on latency rows, of the values
+// on the throughput row, "–" where what one adds is not above 0.
+func TestTableRatios(t *testing.T) {
+	tb := newTable([]target{{"direct", ""}, {"gate", ""}, {"go-proxy", ""}, {"nginx", ""}})
+	for _, v := range []struct {
+		row    string
+		target string
+		value  float64
+	}{
+		{"p50 (ms)", "direct", 1}, {"p50 (ms)", "gate", 3}, {"p50 (ms)", "go-proxy", 2}, {"p50 (ms)", "nginx", 1.5},
+		{"rate, req/s", "direct", 1000}, {"rate, req/s", "gate", 300}, {"rate, req/s", "go-proxy", 400}, {"rate, req/s", "nginx", 600},
+		{"p99 (ms)", "direct", 5}, {"p99 (ms)", "gate", 6}, {"p99 (ms)", "go-proxy", 4}, {"p99 (ms)", "nginx", 7},
+	} {
+		tb.add(v.row, v.target, v.value)
+	}
+	var out strings.Builder
+	tb.write(&out)
+	for _, want := range []string{
+		"| median over runs | direct | gate | go-proxy | nginx | gate added | go-proxy added | nginx added | gate / nginx | go-proxy / nginx | gate / go-proxy |",
+		"| p50 (ms) | 1.000 | 3.000 | 2.000 | 1.500 | +2.000 | +1.000 | +0.500 | 4.00 | 2.00 | 2.00 |",
+		"| rate, req/s | 1000.000 | 300.000 | 400.000 | 600.000 | -700.000 | -600.000 | -400.000 | 0.50 | 0.67 | 0.75 |",
+		"| p99 (ms) | 5.000 | 6.000 | 4.000 | 7.000 | +1.000 | -1.000 | +2.000 | 0.50 | – | – |",
+	} {
+		if !strings.Contains(out.String(), want+"\n") {
+			t.Errorf("table lacks the line\n%s\ngot:\n%s", want, out.String())
+		}
 	}
 }

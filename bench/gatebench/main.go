@@ -1,6 +1,9 @@
 // Command gatebench measures the wake gate beside the same stand-in Ollama
 // reached directly and through nginx, in one run (issue 17, item 9):
 //
+// A fourth target, go-proxy (bench/goproxy), is a bare httputil.ReverseProxy
+// with the gate's transport over the same stand-ins: Go's own floor here.
+//
 //   - the latency a proxy adds to a small non-streaming chat at 16
 //     connections (wrk; medians over runs);
 //   - what it adds to a stream's first chunk and to the time between chunks,
@@ -41,6 +44,7 @@ type options struct {
 	held, heldRuns           int
 	startDelay               time.Duration
 	noGate, noNginx          bool
+	noGoProxy                bool
 	replicas                 int
 	skipLatency, skipStreams bool
 	skipHeld                 bool
@@ -48,7 +52,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.bin, "bin", "", "directory with openwebui_exporter, fakeopenwebui and fakeollama (bench/gate.sh builds them)")
+	flag.StringVar(&o.bin, "bin", "", "directory with openwebui_exporter, fakeopenwebui, fakeollama and goproxy (bench/gate.sh builds them)")
 	flag.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
 	flag.IntVar(&o.runs, "runs", 5, "runs of each latency and stream measurement, targets interleaved")
 	flag.IntVar(&o.conns, "conns", 16, "wrk connections")
@@ -66,6 +70,7 @@ func main() {
 	flag.BoolVar(&o.noGate, "no-gate", false, "leave the gate out (an exporter without --gate.listen-address)")
 	flag.IntVar(&o.replicas, "replicas", 1, "stand-in Ollama replicas: more than 1 puts them behind the gate as one pool (served under /pool) and behind nginx as one upstream; direct is the first")
 	flag.BoolVar(&o.noNginx, "no-nginx", false, "leave nginx out")
+	flag.BoolVar(&o.noGoProxy, "no-goproxy", false, "leave out go-proxy (bench/goproxy: a bare Go reverse proxy with the gate's transport, round robin over the same stand-ins)")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "skip the wrk latency measurement")
 	flag.BoolVar(&o.skipStreams, "skip-streams", false, "skip the stream measurement")
 	flag.BoolVar(&o.skipHeld, "skip-held", false, "skip the held measurement")
@@ -92,6 +97,7 @@ type target struct{ name, url string }
 // bound later could be taken in between.
 var (
 	fakeAddr, ollamaAddr, exporterAddr, gateAddr, nginxAddr = harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr()
+	goProxyAddr                                             = harness.HeldAddr()
 	heldOllamaAddr, heldExporterAddr, heldGateAddr          = harness.HeldAddr(), harness.HeldAddr(), harness.HeldAddr()
 )
 
@@ -140,6 +146,16 @@ func run(o options) error {
 		}
 		targets = append(targets, target{"gate", gateURL})
 	}
+	if !o.noGoProxy {
+		args := []string{"--listen=" + goProxyAddr}
+		for _, r := range replicas {
+			args = append(args, "http://"+r)
+		}
+		if _, err := start(dir, "goproxy", bin("goproxy"), nil, args...); err != nil {
+			return err
+		}
+		targets = append(targets, target{"go-proxy", "http://" + goProxyAddr})
+	}
 	if !o.noNginx {
 		if _, err := startNginx(dir, o.nginx, nginxAddr, replicas...); err != nil {
 			return err
@@ -165,7 +181,7 @@ func run(o options) error {
 		}
 	}
 	table.print()
-	if !o.skipHeld && !o.noGate {
+	if !o.skipHeld && !o.noGate && o.heldRuns > 0 {
 		if err := heldTable(o, dir, bin, exporterEnv); err != nil {
 			return err
 		}
@@ -181,7 +197,7 @@ func names(ts []target) string {
 	if len(s) == 0 {
 		return "no proxy"
 	}
-	return "through " + strings.Join(s, " and ")
+	return "through " + strings.Join(s, ", ")
 }
 
 // rotate gives each run another order of targets, so that none always

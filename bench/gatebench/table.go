@@ -1,6 +1,11 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
 
 // table collects per-run values by row and target and prints their
 // medians, with what each proxy adds to the direct case.
@@ -22,50 +27,69 @@ func (t *table) add(row, target string, v float64) {
 	t.values[row][target] = append(t.values[row][target], v)
 }
 
-// print writes a Markdown table: the median of each target, then each
-// proxy's median minus direct's, then gate's added over nginx's.
-func (t *table) print() {
+// ratios are the comparisons printed after the added columns, each when
+// both targets ran: the gate against nginx (the targets of issues 17 and
+// 25), Go's own floor (goproxy) against nginx, and the gate against that
+// floor (what the gate adds on top of any Go proxy).
+var ratios = [][2]string{{"gate", "nginx"}, {"go-proxy", "nginx"}, {"gate", "go-proxy"}}
+
+// throughputRow is a row where more is better: its ratio is of the values
+// (a proxy's rate over the other's), not of what each adds to direct.
+func throughputRow(row string) bool { return strings.HasSuffix(row, "req/s") }
+
+func (t *table) print() { t.write(os.Stdout) }
+
+// write prints a Markdown table: the median of each target, then each
+// proxy's median minus direct's, then the ratios: of what each proxy adds
+// (latency rows) or of the values (throughput rows); "–" where what one
+// adds is not above 0.
+func (t *table) write(out io.Writer) {
 	if len(t.rows) == 0 {
 		return
 	}
-	fmt.Printf("\n| median over runs |")
+	var pairs [][2]string
+	for _, p := range ratios {
+		if t.has(p[0]) && t.has(p[1]) {
+			pairs = append(pairs, p)
+		}
+	}
+	fmt.Fprintf(out, "\n| median over runs |")
 	for _, tg := range t.targets {
-		fmt.Printf(" %s |", tg.name)
+		fmt.Fprintf(out, " %s |", tg.name)
 	}
 	for _, tg := range t.targets[1:] {
-		fmt.Printf(" %s added |", tg.name)
+		fmt.Fprintf(out, " %s added |", tg.name)
 	}
-	gateAndNginx := t.has("gate") && t.has("nginx")
-	if gateAndNginx {
-		fmt.Printf(" gate added / nginx added |")
+	for _, p := range pairs {
+		fmt.Fprintf(out, " %s / %s |", p[0], p[1])
 	}
-	columns := 2*len(t.targets) - 1
-	if gateAndNginx {
-		columns++
+	fmt.Fprintf(out, "\n|---|")
+	for i := 0; i < 2*len(t.targets)-1+len(pairs); i++ {
+		fmt.Fprintf(out, "---:|")
 	}
-	fmt.Printf("\n|---|")
-	for i := 0; i < columns; i++ {
-		fmt.Printf("---:|")
-	}
-	fmt.Println()
+	fmt.Fprintln(out)
 	for _, row := range t.rows {
-		direct := median(t.values[row]["direct"])
-		fmt.Printf("| %s |", row)
+		med := func(name string) float64 { return median(t.values[row][name]) }
+		direct := med("direct")
+		fmt.Fprintf(out, "| %s |", row)
 		for _, tg := range t.targets {
-			fmt.Printf(" %.3f |", median(t.values[row][tg.name]))
+			fmt.Fprintf(out, " %.3f |", med(tg.name))
 		}
 		for _, tg := range t.targets[1:] {
-			fmt.Printf(" %+.3f |", median(t.values[row][tg.name])-direct)
+			fmt.Fprintf(out, " %+.3f |", med(tg.name)-direct)
 		}
-		if gateAndNginx {
-			g, n := median(t.values[row]["gate"])-direct, median(t.values[row]["nginx"])-direct
-			if g > 0 && n > 0 {
-				fmt.Printf(" %.2f |", g/n)
+		for _, p := range pairs {
+			a, b := med(p[0])-direct, med(p[1])-direct
+			if throughputRow(row) {
+				a, b = med(p[0]), med(p[1])
+			}
+			if a > 0 && b > 0 {
+				fmt.Fprintf(out, " %.2f |", a/b)
 			} else {
-				fmt.Printf(" – |")
+				fmt.Fprintf(out, " – |")
 			}
 		}
-		fmt.Println()
+		fmt.Fprintln(out)
 	}
 }
 

@@ -12,6 +12,8 @@
 // ready moment (a line "UNIXNANO ready"). With --load-time it loads models
 // as Ollama does (fakeollama.Loader): a load time per model, one load at a
 // time, --max-loaded models in memory, /api/ps, and the preload request.
+// With --parallel=N it generates N answers at once and queues the rest, as
+// Ollama with OLLAMA_NUM_PARALLEL=N (fakeollama.Replica).
 package main
 
 import (
@@ -40,12 +42,13 @@ func main() {
 	arrivals := flag.String("arrivals", "", "file to write each request's arrival to (Unix nanoseconds, method, path); none when empty")
 	loadTime := flag.String("load-time", "", "load models as Ollama does, taking this long each: DURATION for every model, or MODEL=DURATION,...[,DURATION for the rest]; off when empty")
 	maxLoaded := flag.Int("max-loaded", 1, "with --load-time: models in memory at once (OLLAMA_MAX_LOADED_MODELS)")
+	parallel := flag.Int("parallel", 0, "answers generated at once, the rest queued, as OLLAMA_NUM_PARALLEL; 0: no limit")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fail(2, fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
-	if *delay < 0 || *chunks < 1 || *interval < 0 || *keepAlive == 0 || *pull < 0 {
-		fail(2, fmt.Errorf("--start-delay, --chunk-interval and --pull-duration must be 0 or more, --chunks at least 1, --keep-alive not 0"))
+	if *delay < 0 || *chunks < 1 || *interval < 0 || *keepAlive == 0 || *pull < 0 || *parallel < 0 {
+		fail(2, fmt.Errorf("--start-delay, --chunk-interval, --pull-duration and --parallel must be 0 or more, --chunks at least 1, --keep-alive not 0"))
 	}
 	names := []string{} // not nil: an empty --models means no models
 	for _, m := range strings.Split(*models, ",") {
@@ -77,6 +80,9 @@ func main() {
 		}
 		lcfg.MaxLoaded, lcfg.KeepAlive = *maxLoaded, *keepAlive
 		handler = fakeollama.NewLoader(handler, lcfg)
+	}
+	if *parallel > 0 {
+		handler = fakeollama.NewReplica(handler, fakeollama.ReplicaConfig{Parallel: *parallel})
 	}
 	s, err := fakeollama.NewServer(*listen, handler)
 	if err == nil {

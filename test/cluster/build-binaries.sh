@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the pinned control-plane binaries for the cluster suite:
-# etcd, kube-apiserver, kubectl and keda-operator, all from the Go module proxy.
+# etcd, kube-apiserver, kubectl, kube-controller-manager (its HPA controller),
+# keda-operator and keda-adapter (KEDA's metrics API server), all from the Go
+# module proxy.
 #
 # Each component gets a small generated wrapper module (requires + the replace
 # directives the upstream module needs) in a cache directory outside the
@@ -68,8 +70,8 @@ GO
 
 build_kube() {
 	local dir=$CACHE/kubernetes-$KUBE_VERSION
-	if [ -x "$dir/bin/kube-apiserver" ] && [ -x "$dir/bin/kubectl" ]; then
-		log "kubernetes $KUBE_VERSION: reusing $dir/bin/{kube-apiserver,kubectl}"; return
+	if [ -x "$dir/bin/kube-apiserver" ] && [ -x "$dir/bin/kubectl" ] && [ -x "$dir/bin/kube-controller-manager" ]; then
+		log "kubernetes $KUBE_VERSION: reusing $dir/bin/{kube-apiserver,kubectl,kube-controller-manager}"; return
 	fi
 	mkdir -p "$dir/bin"
 	local upstream minor
@@ -96,6 +98,7 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
@@ -103,7 +106,7 @@ GO
 	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ld="$ld -X $pkg.gitVersion=v$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 	done
-	for cmd in kube-apiserver kubectl; do
+	for cmd in kube-apiserver kubectl kube-controller-manager; do
 		[ -x "$dir/bin/$cmd" ] && continue
 		(cd "$dir" && GOFLAGS=-mod=mod timed "$cmd" go build -trimpath -ldflags "$ld" -o "bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" &&
 			mv "bin/$cmd.tmp" "bin/$cmd")
@@ -112,7 +115,9 @@ GO
 
 build_keda() {
 	local dir=$CACHE/keda-$KEDA_VERSION
-	if [ -x "$dir/bin/keda-operator" ]; then log "keda $KEDA_VERSION: reusing $dir/bin/keda-operator"; return; fi
+	if [ -x "$dir/bin/keda-operator" ] && [ -x "$dir/bin/keda-adapter" ]; then
+		log "keda $KEDA_VERSION: reusing $dir/bin/{keda-operator,keda-adapter}"; return
+	fi
 	mkdir -p "$dir/bin"
 	local upstream
 	upstream=$(gomod_of github.com/kedacore/keda/v2@v"$KEDA_VERSION")
@@ -136,10 +141,19 @@ build_keda() {
 
 package tools
 
-import _ "github.com/kedacore/keda/v2/cmd/operator"
+import (
+	_ "github.com/kedacore/keda/v2/cmd/adapter"
+	_ "github.com/kedacore/keda/v2/cmd/operator"
+)
 GO
-	(cd "$dir" && GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" \
-			-o bin/keda-operator.tmp github.com/kedacore/keda/v2/cmd/operator && mv bin/keda-operator.tmp bin/keda-operator)
+	# The operator scales 0 <-> 1; the adapter (KEDA's metrics API server)
+	# serves the HPA that scales 1 <-> N.
+	local cmd
+	for cmd in operator adapter; do
+		[ -x "$dir/bin/keda-$cmd" ] && continue
+		(cd "$dir" && GOFLAGS=-mod=mod timed "keda-$cmd" go build -trimpath -ldflags "-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION" \
+			-o "bin/keda-$cmd.tmp" "github.com/kedacore/keda/v2/cmd/$cmd" && mv "bin/keda-$cmd.tmp" "bin/keda-$cmd")
+	done
 }
 
 components=${*:-etcd kube keda}
@@ -156,7 +170,9 @@ env_lines=$(cat <<ENV
 CLUSTER_ETCD=$CACHE/etcd-$ETCD_VERSION/bin/etcd
 CLUSTER_KUBE_APISERVER=$CACHE/kubernetes-$KUBE_VERSION/bin/kube-apiserver
 CLUSTER_KUBECTL=$CACHE/kubernetes-$KUBE_VERSION/bin/kubectl
+CLUSTER_KUBE_CONTROLLER_MANAGER=$CACHE/kubernetes-$KUBE_VERSION/bin/kube-controller-manager
 CLUSTER_KEDA_OPERATOR=$CACHE/keda-$KEDA_VERSION/bin/keda-operator
+CLUSTER_KEDA_ADAPTER=$CACHE/keda-$KEDA_VERSION/bin/keda-adapter
 CLUSTER_KEDA_VERSION=$KEDA_VERSION
 ENV
 )

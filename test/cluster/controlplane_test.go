@@ -28,10 +28,13 @@ const (
 
 // binaries are the control-plane programs, from build-binaries.sh.
 type binaries struct {
-	etcd, apiserver, kubectl, kedaOperator, kedaVersion string
+	etcd, apiserver, kubectl, controllerManager, kedaOperator, kedaAdapter, kedaVersion string
 }
 
-// controlPlane is etcd + kube-apiserver + KEDA's operator on 127.0.0.1.
+// controlPlane is etcd + kube-apiserver + KEDA's operator on 127.0.0.1,
+// and what scales a workload from 1 to N replicas: kube-controller-manager
+// running only the HorizontalPodAutoscaler controller, and KEDA's metrics
+// API server (the adapter) that serves it KEDA's values.
 type controlPlane struct {
 	bin         binaries
 	dir         string
@@ -46,10 +49,14 @@ type controlPlane struct {
 // build-binaries.sh (which reuses its cache) when they are not set.
 func loadBinaries() (binaries, error) {
 	vars := map[string]string{}
-	for _, k := range []string{"CLUSTER_ETCD", "CLUSTER_KUBE_APISERVER", "CLUSTER_KUBECTL", "CLUSTER_KEDA_OPERATOR", "CLUSTER_KEDA_VERSION"} {
+	names := []string{"CLUSTER_ETCD", "CLUSTER_KUBE_APISERVER", "CLUSTER_KUBECTL", "CLUSTER_KUBE_CONTROLLER_MANAGER",
+		"CLUSTER_KEDA_OPERATOR", "CLUSTER_KEDA_ADAPTER", "CLUSTER_KEDA_VERSION"}
+	missing := false
+	for _, k := range names {
 		vars[k] = os.Getenv(k)
+		missing = missing || (vars[k] == "" && k != "CLUSTER_KEDA_VERSION")
 	}
-	if vars["CLUSTER_ETCD"] == "" || vars["CLUSTER_KUBE_APISERVER"] == "" || vars["CLUSTER_KUBECTL"] == "" || vars["CLUSTER_KEDA_OPERATOR"] == "" {
+	if missing {
 		fmt.Fprintln(os.Stderr, "cluster: CLUSTER_* binaries not set; running build-binaries.sh (reuses its cache)")
 		cmd := exec.Command("./build-binaries.sh")
 		cmd.Stderr = os.Stderr
@@ -63,8 +70,11 @@ func loadBinaries() (binaries, error) {
 			}
 		}
 	}
-	b := binaries{vars["CLUSTER_ETCD"], vars["CLUSTER_KUBE_APISERVER"], vars["CLUSTER_KUBECTL"], vars["CLUSTER_KEDA_OPERATOR"], vars["CLUSTER_KEDA_VERSION"]}
-	for name, p := range map[string]string{"etcd": b.etcd, "kube-apiserver": b.apiserver, "kubectl": b.kubectl, "keda-operator": b.kedaOperator} {
+	b := binaries{etcd: vars["CLUSTER_ETCD"], apiserver: vars["CLUSTER_KUBE_APISERVER"], kubectl: vars["CLUSTER_KUBECTL"],
+		controllerManager: vars["CLUSTER_KUBE_CONTROLLER_MANAGER"], kedaOperator: vars["CLUSTER_KEDA_OPERATOR"],
+		kedaAdapter: vars["CLUSTER_KEDA_ADAPTER"], kedaVersion: vars["CLUSTER_KEDA_VERSION"]}
+	for name, p := range map[string]string{"etcd": b.etcd, "kube-apiserver": b.apiserver, "kubectl": b.kubectl,
+		"kube-controller-manager": b.controllerManager, "keda-operator": b.kedaOperator, "keda-adapter": b.kedaAdapter} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 			return b, fmt.Errorf("%s binary %q is missing or not executable: run test/cluster/build-binaries.sh", name, p)
 		}
@@ -113,6 +123,13 @@ func startControlPlane(bin binaries, dir string) (cp *controlPlane, err error) {
 	if err := writeServiceAccountKeys(dir); err != nil {
 		return cp, err
 	}
+	// The aggregator's front proxy: it presents this client certificate to
+	// an extension API server (KEDA's adapter), which then trusts the user
+	// it names in X-Remote-User (the HPA controller's).
+	frontProxy := filepath.Join(dir, "front-proxy")
+	if err := writeCerts(frontProxy, "front-proxy-client"); err != nil {
+		return cp, err
+	}
 	apiPort := heldPort()
 	apiserver, err := cp.start("kube-apiserver", bin.apiserver, nil,
 		"--etcd-servers=http://"+clientAddr, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
@@ -122,6 +139,10 @@ func startControlPlane(bin binaries, dir string) (cp *controlPlane, err error) {
 		"--service-account-key-file="+filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/24", "--enable-priority-and-fairness=false",
+		"--requestheader-client-ca-file="+filepath.Join(frontProxy, "ca.crt"), "--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+filepath.Join(frontProxy, "tls.crt"), "--proxy-client-key-file="+filepath.Join(frontProxy, "tls.key"),
 		"--v=0")
 	if err != nil {
 		return cp, err
@@ -206,12 +227,11 @@ current-context: local
 	if err := writeKEDACerts(kedaCerts); err != nil {
 		return cp, err
 	}
-	health := heldAddr()
-	keda, err := cp.start("keda-operator", bin.kedaOperator,
-		[]string{"KUBECONFIG=" + cp.kubeconfig, "KEDA_CLUSTER_OBJECT_NAMESPACE=keda", "POD_NAMESPACE=keda", "WATCH_NAMESPACE=",
-			"OPERATOR_NAME=keda-operator"},
+	health, metricsService := heldAddr(), heldAddr()
+	kedaEnv := []string{"KUBECONFIG=" + cp.kubeconfig, "KEDA_CLUSTER_OBJECT_NAMESPACE=keda", "POD_NAMESPACE=keda", "WATCH_NAMESPACE="}
+	keda, err := cp.start("keda-operator", bin.kedaOperator, append(kedaEnv, "OPERATOR_NAME=keda-operator"),
 		"--metrics-bind-address="+heldAddr(), "--health-probe-bind-address="+health,
-		"--metrics-service-bind-address="+heldAddr(), "--cert-dir="+kedaCerts, "--ca-dir="+kedaCerts,
+		"--metrics-service-bind-address="+metricsService, "--cert-dir="+kedaCerts, "--ca-dir="+kedaCerts,
 		"--enable-webhook-patching=false", "--enable-apiservice-patching=false", "--leader-elect=false",
 		"--zap-log-level=info", "--zap-encoder=console")
 	if err != nil {
@@ -226,8 +246,86 @@ current-context: local
 	}); err != nil {
 		return cp, fmt.Errorf("keda-operator not ready: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "cluster: control plane with KEDA %s operator ready after %s\n", bin.kedaVersion, time.Since(begin).Round(time.Millisecond))
+	if err := cp.startAutoscaling(kedaEnv, kedaCerts, metricsService); err != nil {
+		return cp, err
+	}
+	fmt.Fprintf(os.Stderr, "cluster: control plane with KEDA %s operator and adapter, and the HPA controller, ready after %s\n", bin.kedaVersion, time.Since(begin).Round(time.Millisecond))
 	return cp, nil
+}
+
+// hpaSyncPeriod is how often the HPA controller reconciles (15 s by
+// default): short, so that 1 -> N follows the load within seconds.
+const hpaSyncPeriod = time.Second
+
+// startAutoscaling starts what scales a workload past one replica on a real
+// cluster. KEDA's operator only scales between 0 and 1 (activation); from 1
+// to N the HorizontalPodAutoscaler it creates for each ScaledObject does,
+// reading KEDA's value through the external metrics API that KEDA's adapter
+// serves, which asks the operator's metrics service (gRPC) for it.
+//
+// The API server reaches the adapter through an APIService whose Service is
+// an ExternalName of 127.0.0.1 (there is no kube-proxy to route a ClusterIP).
+// The aggregator proxies with its front-proxy client certificate and names
+// the HPA controller's user in X-Remote-User; the adapter trusts that (it
+// reads the front proxy's CA from kube-system/extension-apiserver-
+// authentication) and asks the API server whether the user may read
+// external metrics (a SubjectAccessReview): the suite's user may.
+func (cp *controlPlane) startAutoscaling(kedaEnv []string, kedaCerts, metricsService string) error {
+	adapterPort := heldPort()
+	adapter, err := cp.start("keda-adapter", cp.bin.kedaAdapter, kedaEnv,
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", adapterPort), "--port=0",
+		"--cert-dir="+kedaCerts, "--tls-cert-file="+filepath.Join(kedaCerts, "tls.crt"),
+		"--tls-private-key-file="+filepath.Join(kedaCerts, "tls.key"),
+		"--metrics-service-address="+metricsService,
+		"--lister-kubeconfig="+cp.kubeconfig, "--authentication-kubeconfig="+cp.kubeconfig,
+		"--authorization-kubeconfig="+cp.kubeconfig, "--zap-log-level=info", "--zap-encoder=console")
+	if err != nil {
+		return err
+	}
+	apiService := fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: keda-metrics-apiserver, namespace: keda}
+spec:
+  type: ExternalName
+  externalName: 127.0.0.1
+  ports: [{name: https, port: %d}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.external.metrics.k8s.io}
+spec:
+  service: {name: keda-metrics-apiserver, namespace: keda, port: %d}
+  group: external.metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+`, adapterPort, adapterPort)
+	if _, err := cp.kubectl([]byte(apiService), "apply", "--server-side", "--field-manager=cluster-suite", "-f", "-"); err != nil {
+		return fmt.Errorf("registering KEDA's external metrics API: %w", err)
+	}
+	if err := poll(120*time.Second, 250*time.Millisecond, func() (bool, error) {
+		if adapter.exited() {
+			return false, fmt.Errorf("keda-adapter exited:\n%s", adapter.tail(4000))
+		}
+		_, err := cp.kubectl(nil, "get", "--raw", "/apis/external.metrics.k8s.io/v1beta1")
+		return err == nil, nil
+	}); err != nil {
+		out, _ := cp.kubectl(nil, "get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "jsonpath={.status.conditions}")
+		return fmt.Errorf("KEDA's external metrics API not served: %w (APIService: %s)", err, out)
+	}
+	kcm, err := cp.start("kube-controller-manager", cp.bin.controllerManager, nil,
+		"--kubeconfig="+cp.kubeconfig, "--controllers=horizontalpodautoscaling", "--leader-elect=false",
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", heldPort()),
+		"--horizontal-pod-autoscaler-sync-period="+hpaSyncPeriod.String(), "--v=1")
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	if kcm.exited() {
+		return fmt.Errorf("kube-controller-manager exited:\n%s", kcm.tail(4000))
+	}
+	return nil
 }
 
 func (cp *controlPlane) start(name, bin string, env []string, args ...string) (*proc, error) {
@@ -306,6 +404,13 @@ func writeServiceAccountKeys(dir string) error {
 // (tls.crt, tls.key, ca.crt, ca.key), which the operator insists on having
 // for its gRPC server to the metrics adapter.
 func writeKEDACerts(dir string) error {
+	return writeCerts(dir, "keda-operator", "keda-operator", "keda-operator.keda", "keda-operator.keda.svc", "localhost")
+}
+
+// writeCerts writes a CA of its own and a certificate it signed for
+// commonName (server and client use, for dnsNames and 127.0.0.1) into dir:
+// ca.crt, ca.key, tls.crt, tls.key.
+func writeCerts(dir, commonName string, dnsNames ...string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -315,7 +420,7 @@ func writeKEDACerts(dir string) error {
 	}
 	now := time.Now()
 	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cluster-suite-ca"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: commonName + "-ca"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
@@ -329,9 +434,9 @@ func writeKEDACerts(dir string) error {
 		return err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "keda-operator"},
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: commonName},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		DNSNames:    []string{"keda-operator", "keda-operator.keda", "keda-operator.keda.svc", "localhost"},
+		DNSNames:    dnsNames,
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

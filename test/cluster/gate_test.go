@@ -298,11 +298,12 @@ func sameAnswer(t *testing.T, viaGate, direct chatAnswer) {
 
 // gateBackend is one backend of GET /_gate/status (gate-spec.md).
 type gateBackend struct {
-	Name     string `json:"name"`
-	State    string `json:"state"`
-	Held     int    `json:"held"`
-	InFlight int    `json:"in_flight"`
-	Reason   string `json:"reason"`
+	Name     string        `json:"name"`
+	State    string        `json:"state"`
+	Held     int           `json:"held"`
+	InFlight int           `json:"in_flight"`
+	Reason   string        `json:"reason"`
+	Replicas []gateReplica `json:"replicas"` // a pool's (pods_test.go)
 }
 
 func gateStatus(gateAddr string) (map[string]gateBackend, error) {

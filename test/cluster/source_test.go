@@ -34,14 +34,18 @@ type shipped struct {
 	scrapeInterval time.Duration
 }
 
-// shippedFor renders the chart with keda.enabled=true and keda.trigger=t.
-func shippedFor(t *testing.T, trigger string) shipped {
+// shippedFor renders the chart with keda.enabled=true and keda.trigger=t,
+// and valuesFiles after the chart's own test values (e.g. gate.backends).
+func shippedFor(t *testing.T, trigger string, valuesFiles ...string) shipped {
 	t.Helper()
 	requireChart(t)
 	args := []string{"template", "openwebui-exporter", chartDir(), "--namespace", "chart-render", "--kube-version", cp.kubeVersion}
 	// The chart's own test values for this trigger (they name the token
 	// Secret the chart insists on), then the trigger itself.
 	if f := filepath.Join(chartDir(), "ci", "keda-"+chartTriggerName[trigger]+"-values.yaml"); fileExists(f) {
+		args = append(args, "--values", f)
+	}
+	for _, f := range valuesFiles {
 		args = append(args, "--values", f)
 	}
 	args = append(args, "--set", "keda.enabled=true", "--set", "keda.trigger="+chartTriggerName[trigger])
@@ -146,6 +150,9 @@ type loopback struct {
 type tuning struct {
 	pollingInterval, cooldownPeriod int
 	fallback                        *bool // nil keeps the shipped fallback; false removes it; true sets {3, 1}
+	// scaleDownWindow > 0 sets the HPA's scale-down stabilization window
+	// (advanced.horizontalPodAutoscalerConfig; the HPA's default is 300 s).
+	scaleDownWindow int
 }
 
 // scaledObjectFor rewrites the shipped ScaledObject for namespace ns: its
@@ -172,6 +179,10 @@ func scaledObjectFor(t *testing.T, s shipped, ns, target string, lb loopback, tu
 	}
 	if tu.cooldownPeriod > 0 {
 		spec["cooldownPeriod"] = tu.cooldownPeriod
+	}
+	if tu.scaleDownWindow > 0 {
+		spec["advanced"] = map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
+			"scaleDown": map[string]any{"stabilizationWindowSeconds": tu.scaleDownWindow}}}}
 	}
 	if tu.fallback != nil {
 		if *tu.fallback {

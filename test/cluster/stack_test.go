@@ -67,6 +67,10 @@ type stackOptions struct {
 	// name, whose trigger has metadata backend: NAME (the gate's named
 	// backends). Empty: one Deployment "ollama", no backend metadata.
 	backends []string
+	// chartValues is a values file for the chart render the ScaledObject
+	// and the exporter's flags come from (e.g. a pool in gate.backends,
+	// whose ScaledObject then reads that backend already).
+	chartValues string
 }
 
 // gateOptions are the gate's flags for every replica. With several
@@ -82,7 +86,11 @@ type gateOptions struct {
 func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack {
 	t.Helper()
 	s := &stack{t: t, trigger: trigger, ns: newNamespace(t, strings.ReplaceAll(trigger, "-", "")), target: "ollama", tuning: tu}
-	s.shipped = shippedFor(t, trigger)
+	if opt.chartValues != "" {
+		s.shipped = shippedFor(t, trigger, opt.chartValues)
+	} else {
+		s.shipped = shippedFor(t, trigger)
+	}
 	t.Logf("%s: ScaledObject and exporter flags from %s", trigger, s.shipped.source)
 
 	fakeAddr := heldAddr()
@@ -170,12 +178,11 @@ func newStack(t *testing.T, trigger string, tu tuning, opt stackOptions) *stack 
 		stubOllama(t, s.ns, st.name, opt.startReplica)
 		st.replicas = watchReplicas(t, s.ns, st.name)
 		so, name := scaledObjectFor(t, s.shipped, s.ns, st.name, lb, tu)
-		if b != "" {
+		if tr := so["spec"].(map[string]any)["triggers"].([]any)[0].(map[string]any); b != "" && triggerBackend(tr) != b {
 			// One ScaledObject per backend, its trigger reading that backend.
 			name += "-" + b
 			so["metadata"].(map[string]any)["name"] = name
-			trigger := so["spec"].(map[string]any)["triggers"].([]any)[0].(map[string]any)
-			trigger["metadata"].(map[string]any)["backend"] = b
+			tr["metadata"].(map[string]any)["backend"] = b
 		}
 		st.soName = name
 		applyObject(t, s.ns, so)

@@ -339,6 +339,20 @@ const (
 	gateRulesFile = "charts/openwebui-exporter/alerts/gate.rules.yaml"
 )
 
+// ruleCount is how many rules writeRules writes: the PrometheusRule's and the
+// gate's.
+func ruleCount(t *testing.T) int {
+	t.Helper()
+	groups, _ := field(yamlDocs(t, prometheusRuleFile)[0], "spec", "groups").([]any)
+	gateGroups, _ := field(yamlDocs(t, gateRulesFile)[0], "groups").([]any)
+	n := 0
+	for _, g := range append(groups, gateGroups...) {
+		rules, _ := field(g, "rules").([]any)
+		n += len(rules)
+	}
+	return n
+}
+
 // writeRules writes the PrometheusRule's groups and the gate's into one
 // rules file for Prometheus and promtool. Without annotations when bare is
 // set: promtool's rule unit tests compare annotations verbatim.

@@ -99,6 +99,7 @@ func checkPool(t *testing.T, p prom, poolURL string, pool []*standInReplica) {
 		{"openwebui_gate_replica_inflight_requests", "no request in flight", 0},
 		{"openwebui_gate_replica_refused_total", "no connection refused", 0},
 		{"openwebui_gate_replica_draining", "none draining", 0},
+		{"openwebui_gate_replica_answers_at_once_seen", "no more answers at once than parallel=", 0},
 		{"openwebui_gate_replica_requests_total", "the chat routed to one of them", 1},
 	} {
 		q := c.metric + "{" + sel + "}"

@@ -244,4 +244,27 @@ const gateRuleTests = `
         alertname: OpenWebUIGateReplicaRefusing
         exp_alerts:
           - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big, replica: "10.0.0.1:11434"}
+
+  # Pool big's replica 10.0.0.2 is seen running 2 answers at once from
+  # minute 3 (parallel=1); pool small's replicas never more than parallel=.
+  - interval: 1m
+    input_series:
+      - series: 'openwebui_gate_replica_answers_at_once_seen{job="openwebui-exporter", instance="a", backend="big", replica="10.0.0.1:11434"}'
+        values: '0x10'
+      - series: 'openwebui_gate_replica_answers_at_once_seen{job="openwebui-exporter", instance="a", backend="big", replica="10.0.0.2:11434"}'
+        values: '0x2 2x8'
+      - series: 'openwebui_gate_replica_answers_at_once_seen{job="openwebui-exporter", instance="a", backend="small", replica="10.0.1.1:11434"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: OpenWebUIGatePoolParallelTooLow
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: OpenWebUIGatePoolParallelTooLow
+        exp_alerts:
+          - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big}
+      - eval_time: 9m
+        alertname: OpenWebUIGatePoolParallelTooLow
+        exp_alerts:
+          - exp_labels: {severity: warning, job: openwebui-exporter, instance: a, backend: big}
 `

@@ -114,7 +114,8 @@ var chartCases = []struct {
 		extraKinds: []string{"PodDisruptionBudget", "Certificate", "TriggerAuthentication", "ServiceMonitor"}}},
 	{name: "gate, a pool of replicas", values: "gate-pool-values.yaml", want: expect{
 		trigger: "metrics-api", minReplicas: 2, external: set("openwebui-exporter-token"), gate: true, backends: []string{"chat", "lab"},
-		extraKinds: []string{"PodDisruptionBudget"}, targetValues: map[string]string{"chat": "2", "lab": "1"}}},
+		extraKinds: []string{"PodDisruptionBudget"}, targetValues: map[string]string{"chat": "2", "lab": "1"},
+		scaleDown: map[string]int32{"chat": 120, "lab": 600}}},
 	{name: "docs/replicas.md recipe, a pool", values: "../../../examples/gate-pool/exporter.yaml", want: expect{
 		trigger: "metrics-api", minReplicas: 2, external: set("openwebui-exporter-token"), gate: true, backends: []string{"chat"},
 		extraKinds: []string{"PodDisruptionBudget"}, targetValues: map[string]string{"chat": "2"}}},

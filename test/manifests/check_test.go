@@ -43,6 +43,7 @@ type expect struct {
 	gate         bool              // the wake gate is on (--gate.listen-address)
 	backends     []string          // the gate's named backends, in flag order; nil: the one unnamed backend
 	targetValues map[string]string // backend -> the targetValue of its ScaledObject's trigger (a pool's is its parallel); nil: not checked
+	scaleDown    map[string]int32  // backend -> its HPA's scale-down stabilization (spec.advanced); 0: none set
 }
 
 // setup indexes a rendering by kind and name.
@@ -488,6 +489,16 @@ func checkSetup(t *testing.T, s setup, want expect) {
 		}
 		if tv, ok := want.targetValues[backend]; ok && md["targetValue"] != tv {
 			t.Errorf("%s: targetValue %q, want %q", sow, md["targetValue"], tv)
+		}
+		if w, ok := want.scaleDown[backend]; ok {
+			var got int32
+			if a := so.Spec.Advanced; a != nil && a.HorizontalPodAutoscalerConfig != nil && a.HorizontalPodAutoscalerConfig.Behavior != nil &&
+				a.HorizontalPodAutoscalerConfig.Behavior.ScaleDown != nil && a.HorizontalPodAutoscalerConfig.Behavior.ScaleDown.StabilizationWindowSeconds != nil {
+				got = *a.HorizontalPodAutoscalerConfig.Behavior.ScaleDown.StabilizationWindowSeconds
+			}
+			if got != w {
+				t.Errorf("%s: scale-down stabilization %d s (spec.advanced), want %d", sow, got, w)
+			}
 		}
 		authParams := s.triggerAuth(t, want, sow, tr)
 

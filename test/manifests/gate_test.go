@@ -45,7 +45,7 @@ func parseGateBackend(v string) (gateBackend, bool) {
 			b.wake = val
 		case "idle":
 			b.idle = val
-		case "parallel", "people": // a pool's (the exporter checks their values)
+		case "parallel", "people", "bind": // a pool's (the exporter checks their values)
 		case "warm":
 			b.warm = val
 		case "max-loaded":
@@ -104,7 +104,7 @@ func checkGate(t *testing.T, s setup, want expect, dep *appsv1.Deployment, f map
 		}
 		b, ok := parseGateBackend(v)
 		if !ok {
-			t.Errorf("%s: --gate.backend=%s: want URL or NAME=URL[,wake=arrival|request][,idle=DURATION][,warm=...][,max-loaded=N]", where, v)
+			t.Errorf("%s: --gate.backend=%s: want URL or NAME=URL[,wake=arrival|request][,idle=DURATION][,parallel=N][,people=N][,bind=arrival|late][,warm=...][,max-loaded=N]", where, v)
 			continue
 		}
 		backends = append(backends, b)

@@ -49,9 +49,12 @@ const (
 )
 
 // TinyModel is a GGUF model that answers every prompt with Answer and then
-// its end-of-sequence token, whatever the sampler's settings.
+// its end-of-sequence token, whatever the sampler's settings. With Loop it
+// repeats Answer without end instead, so that num_predict sets how long an
+// answer streams (a stream that outlives a drain, in a real Ollama).
 type TinyModel struct {
 	Answer []string // pieces of the vocabulary, each at most once, e.g. {"▁hello", "▁world"}: " hello world"
+	Loop   bool
 }
 
 // Text is what the model answers, as Ollama streams it.
@@ -98,6 +101,9 @@ func (m TinyModel) Write(path string) (string, error) {
 	next := make([]int, len(answer)+1) // dimension -> the token that follows
 	copy(next, answer)
 	next[len(answer)] = tokenEOS
+	if m.Loop {
+		next[len(answer)] = answer[0]
+	}
 
 	const logit = 10 // times RMS-normed one-hot (8): 80 against ~0
 	n := uint64(len(vocab))

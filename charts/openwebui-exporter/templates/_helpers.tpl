@@ -230,7 +230,7 @@ default the Ollama of Open WebUI's official chart in this namespace). */}}
 {{- end }}
 
 {{/* The --gate.backend values: URL for the unnamed backend,
-NAME=URL,wake=...[,idle=...][,parallel=...][,people=...][,warm=...][,max-loaded=...] for named ones, then NAME=URL for
+NAME=URL,wake=...[,idle=...][,parallel=...][,people=...][,bind=...][,warm=...][,max-loaded=...] for named ones, then NAME=URL for
 each further replica of a pool. */}}
 {{- define "openwebui-exporter.gateBackendFlags" -}}
 {{- $out := list }}
@@ -242,6 +242,7 @@ each further replica of a pool. */}}
 {{- with .idle }}{{ $v = printf "%s,idle=%s" $v . }}{{ end }}
 {{- with .parallel }}{{ $v = printf "%s,parallel=%v" $v . }}{{ end }}
 {{- with .people }}{{ $v = printf "%s,people=%v" $v . }}{{ end }}
+{{- with .bind }}{{ $v = printf "%s,bind=%s" $v . }}{{ end }}
 {{- with .warm }}{{ $v = printf "%s,warm=%s" $v . }}{{ end }}
 {{- with .maxLoaded }}{{ $v = printf "%s,max-loaded=%v" $v . }}{{ end }}
 {{- $out = append $out $v }}
