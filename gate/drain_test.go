@@ -113,3 +113,48 @@ func TestEndDrainAnswersWhatIsLeft(t *testing.T) {
 		t.Errorf("a request held after EndDrain: %d %s, want 503 %s", code, hdr.Get("X-Gate-Error"), codeShuttingDown)
 	}
 }
+
+// A list request waiting to learn (a page load while the backend sleeps) is
+// something a drain waits for; once it is answered, by the backend that woke
+// or with the 503 at the end of the learning wait, WaitDrained returns at
+// once, not at the next unrelated change or at the drain's deadline (it once
+// waited for that: the end of the wait changed no demand, so it signalled
+// nothing).
+func TestADrainEndsWhenTheLearningListIsAnswered(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		learnWait time.Duration
+		wake      bool
+		want      int
+	}{
+		{"the backend wakes", time.Minute, true, http.StatusOK},
+		{"the learning wait runs out", 200 * time.Millisecond, false, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb := newSleepyBackend(t, ollamaLike(nil, nil))
+			g := startGate(t, Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}},
+				func(g *Gate) { g.learnWait = tc.learnWait })
+			eventually(t, "asleep", func() bool { return stats(g.Gate, DefaultName).State == StateAsleep })
+			list := sendAsync(context.Background(), http.DefaultClient, "GET", g.url+"/api/tags", nil, nil)
+			eventually(t, "the list waiting to learn", func() bool { _, f := g.Pending(); return f == 1 })
+
+			g.Drain()
+			drained := make(chan error, 1)
+			go func() {
+				// Far beyond the answer: an error here is a drain that missed it.
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				drained <- g.WaitDrained(ctx)
+			}()
+			if tc.wake {
+				sb.serve()
+			}
+			if list.wait(t); list.err != nil || list.status != tc.want {
+				t.Fatalf("the list: %d %v, want %d", list.status, list.err, tc.want)
+			}
+			if err := <-drained; err != nil {
+				t.Errorf("WaitDrained after the list was answered: %v", err)
+			}
+		})
+	}
+}

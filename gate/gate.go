@@ -335,6 +335,7 @@ func (g *Gate) Run(ctx context.Context) {
 	}
 	wg.Wait()
 	g.bg.Wait()
+	g.flushState()
 }
 
 // Changed returns a channel that is closed at the next change of any backend's

@@ -387,3 +387,33 @@ func TestLateBindingPeerSlotFreed(t *testing.T) {
 		t.Fatal("the peer's answer ended, and the chat still waits in the gate 10 s later")
 	}
 }
+
+// A chat waiting in the gate for the replica that has its model loaded goes to
+// another replica as soon as that one is drained, not at the next probe: the
+// drained replica will never free a slot for it.
+func TestLateBindingWaiterLeavesADrainedReplica(t *testing.T) {
+	lp := startLatePool(t, 0, func(g *Gate) {
+		g.probeIdle, g.lateBindWait = time.Hour, time.Hour // the first probe only
+	}, "a:1b", "b:1b")
+	g := lp.g
+	lp.send(t, "a:1b", "c0")
+	busy := lp.next(t, "a:1b")
+	lp.send(t, "b:1b", "c1")
+	other := lp.next(t, "b:1b")
+	if other == busy {
+		t.Fatalf("both chats went to %s", busy)
+	}
+	lp.reps[other].finish() // other is free, with b:1b loaded
+	eventually(t, "the b:1b chat ended", func() bool { _, f := g.Pending(); return f == 1 })
+
+	lp.send(t, "a:1b", "c2") // waits for busy, which has a:1b: other would unload b:1b
+	eventually(t, "the chat waiting in the gate", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.byName["pool"].pool.waiting.Len() == 1
+	})
+	g.drainReplica(busy)
+	if at := lp.next(t, "after the drain"); at != other {
+		t.Errorf("the chat went to %s, want %s (the replica that has a:1b is drained)", at, other)
+	}
+}

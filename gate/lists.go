@@ -152,6 +152,7 @@ func (g *Gate) learnWake(w http.ResponseWriter, r *http.Request, b *backend, rel
 		g.mu.Lock()
 		b.learnWaiter--
 		g.mu.Unlock()
+		g.notify() // a drain waits for learnWaiter too (Pending)
 	}()
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()

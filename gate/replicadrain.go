@@ -128,6 +128,9 @@ func (g *Gate) drainReplica(id string) []string {
 			if b.state == StateUp && st != StateUp {
 				g.setState(b, st, reason)
 			}
+			// A request waiting (bind=late) for this replica's model may
+			// now take a slot on another replica.
+			g.handSlots(b)
 		}
 	}
 	g.notify()

@@ -142,26 +142,35 @@ func (g *Gate) writeState() error {
 	return nil
 }
 
-// stateLoop writes the state file after every change of a list, and once more
-// at the end if a change is pending.
+// stateLoop writes the state file after every change of a list until ctx
+// ends; Run writes a change still pending after that (flushState).
 func (g *Gate) stateLoop(ctx context.Context) {
-	write := func() {
-		if err := g.writeState(); err != nil {
-			level.Warn(g.logger).Log("msg", "state file not written", "file", g.cfg.StateFile, "err", err)
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
-			select {
-			case <-g.stateDirty:
-				write()
-			default:
-			}
 			return
 		case <-g.stateDirty:
-			write()
+			g.writeStateOrWarn()
 		}
+	}
+}
+
+// flushState writes the state file if a change is pending. Run calls it last,
+// once the lists being learnt (g.bg) are in, so that none of them is lost.
+func (g *Gate) flushState() {
+	if g.cfg.StateFile == "" {
+		return
+	}
+	select {
+	case <-g.stateDirty:
+		g.writeStateOrWarn()
+	default:
+	}
+}
+
+func (g *Gate) writeStateOrWarn() {
+	if err := g.writeState(); err != nil {
+		level.Warn(g.logger).Log("msg", "state file not written", "file", g.cfg.StateFile, "err", err)
 	}
 }
 

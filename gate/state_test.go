@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-kit/log"
 )
@@ -97,6 +98,43 @@ func TestStateFile(t *testing.T) {
 }
 
 // discardWriter is a ResponseWriter that keeps nothing.
+// A list still being learnt when the gate stops (it woke the backend for a
+// page load just before) is in the state file when Run returns: the last
+// write waits for it.
+func TestAListLearntAtShutdownIsWritten(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "lists.json")
+	arrived, release := make(chan struct{}), make(chan struct{})
+	sb := newSleepyBackend(t, ollamaLike(arrived, release))
+	g, err := New(Config{Transport: sb.transport(), Backends: []BackendConfig{backendURL(t, sb.url())}, StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.probeHeld, g.probeIdle, g.learnWait = 10*time.Millisecond, 50*time.Millisecond, 10*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	eventually(t, "asleep", func() bool { return stats(g, DefaultName).State == StateAsleep })
+	w := &discardWriter{h: http.Header{}}
+	r, _ := http.NewRequest(http.MethodGet, "http://gate/api/tags", nil)
+	g.ServeHTTP(w, r) // a 503 after learnWait; the list is to be learnt at the wake
+	if w.code != http.StatusServiceUnavailable {
+		t.Fatalf("/api/tags while asleep: %d, want 503", w.code)
+	}
+
+	sb.serve()
+	<-arrived // the gate learns /api/tags, and the backend takes its time
+	cancel()
+	// Lets the state loop end before the list is in, as it did when the last
+	// write did not wait for it; the test passes however long this takes.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	<-done
+	if b, err := os.ReadFile(file); err != nil || !strings.Contains(string(b), "/api/tags") {
+		t.Errorf("the state file after Run: %q, %v; want the list learnt at the stop", b, err)
+	}
+}
+
 type discardWriter struct {
 	h    http.Header
 	code int
