@@ -97,9 +97,13 @@ func (g *Gate) deliver(w http.ResponseWriter, r *http.Request, b *backend, rel *
 	answers := loads && answerPaths[rel.Path] && first != "" && model != ""
 	var given *replica // bind=late: the replica whose slot it waited for, counted in flight
 	if b.pool != nil && b.pool.bindLate && loads {
-		var here bool
-		if given, here = g.awaitSlot(r, b, model, conversation, loads); !here {
-			return &attempt{b: b, rel: rel, outcome: OutcomeClientGone}
+		var ended Outcome
+		switch given, ended = g.awaitSlot(r, b, model, conversation, loads); ended {
+		case OutcomeClientGone:
+			return &attempt{b: b, rel: rel, outcome: ended}
+		case OutcomeShutdown:
+			g.shuttingDown(w, b, rel.Path)
+			return &attempt{b: b, rel: rel, outcome: ended}
 		}
 	}
 	var tried map[*replica]bool

@@ -32,9 +32,11 @@ type slotWaiter struct {
 
 // awaitSlot waits until a replica of b's pool has a slot for a request of
 // model, and returns that replica, already chosen and counted in flight
-// (nil: none within the gate's wait; the caller chooses as usual). False
-// when the client went away meanwhile.
-func (g *Gate) awaitSlot(r *http.Request, b *backend, model, conversation string, loads bool) (*replica, bool) {
+// (nil: none within the gate's wait; the caller chooses as usual). Its
+// outcome is "" then; OutcomeClientGone when the client went away meanwhile,
+// and OutcomeShutdown when this gate's drain ended first (the request was
+// not sent: the caller answers so, as for a held request).
+func (g *Gate) awaitSlot(r *http.Request, b *backend, model, conversation string, loads bool) (*replica, Outcome) {
 	p := b.pool
 	w := &slotWaiter{model: model, conversation: conversation, loads: loads, ready: make(chan struct{})}
 	g.mu.Lock()
@@ -44,21 +46,25 @@ func (g *Gate) awaitSlot(r *http.Request, b *backend, model, conversation string
 	g.mu.Unlock()
 	t := time.NewTimer(wait)
 	defer t.Stop()
+	var ended Outcome
 	select {
 	case <-w.ready:
-		return w.rep, true
+		return w.rep, ""
 	case <-t.C:
 	case <-r.Context().Done():
+		ended = OutcomeClientGone
+	case <-g.drain.ended.Done():
+		ended = OutcomeShutdown
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if w.rep == nil {
 		p.waiting.Remove(e)
-	} else if r.Context().Err() != nil {
-		g.releaseSlot(b, w.rep, w) // given at the last moment to a client that left
+	} else if ended != "" {
+		g.releaseSlot(b, w.rep, w) // given at the last moment to a request that ends here
 		w.rep = nil
 	}
-	return w.rep, r.Context().Err() == nil
+	return w.rep, ended
 }
 
 // handSlots gives the free slots of b's pool to the requests waiting for
@@ -76,7 +82,7 @@ func (g *Gate) handSlots(b *backend) {
 			continue
 		}
 		for r.inFlight+peerLoad[r.id] < p.slots() {
-			e := p.nextWaiter(r, now)
+			e := p.nextWaiter(r, now, peerDrain)
 			if e == nil {
 				break
 			}
@@ -99,14 +105,15 @@ func (g *Gate) handSlots(b *backend) {
 // nextWaiter is the oldest waiting request that replica r may serve now: its
 // model listed there (when another replica lists it) and loaded there, or
 // nothing loaded there yet, or loaded on no other replica (a load is due
-// anyway); nil when there is none.
-func (p *pool) nextWaiter(r *replica, now time.Time) *list.Element {
+// anyway); nil when there is none. Replicas that a peer drains (peerDrain)
+// count as having nothing: no request goes there.
+func (p *pool) nextWaiter(r *replica, now time.Time, peerDrain map[string]bool) *list.Element {
 	for e := p.waiting.Front(); e != nil; e = e.Next() {
 		w := e.Value.(*slotWaiter)
-		if w.model != "" && r.models != nil && !r.listsModel(w.model, w.model+":latest") && p.listed(w.model) {
+		if w.model != "" && r.models != nil && !r.listsModel(w.model, w.model+":latest") && p.listed(w.model, peerDrain) {
 			continue // another replica lists it: choose would send it only there
 		}
-		if loaded, other := r.loaded.Loaded(now, w.model); w.model != "" && !loaded && other && p.loadedOnAnother(r, w.model, now) {
+		if loaded, other := r.loaded.Loaded(now, w.model); w.model != "" && !loaded && other && p.loadedOnAnother(r, w.model, now, peerDrain) {
 			continue // a load here would unload another model, and another replica has this one: wait for it
 		}
 		return e
@@ -114,11 +121,12 @@ func (p *pool) nextWaiter(r *replica, now time.Time) *list.Element {
 	return nil
 }
 
-// loadedOnAnother says whether a routable replica other than r has model
-// loaded (or will have, once the requests sent there start).
-func (p *pool) loadedOnAnother(r *replica, model string, now time.Time) bool {
+// loadedOnAnother says whether a replica other than r that takes requests
+// (routable, and not drained by a peer) has model loaded (or will have, once
+// the requests sent there start).
+func (p *pool) loadedOnAnother(r *replica, model string, now time.Time, peerDrain map[string]bool) bool {
 	for _, o := range p.replicas {
-		if o == r || !o.routable() {
+		if o == r || !o.routable() || peerDrain[o.id] {
 			continue
 		}
 		if loaded, _ := o.loaded.Loaded(now, model); loaded {
@@ -128,10 +136,11 @@ func (p *pool) loadedOnAnother(r *replica, model string, now time.Time) bool {
 	return false
 }
 
-// listed says whether a routable replica lists model.
-func (p *pool) listed(model string) bool {
+// listed says whether a replica that takes requests (routable, and not
+// drained by a peer) lists model.
+func (p *pool) listed(model string, peerDrain map[string]bool) bool {
 	for _, r := range p.replicas {
-		if r.routable() && r.listsModel(model, model+":latest") {
+		if r.routable() && !peerDrain[r.id] && r.listsModel(model, model+":latest") {
 			return true
 		}
 	}

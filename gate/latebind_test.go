@@ -389,31 +389,80 @@ func TestLateBindingPeerSlotFreed(t *testing.T) {
 }
 
 // A chat waiting in the gate for the replica that has its model loaded goes to
-// another replica as soon as that one is drained, not at the next probe: the
-// drained replica will never free a slot for it.
+// another replica as soon as that one is drained, here or by a peer gate
+// (whose drain this gate learns from its report), not at the next probe or
+// at the end of its wait: the drained replica will never free a slot for it.
 func TestLateBindingWaiterLeavesADrainedReplica(t *testing.T) {
-	lp := startLatePool(t, 0, func(g *Gate) {
-		g.probeIdle, g.lateBindWait = time.Hour, time.Hour // the first probe only
-	}, "a:1b", "b:1b")
-	g := lp.g
-	lp.send(t, "a:1b", "c0")
-	busy := lp.next(t, "a:1b")
-	lp.send(t, "b:1b", "c1")
-	other := lp.next(t, "b:1b")
-	if other == busy {
-		t.Fatalf("both chats went to %s", busy)
-	}
-	lp.reps[other].finish() // other is free, with b:1b loaded
-	eventually(t, "the b:1b chat ended", func() bool { _, f := g.Pending(); return f == 1 })
+	for _, by := range []string{"this gate", "a peer"} {
+		t.Run("drained by "+by, func(t *testing.T) {
+			lp := startLatePool(t, 0, func(g *Gate) {
+				g.probeIdle, g.lateBindWait = time.Hour, time.Hour // the first probe only
+				g.peerTTL = time.Hour                              // the peer's report counts however slow the machine
+			}, "a:1b", "b:1b")
+			g := lp.g
+			lp.send(t, "a:1b", "c0")
+			busy := lp.next(t, "a:1b")
+			lp.send(t, "b:1b", "c1")
+			other := lp.next(t, "b:1b")
+			if other == busy {
+				t.Fatalf("both chats went to %s", busy)
+			}
+			lp.reps[other].finish() // other is free, with b:1b loaded
+			eventually(t, "the b:1b chat ended", func() bool { _, f := g.Pending(); return f == 1 })
 
-	lp.send(t, "a:1b", "c2") // waits for busy, which has a:1b: other would unload b:1b
+			lp.send(t, "a:1b", "c2") // waits for busy, which has a:1b: other would unload b:1b
+			eventually(t, "the chat waiting in the gate", func() bool {
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				return g.byName["pool"].pool.waiting.Len() == 1
+			})
+			if by == "this gate" {
+				g.drainReplica(busy)
+			} else {
+				g.mergePeers([]*DemandReport{{Instance: "peer", Backends: map[string]BackendDemand{
+					"pool": {Replicas: map[string]ReplicaDemand{busy: {Draining: true}}}}}})
+			}
+			if at := lp.next(t, "after the drain"); at != other {
+				t.Errorf("the chat went to %s, want %s (the replica that has a:1b is drained)", at, other)
+			}
+		})
+	}
+}
+
+// A chat still waiting in the gate for a slot when this gate's drain ends
+// gets the answer of a held request: 503 gate_shutting_down, "not sent, try
+// again" (nothing of it reached a replica), not a cut connection or a 504;
+// the chats the drain cuts on the replicas get their 504.
+func TestLateBindingWaiterAtTheDrainsEnd(t *testing.T) {
+	lp := startLatePool(t, 0, func(g *Gate) { g.probeIdle, g.lateBindWait = time.Hour, time.Hour }, "a:1b")
+	g := lp.g
+	chat := func(id string) *heldClient {
+		return sendAsync(context.Background(), http.DefaultClient, http.MethodPost, g.url+"/pool/api/chat",
+			strings.NewReader(`{"model":"a:1b","messages":[{"role":"user","content":"`+id+`"}],"stream":true}`), nil)
+	}
+	running := []*heldClient{chat("c0"), chat("c1")}
+	lp.next(t, "c0")
+	lp.next(t, "c1") // both replicas busy
+	waiting := chat("c2")
 	eventually(t, "the chat waiting in the gate", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return g.byName["pool"].pool.waiting.Len() == 1
 	})
-	g.drainReplica(busy)
-	if at := lp.next(t, "after the drain"); at != other {
-		t.Errorf("the chat went to %s, want %s (the replica that has a:1b is drained)", at, other)
+	g.Drain()
+	g.EndDrain()
+	if waiting.wait(t); waiting.err != nil || waiting.status != http.StatusServiceUnavailable || !strings.Contains(waiting.body, "the request was not sent, try again") {
+		t.Errorf("the waiting chat at the drain's end: %d %q %v, want 503, not sent", waiting.status, waiting.body, waiting.err)
 	}
+	for _, c := range running {
+		if c.wait(t); c.status != http.StatusGatewayTimeout {
+			t.Errorf("a chat the drain cut: %d %q %v, want 504", c.status, c.body, c.err)
+		}
+	}
+	select {
+	case at := <-lp.started:
+		t.Errorf("the waiting chat reached %s", at)
+	default:
+	}
+	waitCount(t, g.Gate, "pool", OutcomeShutdown, 3)
 }

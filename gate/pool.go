@@ -88,9 +88,12 @@ func (p *pool) newReplica(u *url.URL) *replica {
 	return &replica{url: cloneURL(u), id: u.Host, state: StateUnknown, loaded: balance.Resident{Capacity: p.maxLoaded, Same: sameModel}}
 }
 
-// sameModel says whether a model name Ollama lists is model as a request
-// names it ("llama3" is "llama3:latest").
-func sameModel(model, name string) bool { return name == model || name == model+":latest" }
+// sameModel says whether two names are one model to Ollama, either way round
+// ("llama3" is "llama3:latest"): a model as a request names it, and as
+// Ollama lists it or another request named it.
+func sameModel(model, name string) bool {
+	return name == model || name == model+":latest" || model == name+":latest"
+}
 
 func (p *pool) sort() {
 	sort.Slice(p.replicas, func(i, j int) bool { return p.replicas[i].id < p.replicas[j].id })

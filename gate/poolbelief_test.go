@@ -161,3 +161,23 @@ func settle2(t testing.TB, g *testGate, name string) {
 	t.Helper()
 	eventually(t, "two in flight", func() bool { return stats(g.Gate, name).InFlight == 2 })
 }
+
+// Ollama names a model without a tag and the same with ":latest" alike,
+// whichever of the two a request or a listing used.
+func TestSameModel(t *testing.T) {
+	for _, tc := range []struct {
+		model, name string
+		want        bool
+	}{
+		{"llama3", "llama3", true},
+		{"llama3", "llama3:latest", true},
+		{"llama3:latest", "llama3", true},
+		{"llama3:8b", "llama3", false},
+		{"llama3", "llama3:8b", false},
+		{"llama3:latest", "llama3:latest", true},
+	} {
+		if got := sameModel(tc.model, tc.name); got != tc.want {
+			t.Errorf("sameModel(%q, %q) = %v, want %v", tc.model, tc.name, got, tc.want)
+		}
+	}
+}

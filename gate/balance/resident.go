@@ -74,11 +74,17 @@ func (r *Resident) Done(model string) {
 	}
 }
 
+// use makes model the most recent one. Only a model not held yet is a load,
+// which unloads the least recent model when the replica is believed full;
+// one model only, as Ollama frees room for one: a replica seen holding more
+// than Capacity (a max-loaded below its real room) keeps the rest.
 func (r *Resident) use(model string, until time.Time) {
+	before := len(r.models)
 	r.models = slices.DeleteFunc(r.models, func(m resident) bool { return r.same(model, m.name) })
+	held := len(r.models) < before
 	r.models = append(r.models, resident{name: model, until: until})
-	if r.Capacity > 0 && len(r.models) > r.Capacity {
-		r.models = slices.Delete(r.models, 0, len(r.models)-r.Capacity)
+	if !held && r.Capacity > 0 && len(r.models) > r.Capacity {
+		r.models = slices.Delete(r.models, 0, 1)
 	}
 }
 

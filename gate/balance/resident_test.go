@@ -70,11 +70,25 @@ func TestResident(t *testing.T) {
 		{"a:latest listed is a asked", 1,
 			[]step{{observe: []string{"a:latest"}}, {at: time.Second, route: "a"}}, 2 * time.Second,
 			[]ask{{"a", true, false}}},
+		{"a routed is a:latest asked", 1,
+			[]step{{route: "a"}}, time.Second,
+			[]ask{{"a:latest", true, false}}},
+		{"a reading over the capacity keeps both while a request for one of them waits", 1,
+			[]step{{route: "a"}, {at: time.Second, observe: []string{"a", "b"}}}, 2 * time.Second,
+			[]ask{{"a", true, true}, {"b", true, true}}},
+		{"routing a model the replica holds unloads nothing beside it", 1,
+			[]step{{observe: []string{"a", "b"}}, {at: time.Second, route: "b"}}, 2 * time.Second,
+			[]ask{{"a", true, true}, {"b", true, true}}},
+		{"a new model beside a reading over the capacity unloads one, the least recent", 1,
+			[]step{{observe: []string{"a", "b"}}, {at: time.Second, route: "c"}}, 2 * time.Second,
+			[]ask{{"a", false, true}, {"b", true, true}, {"c", true, true}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			// Ollama names "a" and "a:latest" alike.
-			r := balance.Resident{Capacity: tc.capacity, Same: func(model, name string) bool { return name == model || name == model+":latest" }}
+			r := balance.Resident{Capacity: tc.capacity, Same: func(model, name string) bool {
+				return name == model || name == model+":latest" || model == name+":latest"
+			}}
 			for _, s := range tc.steps {
 				at := t0.Add(s.at)
 				switch {
