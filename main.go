@@ -167,7 +167,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	reloadOnSIGHUP(ctx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
+	// Until main returns, not until SIGTERM: a SIGHUP during the drain (a
+	// token rotated meanwhile) must not end the process at once.
+	hupCtx, stopHUP := context.WithCancel(context.Background())
+	defer stopHUP()
+	reloadOnSIGHUP(hupCtx, token, *tokenFile != "", *webConfig.WebConfigFile, logger)
 	if wakeGate != nil {
 		go presence.Run(ctx) // Open WebUI's default models, for warming
 	}

@@ -206,6 +206,9 @@ func pause(r *http.Request, try int) bool {
 	}
 }
 
+// serverClosedIdle is the text of net/http's errServerClosedIdle.
+const serverClosedIdle = "http: server closed idle connection"
+
 // neverReached says whether a request that failed with err before any
 // answer cannot have been read whole by the server:
 //   - its write failed: the server closed or reset the connection before the
@@ -214,11 +217,20 @@ func pause(r *http.Request, try int) bool {
 //     first, the transport closes the connection and its writer reports a
 //     write on a closed connection;
 //   - on a new connection, a reset: a server whose listen backlog overflowed
-//     resets connections it never read (issue 23).
+//     resets connections it never read (issue 23);
+//   - Go's transport found the kept-alive connection closed by the server
+//     before the request was handed to it ("http: server closed idle
+//     connection", unexported: golang/go#19943), as at Ollama's shutdown
+//     when it scales to zero. The server closed it idle: it read nothing.
 //
 // A reset of a kept-alive connection after the request was written may come
 // from a server that read it and failed: that one is not sent again.
 func neverReached(err error, reused bool) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if e.Error() == serverClosedIdle {
+			return true
+		}
+	}
 	var op *net.OpError
 	for e := err; errors.As(e, &op); e = op.Err {
 		if op.Op == "write" {

@@ -97,8 +97,12 @@ const (
 	defaultPeerEvery    = 250 * time.Millisecond
 	defaultPeerTTL      = 2 * time.Second
 	defaultPeerLookup   = time.Second // half the TTL: a hanging lookup still lets stale peers age out
-	dialTimeout         = 3 * time.Second
-	notifyCoalesce      = 5 * time.Millisecond
+	// A peer listed by --gate.peers that answers nothing for this long is
+	// logged: past a rollout's blips, it is a NetworkPolicy or a wrong port,
+	// and its demand (perhaps a stream KEDA must keep up) is not counted.
+	defaultPeerSilentWarn = 30 * time.Second
+	dialTimeout           = 3 * time.Second
+	notifyCoalesce        = 5 * time.Millisecond
 )
 
 // Gate is the wake gate. Create it with New, serve it with ServeHTTP, and run
@@ -119,6 +123,7 @@ type Gate struct {
 	resolveEvery                                                      time.Duration // a dns+ pool's name is resolved again this often
 	warmEvery, warmKeepEvery                                          time.Duration // warm.go
 	peerLookupTimeout                                                 time.Duration
+	peerSilentWarn                                                    time.Duration // peers.go
 	lateBindWait                                                      time.Duration // latebind.go
 	answerOverlap, answerGap                                          time.Duration // slots.go
 	epoch                                                             time.Time     // slots.go: streams are timed since
@@ -194,6 +199,7 @@ func New(cfg Config) (*Gate, error) {
 		peerEvery:         defaultPeerEvery,
 		peerTTL:           defaultPeerTTL,
 		peerLookupTimeout: defaultPeerLookup,
+		peerSilentWarn:    defaultPeerSilentWarn,
 		resolveEvery:      defaultResolveEvery,
 		warmEvery:         warmTick,
 		warmKeepEvery:     warmKeepTick,

@@ -5,14 +5,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -361,5 +365,30 @@ func TestAnswerBeforeTheWholeRequestStreamsToTheEnd(t *testing.T) {
 	}
 	if len(failures) > 0 {
 		t.Errorf("%d of 200 streams cut short, e.g. %s", len(failures), failures[0])
+	}
+}
+
+// What neverReached takes for a request the server cannot have read, which
+// deliver then sends again, and what it leaves alone.
+func TestNeverReached(t *testing.T) {
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	for _, tc := range []struct {
+		name   string
+		err    error
+		reused bool
+		want   bool
+	}{
+		{"a write that failed", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}, true, true},
+		{"a reset of a new connection (a full listen backlog)", reset, false, true},
+		{"a reset of a kept-alive connection: it may have been read", reset, true, false},
+		// net/http's own text (errServerClosedIdle is unexported): the server
+		// closed the kept-alive connection before the request was handed to it.
+		{"the server closed the kept-alive connection idle", errors.New("http: server closed idle connection"), true, true},
+		{"an EOF: the server may have read it", io.EOF, true, false},
+		{"a connection broken after a write", fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", io.ErrUnexpectedEOF), true, false},
+	} {
+		if got := neverReached(tc.err, tc.reused); got != tc.want {
+			t.Errorf("%s: neverReached(%v, reused %v) = %v, want %v", tc.name, tc.err, tc.reused, got, tc.want)
+		}
 	}
 }

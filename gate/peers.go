@@ -80,7 +80,8 @@ func (g *Gate) peerLoop(ctx context.Context) {
 	t := time.NewTicker(g.peerEvery)
 	defer t.Stop()
 	var lastErr string
-	bad := map[string]string{} // address -> what was wrong with its last report (logged once)
+	bad := map[string]string{}         // address -> what was wrong with its last report (logged once)
+	silent := map[string]*silentPeer{} // address -> since when it has answered nothing
 	for {
 		lctx, cancel := context.WithTimeout(ctx, g.peerLookupTimeout)
 		ips, err := g.lookup(lctx, host)
@@ -107,9 +108,11 @@ func (g *Gate) peerLoop(ctx context.Context) {
 		}
 		wg.Wait()
 		seen := map[string]bool{}
+		now := time.Now()
 		for i, ip := range ips {
 			addr := ip.String()
 			seen[addr] = true
+			g.noteSilence(silent, net.JoinHostPort(addr, port), addr, errs[i], now)
 			var ce *peerReportError
 			if !errors.As(errs[i], &ce) {
 				delete(bad, addr)
@@ -125,6 +128,11 @@ func (g *Gate) peerLoop(ctx context.Context) {
 				delete(bad, addr)
 			}
 		}
+		for addr := range silent {
+			if !seen[addr] {
+				delete(silent, addr) // out of DNS: gone, as in a rollout
+			}
+		}
 		if g.mergePeers(reports) {
 			g.notify()
 		}
@@ -133,6 +141,39 @@ func (g *Gate) peerLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// silentPeer is a peer address that has not answered since since.
+type silentPeer struct {
+	since  time.Time
+	warned bool
+}
+
+// noteSilence keeps track of a peer that does not answer at all (err, not a
+// report the gate refused) and logs it once after peerSilentWarn, then once
+// more when it answers again. A rollout's peers come and go within seconds;
+// one listed and silent for longer is cut off from this gate (a
+// NetworkPolicy, a wrong port in --gate.peers), and its demand, which may be
+// a stream KEDA must keep its backend up for, is not counted here.
+func (g *Gate) noteSilence(silent map[string]*silentPeer, peer, addr string, err error, now time.Time) {
+	var refused *peerReportError
+	if err == nil || errors.As(err, &refused) {
+		if s := silent[addr]; s != nil && s.warned {
+			level.Info(g.logger).Log("msg", "a peer answers again: its demand is counted", "peer", peer, "silent_for", now.Sub(s.since).Round(time.Second))
+		}
+		delete(silent, addr)
+		return
+	}
+	s := silent[addr]
+	if s == nil {
+		s = &silentPeer{since: now}
+		silent[addr] = s
+	}
+	if !s.warned && now.Sub(s.since) >= g.peerSilentWarn {
+		s.warned = true
+		level.Warn(g.logger).Log("msg", "a peer listed by --gate.peers does not answer: its demand is not counted here, so KEDA may scale its backends down under it; check that the gate replicas reach each other on this port (NetworkPolicy) and that --gate.peers names the gate's port",
+			"peer", peer, "silent_for", now.Sub(s.since).Round(time.Second), "err", err)
 	}
 }
 

@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-kit/log"
+
+	"github.com/openwebui-exporter/openwebui_exporter/internal/harness"
 )
 
 // listenPair listens on the same port of 127.0.0.1 and 127.0.0.2 (both
@@ -102,4 +106,49 @@ func TestPeersAddTheirDemand(t *testing.T) {
 	eventually(t, "A's demand expired at B", func() bool { return mustDemand(t, b.Gate, "big").Held == 1 })
 	cancel()
 	eventually(t, "nothing held at B", func() bool { return mustDemand(t, b.Gate, "big").Held == 0 })
+}
+
+// A peer that DNS lists but that answers nothing (a NetworkPolicy between the
+// gate replicas, a wrong port in --gate.peers) is logged once it has been
+// silent for peerSilentWarn, once, and again when it answers: its demand is
+// not counted meanwhile, which an operator must be able to see.
+func TestASilentPeerIsLogged(t *testing.T) {
+	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	la, lb, port := listenPair(t)
+	t.Cleanup(func() { lb.Close() })
+	logs := &harness.SyncBuffer{}
+	serveOn := func(ln net.Listener, logger log.Logger) {
+		g, err := New(Config{
+			Backends:  []BackendConfig{backendURL(t, "big="+sb.url()+",wake=request")},
+			Transport: sb.transport(),
+			Peers:     "gates.test:" + port,
+			Logger:    logger,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.peerEvery, g.peerSilentWarn = 20*time.Millisecond, 200*time.Millisecond
+		g.lookup = func(context.Context, string) ([]net.IPAddr, error) {
+			return []net.IPAddr{{IP: net.ParseIP("127.0.0.1")}, {IP: net.ParseIP("127.0.0.2")}}, nil
+		}
+		srv := httptest.NewUnstartedServer(g)
+		srv.Listener.Close()
+		srv.Listener = ln
+		srv.Start()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); g.Run(ctx) }()
+		t.Cleanup(func() { cancel(); srv.CloseClientConnections(); srv.Close(); <-done })
+	}
+	serveOn(la, log.NewLogfmtLogger(logs))
+	peer := "peer=127.0.0.2:" + port
+	// 127.0.0.2 takes connections (its listener is open) and answers nothing.
+	eventually(t, "the silent peer logged", func() bool {
+		return strings.Contains(logs.String(), "does not answer") && strings.Contains(logs.String(), peer)
+	})
+	serveOn(lb, log.NewNopLogger())
+	eventually(t, "the peer logged as answering again", func() bool { return strings.Contains(logs.String(), "a peer answers again") })
+	if n := strings.Count(logs.String(), "does not answer"); n != 1 {
+		t.Errorf("the silent peer was logged %d times, want once:\n%s", n, logs)
+	}
 }

@@ -712,40 +712,65 @@ func TestPoolDeleteGoesToAReplicaThatListsTheModel(t *testing.T) {
 // A drained replica that comes back faster than the gate's probe (a pod
 // restarted on the same address between two probes) is never seen down: it
 // is taken back once it still serves a while after its drain answered, when
-// its pod would long have stopped.
+// its pod would long have stopped; or after its preStop hook gave up waiting
+// for the answer (killed at the pod's grace period), which stops the pod too.
 func TestPoolDrainedReplicaNeverSeenDownIsTakenBack(t *testing.T) {
-	n := newReplicaNet(t)
-	drained := &psCounter{Handler: fakeollama.New(fakeollama.Config{ChunkInterval: -1})}
-	n.add("127.0.0.1:11434", drained)
-	n.add("127.0.0.2:11434", nil)
-	var mu sync.Mutex
-	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	g := startGate(t, Config{Backends: poolConfig(t, "pool=http://127.0.0.1:11434", "pool=http://127.0.0.2:11434"), Transport: n.transport()},
-		func(g *Gate) { g.now, g.probeIdle = clock, 10*time.Millisecond })
-	waitReplicas(t, g, "pool", 2)
-	if status, _, body := do(t, http.MethodPost, g.url+"/_gate/drain?replica=127.0.0.1:11434", nil, nil); status != http.StatusOK {
-		t.Fatalf("drain: HTTP %d %s", status, body)
-	}
-	answered := clock()
-	for _, tc := range []struct {
-		after        time.Duration // since the drain answered, the replica up all along
-		wantDraining bool
-	}{
-		{0, true},
-		{drainForget - time.Second, true},
-		{drainForget + time.Second, false},
-	} {
-		mu.Lock()
-		now = answered.Add(tc.after)
-		mu.Unlock()
-		// A whole probe round at that time: rounds run one after another,
-		// so the one that reads /api/ps second is applied by the third.
-		before := drained.n.Load()
-		eventually(t, "three probes of 127.0.0.1", func() bool { return drained.n.Load() >= before+3 })
-		if got := stats(g.Gate, "pool").Replicas[0].Draining; got != tc.wantDraining {
-			t.Errorf("%s after its drain answered, up all along: draining %v, want %v", tc.after, got, tc.wantDraining)
-		}
+	for _, hookGaveUp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hook gave up=%v", hookGaveUp), func(t *testing.T) {
+			n := newReplicaNet(t)
+			drained := &psCounter{Handler: fakeollama.New(fakeollama.Config{ChunkInterval: -1})}
+			n.add("127.0.0.1:11434", drained)
+			n.add("127.0.0.2:11434", nil)
+			var mu sync.Mutex
+			now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			g := startGate(t, Config{Backends: poolConfig(t, "pool=http://127.0.0.1:11434", "pool=http://127.0.0.2:11434"), Transport: n.transport()},
+				func(g *Gate) { g.now, g.probeIdle = clock, 10*time.Millisecond })
+			waitReplicas(t, g, "pool", 2)
+			replica := func() *replica { return g.byName["pool"].pool.byID("127.0.0.1:11434") }
+			if !hookGaveUp {
+				if status, _, body := do(t, http.MethodPost, g.url+"/_gate/drain?replica=127.0.0.1:11434", nil, nil); status != http.StatusOK {
+					t.Fatalf("drain: HTTP %d %s", status, body)
+				}
+			} else {
+				g.mu.Lock()
+				replica().inFlight++ // an answer the drain waits for
+				g.mu.Unlock()
+				ctx, cancel := context.WithCancel(context.Background())
+				hook := sendAsync(ctx, http.DefaultClient, http.MethodPost, g.url+"/_gate/drain?replica=127.0.0.1:11434", nil, nil)
+				eventually(t, "draining", func() bool { return stats(g.Gate, "pool").Replicas[0].Draining })
+				cancel()
+				hook.wait(t)
+				eventually(t, "the drain's end noted", func() bool {
+					g.mu.Lock()
+					defer g.mu.Unlock()
+					return !replica().drainedAt.IsZero()
+				})
+				g.mu.Lock()
+				replica().inFlight--
+				g.mu.Unlock()
+			}
+			answered := clock()
+			for _, tc := range []struct {
+				after        time.Duration // since the drain answered, the replica up all along
+				wantDraining bool
+			}{
+				{0, true},
+				{drainForget - time.Second, true},
+				{drainForget + time.Second, false},
+			} {
+				mu.Lock()
+				now = answered.Add(tc.after)
+				mu.Unlock()
+				// A whole probe round at that time: rounds run one after another,
+				// so the one that reads /api/ps second is applied by the third.
+				before := drained.n.Load()
+				eventually(t, "three probes of 127.0.0.1", func() bool { return drained.n.Load() >= before+3 })
+				if got := stats(g.Gate, "pool").Replicas[0].Draining; got != tc.wantDraining {
+					t.Errorf("%s after its drain answered, up all along: draining %v, want %v", tc.after, got, tc.wantDraining)
+				}
+			}
+		})
 	}
 }
 

@@ -96,6 +96,9 @@ func (g *Gate) serveDrain(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-r.Context().Done():
+			// The hook gave up (killed at the pod's grace period): the pod
+			// stops now, as after an answer.
+			g.drainAnswered(id)
 			return
 		case <-t.C:
 		}

@@ -98,6 +98,14 @@ func TestGateSIGTERMDeliversWhatItHolds(t *testing.T) {
 		code, body := harness.Get(short, gateURL+"/_gate/status")
 		t.Fatalf("/_gate/status while draining: %d %q, want 503 (not ready: out of the Service)\n%s", code, body, p.output)
 	}
+	// A SIGHUP while draining (a token rotated meanwhile) re-reads, as at
+	// any other time: it must not end the process and its drain.
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.WaitFor(10*time.Second, func() bool { return strings.Contains(p.output.String(), "SIGHUP: re-read") }); err != nil {
+		t.Errorf("no log line of the SIGHUP while draining:\n%s", p.output)
+	}
 	if code, body := harness.Get(short, "http://"+p.addr+"/active_users"); code != http.StatusOK || body != `{"active_users":1}` {
 		t.Errorf("/active_users while draining = %d %q, want 200 with the held chat's demand", code, body)
 	}
