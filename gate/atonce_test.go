@@ -223,11 +223,7 @@ func TestPeersShareAnswersAtOnce(t *testing.T) {
 			lp.next(t, "chat b")
 			lp.send(t, "tiny:1b", "c")
 			if !tc.wantStarted {
-				eventually(t, "chat c waiting in the gate for a slot", func() bool {
-					g.mu.Lock()
-					defer g.mu.Unlock()
-					return g.byName["pool"].pool.waiting.Len() == 1
-				})
+				waitInGate(t, g.Gate, "chat c waiting in the gate for a slot")
 				select {
 				case at := <-lp.started:
 					t.Errorf("chat c started on %s: with parallel=1 and nothing learned it waits for a slot", at)

@@ -80,6 +80,17 @@ func startLatePool(t *testing.T, slots int, tune func(*Gate), models ...string) 
 	return lp
 }
 
+// waitInGate waits until one request of the pool "pool" waits in the gate
+// for a slot.
+func waitInGate(t *testing.T, g *Gate, what string) {
+	t.Helper()
+	eventually(t, what, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.byName["pool"].pool.waiting.Len() == 1
+	})
+}
+
 // next is the replica where the next chat started, within 10 s.
 func (lp *latePool) next(t *testing.T, what string) string {
 	t.Helper()
@@ -214,11 +225,7 @@ func TestLateBinding(t *testing.T) {
 			}
 			send(2)
 			if tc.waitsHere {
-				eventually(t, "the third chat waiting in the gate", func() bool {
-					g.mu.Lock()
-					defer g.mu.Unlock()
-					return g.byName["pool"].pool.waiting.Len() == 1
-				})
+				waitInGate(t, g.Gate, "the third chat waiting in the gate")
 				select {
 				case at := <-started:
 					t.Fatalf("bind=late: the third chat reached %s while both replicas were busy", at)
@@ -372,11 +379,7 @@ func TestLateBindingPeerSlotFreed(t *testing.T) {
 	}
 	peer("r1.test:11434", "r2.test:11434") // the peer streams both replicas' one answer
 	lp.send(t, "tiny:1b", "c0")
-	eventually(t, "the chat waiting in the gate", func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return g.byName["pool"].pool.waiting.Len() == 1
-	})
+	waitInGate(t, g.Gate, "the chat waiting in the gate")
 	peer("r2.test:11434") // the peer's answer on r1 ended
 	select {
 	case at := <-lp.started:
@@ -411,11 +414,7 @@ func TestLateBindingWaiterLeavesADrainedReplica(t *testing.T) {
 			eventually(t, "the b:1b chat ended", func() bool { _, f := g.Pending(); return f == 1 })
 
 			lp.send(t, "a:1b", "c2") // waits for busy, which has a:1b: other would unload b:1b
-			eventually(t, "the chat waiting in the gate", func() bool {
-				g.mu.Lock()
-				defer g.mu.Unlock()
-				return g.byName["pool"].pool.waiting.Len() == 1
-			})
+			waitInGate(t, g.Gate, "the chat waiting in the gate")
 			if by == "this gate" {
 				g.drainReplica(busy)
 			} else {
@@ -444,11 +443,7 @@ func TestLateBindingWaiterAtTheDrainsEnd(t *testing.T) {
 	lp.next(t, "c0")
 	lp.next(t, "c1") // both replicas busy
 	waiting := chat("c2")
-	eventually(t, "the chat waiting in the gate", func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return g.byName["pool"].pool.waiting.Len() == 1
-	})
+	waitInGate(t, g.Gate, "the chat waiting in the gate")
 	g.Drain()
 	g.EndDrain()
 	if waiting.wait(t); waiting.err != nil || waiting.status != http.StatusServiceUnavailable || !strings.Contains(waiting.body, "the request was not sent, try again") {
