@@ -43,7 +43,12 @@ type writeThrottle struct {
 	// spacings between the own writes seen since the throttle was, and the
 	// gaps between the counts that saw them, within spacingHorizon.
 	spacings, gaps []timed
-	warned         bool
+	// withCounts holds, for each spacing, whether it was no longer than the
+	// gaps between the counts around the write that ended it (the larger of
+	// the last two, plus the tolerance): that write came with a count.
+	withCounts []bool
+	lastGap    time.Duration // between the last two counts (0: none)
+	warned     bool
 	// firstStamp is the own last_active_at at the first sighting; known:
 	// a request of the exporter's own came more than the tolerance after
 	// it, so that a dropped write would have shown (seen). Until then a 0
@@ -80,6 +85,26 @@ func (w *writeThrottle) measured() (seen time.Duration, agree bool, slack time.D
 	return hi, hi-lo <= slack, slack
 }
 
+// writesWithCounts says whether every own write seen (at least two
+// spacings) came with a count: no spacing was longer than the gaps between
+// the counts around it. Then there is no throttle, and a dropped write was
+// seen by mistake. It is each spacing against its own gaps, not the longest
+// against the longest: one pause in the counts (Open WebUI down, nobody
+// asking) longer than T makes one spacing as long as that gap, and must not
+// make the throttle's own spacings of T, within many counts, look like
+// writes with every count.
+func (w *writeThrottle) writesWithCounts() bool {
+	if len(w.withCounts) < 2 {
+		return false
+	}
+	for _, ok := range w.withCounts {
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // interval is the T the count assumes: the value told, or what was seen if
 // larger. Not told (0), MaxStatusUpdateInterval once the throttle is seen:
 // the spacing of its own writes is T only with one Open WebUI process.
@@ -100,7 +125,7 @@ func (w *writeThrottle) interval() time.Duration {
 	}
 	seen, agree, slack := w.measured()
 	switch {
-	case agree && seen <= slack:
+	case w.writesWithCounts():
 		return max(w.told, w.age)
 	case w.told == 0:
 		return MaxStatusUpdateInterval
@@ -140,15 +165,25 @@ func (c *Client) observe(s ownSighting) {
 		}
 		return xs
 	}
-	w.spacings, w.gaps = forget(w.spacings), forget(w.gaps)
-	if !s.prev.IsZero() && w.seen {
-		w.gaps = append(w.gaps, timed{now, s.at.Sub(s.prev)})
+	kept := forget(w.spacings)
+	w.withCounts = w.withCounts[len(w.spacings)-len(kept):] // one per spacing
+	w.spacings, w.gaps = kept, forget(w.gaps)
+	var gap time.Duration // since the count before, 0: none
+	if !s.prev.IsZero() {
+		gap = s.at.Sub(s.prev)
+	}
+	// A JWT's stamp is the count before's: the gap that ended its write is
+	// the one before this count's, hence the larger of the two.
+	around := max(gap, w.lastGap)
+	w.lastGap = gap
+	if gap > 0 && w.seen {
+		w.gaps = append(w.gaps, timed{now, gap})
 	}
 	if !s.found {
 		if !s.ref.IsZero() && s.covered <= s.ref.Unix()-int64(s.tolerance/time.Second) {
 			// Every stamp from ref on was read, and none is ours: the
 			// interval assumed was too short; measure it again.
-			w.seen, w.known, w.spacings = true, true, nil
+			w.seen, w.known, w.spacings, w.withCounts = true, true, nil, nil
 		}
 		return
 	}
@@ -163,7 +198,9 @@ func (c *Client) observe(s ownSighting) {
 	}
 	if s.stamp > w.stamp {
 		if w.seen && w.stamp != 0 {
-			w.spacings = append(w.spacings, timed{s.stamp, time.Duration(s.stamp-w.stamp) * time.Second})
+			d := time.Duration(s.stamp-w.stamp) * time.Second
+			w.spacings = append(w.spacings, timed{s.stamp, d})
+			w.withCounts = append(w.withCounts, around > 0 && d <= around+s.tolerance)
 			c.warnThrottle()
 		}
 		w.stamp, w.age = s.stamp, 0
@@ -191,7 +228,7 @@ func (w *writeThrottle) unsure(counted int, newestOther int64, serverNow time.Ti
 func (c *Client) warnThrottle() {
 	w := &c.throttle
 	seen, agree, slack := w.measured()
-	if w.warned || len(w.spacings) < 2 || (agree && seen <= w.told+slack) || (!agree && w.told > 0) {
+	if w.warned || len(w.spacings) < 2 || w.writesWithCounts() || (w.told > 0 && (!agree || seen <= w.told+slack)) {
 		return
 	}
 	w.warned = true

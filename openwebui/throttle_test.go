@@ -568,3 +568,71 @@ func TestSpacingIsNoIntervalWithSeveralProcesses(t *testing.T) {
 		t.Errorf("%d warnings naming what was seen, want one:\n%s", warnings, logged.String())
 	}
 }
+
+// TestAPauseLongerThanTKeepsTheWindow: admin mode, not told, one Open WebUI
+// process. After half an hour of counts, the counts stop (Open WebUI down,
+// or nobody asking) right after one of the exporter's own requests wrote,
+// for longer than T; the first count after the pause writes again. That
+// one spacing of its own writes is as long as the gap between the two
+// counts, but the throttle's spacings before it span many counts: the
+// writes still do not come with the counts, and the window must stay 180 s
+// + the most accepted. (Review of issue 22: the longest spacing was held
+// against the longest gap, the window fell to 180 s + the age of its own
+// stamp for the 2 h the gap was remembered, and alice, working all along,
+// counted 0 again and again.)
+func TestAPauseLongerThanTKeepsTheWindow(t *testing.T) {
+	for _, tc := range []struct {
+		interval, step time.Duration
+		jwt            bool
+	}{
+		{500 * time.Second, 60 * time.Second, false},
+		{300 * time.Second, 45 * time.Second, false},
+		{500 * time.Second, 60 * time.Second, true},
+	} {
+		t.Run(fmt.Sprintf("T=%s/step=%s/jwt=%v", tc.interval, tc.step, tc.jwt), func(t *testing.T) {
+			start := time.Unix(1_785_000_000, 0)
+			clock := fakeopenwebui.NewClock(start)
+			fake := fakeopenwebui.New(fakeopenwebui.Config{Version: "0.11.0", Now: clock.Now, TabHeartbeats: true, StatusUpdateInterval: tc.interval})
+			self := fake.AddUser("exporter", "admin")
+			key := fake.IssueAPIKey(self)
+			if tc.jwt {
+				key = fake.IssueJWT(self)
+			}
+			alice := fake.AddUserIfMissing("alice")
+			fake.Touch(alice) // her tab stays open: she is active throughout
+			srv := httptest.NewServer(fake)
+			t.Cleanup(srv.Close)
+			client := openwebui.NewClient(openwebui.Config{BaseURL: must(url.Parse(srv.URL)), Mode: openwebui.ModeAdmin, Now: clock.Now,
+				Logger: log.NewNopLogger(), Token: func() (string, error) { return key, nil }})
+			count := func(what string) openwebui.Count {
+				t.Helper()
+				n, err := client.Count(context.Background())
+				if err != nil {
+					t.Fatalf("%s, %s: %v", what, clock.Now().Sub(start), err)
+				}
+				if n.ActiveUsers != 1 {
+					t.Fatalf("%s, %s: counted %d with %s assumed, want alice, active all along", what, clock.Now().Sub(start), n.ActiveUsers, n.WriteInterval)
+				}
+				return n
+			}
+			for clock.Now().Sub(start) < 30*time.Minute {
+				count("before the pause")
+				clock.Advance(tc.step)
+			}
+			// Until a count of its own wrote: the pause starts right after it.
+			for i := 0; fake.LastActive(self) != clock.Now(); i++ {
+				if i > int(tc.interval/tc.step)+2 {
+					t.Fatal("no own write for longer than T")
+				}
+				clock.Advance(tc.step)
+				count("before the pause")
+			}
+			clock.Advance(tc.interval + 2*tc.step) // no count meanwhile
+			for end := clock.Now().Add(2*time.Hour + 30*time.Minute); clock.Now().Before(end); clock.Advance(tc.step) {
+				if n := count("after the pause"); n.WriteInterval != openwebui.MaxStatusUpdateInterval {
+					t.Fatalf("after the pause, %s: assumed %s, want %s", clock.Now().Sub(start), n.WriteInterval, openwebui.MaxStatusUpdateInterval)
+				}
+			}
+		})
+	}
+}
