@@ -156,7 +156,7 @@ func TestFaultMatrix(t *testing.T) {
 		{name: "403 public count gate", cfg: fakeopenwebui.Config{PublicActiveUsersCountDisabled: true},
 			wantErr: "ENABLE_PUBLIC_ACTIVE_USERS_COUNT=false"},
 		{name: "403 endpoint restriction", cfg: fakeopenwebui.Config{APIKeyAllowedEndpoints: []string{"/api/v1/auths"}},
-			wantErr: "add /api/usage,/api/v1/auths"},
+			wantErr: "include /api/usage,/api/v1/auths,/api/v1/users"},
 		{name: "500", fault: reply(500, "application/json", `{"detail":"Internal Server Error"}`),
 			wantErr: `HTTP 500 "Internal Server Error"`},
 		{name: "502 HTML from a proxy", fault: reply(502, "text/html", "<html><body>502 Bad Gateway</body></html>"),

@@ -237,7 +237,7 @@ func TestUnknownCountIsNeverZero(t *testing.T) {
 		{name: "API keys disabled", opts: options{fake: fakeopenwebui.Config{DisableAPIKeys: true}},
 			wantErr: "set ENABLE_API_KEYS=true"},
 		{name: "API key endpoint restrictions", opts: options{fake: fakeopenwebui.Config{APIKeyAllowedEndpoints: []string{"/api/v1/auths"}}},
-			wantErr: "add /api/usage,/api/v1/auths"},
+			wantErr: "include /api/usage,/api/v1/auths,/api/v1/users"},
 		{name: "public count gate", opts: options{fake: fakeopenwebui.Config{PublicActiveUsersCountDisabled: true}},
 			wantErr: "ENABLE_PUBLIC_ACTIVE_USERS_COUNT=false hides the count from non-admins"},
 		{name: "pending account", opts: options{role: "pending"},

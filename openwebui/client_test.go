@@ -142,3 +142,36 @@ func TestErrorsDoNotShowTheOwnUserID(t *testing.T) {
 		t.Fatalf("error = %v, want the route with {id} and not the id %s", err, self)
 	}
 }
+
+// The least-privilege key the docs give (a user account, restricted to
+// API_KEYS_ALLOWED_ENDPOINTS=/api/usage,/api/v1/auths,/api/v1/users) counts
+// in both modes' versions; without /api/v1/users, usage mode on 0.6.41+
+// (which asks /api/v1/users/{id}/active about its own account) fails with
+// an error that names the path to add, never a count.
+func TestLeastPrivilegeKey(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		allowed []string
+		wantErr string
+	}{
+		{"0.11.0", []string{"/api/usage", "/api/v1/auths", "/api/v1/users"}, ""},
+		{"0.6.36", []string{"/api/usage", "/api/v1/auths", "/api/v1/users"}, ""},
+		{"0.8.0", []string{"/api/usage", "/api/v1/auths"}, "/api/usage,/api/v1/auths,/api/v1/users"},
+		{"0.11.0", []string{"/api/usage", "/api/v1/auths"}, "/api/usage,/api/v1/auths,/api/v1/users"},
+	} {
+		t.Run(fmt.Sprintf("%s/%s", tc.version, strings.Join(tc.allowed, ",")), func(t *testing.T) {
+			clock := fakeopenwebui.NewClock(time.Unix(1_785_000_000, 0))
+			fake := fakeopenwebui.New(fakeopenwebui.Config{Version: tc.version, Now: clock.Now, APIKeyAllowedEndpoints: tc.allowed})
+			key := fake.IssueAPIKey(fake.AddUser("exporter", "user"))
+			fake.Touch(fake.AddUser("alice", "user"))
+			client := newClient(t, fake, clock, openwebui.ModeUsage, func() string { return key })
+			n, err := client.Count(context.Background())
+			switch {
+			case tc.wantErr == "" && (err != nil || n.ActiveUsers != 1):
+				t.Errorf("got (%d, %v), want alice", n.ActiveUsers, err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("got (%d, %v), want an error naming %s", n.ActiveUsers, err, tc.wantErr)
+			}
+		})
+	}
+}

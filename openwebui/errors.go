@@ -68,7 +68,7 @@ func hintFor(path string, status int, detail string, jwt bool) string {
 	case status == 403 && detail == detailKeysDisabled:
 		return "API keys are disabled or not permitted for this account: set ENABLE_API_KEYS=true (ENABLE_API_KEY before 0.6.37) or enable them in Admin Settings > General, and give a non-admin account the features.api_keys permission; with endpoint restrictions before 0.6.37, allow /api/usage,/api/v1/auths,/api/v1/users"
 	case status == 403 && (detail == detailKeyRestricted || detail == detailNoPermission):
-		return "API key endpoint restrictions forbid this path: add /api/usage,/api/v1/auths (and /api/v1/users in admin mode) to API_KEYS_ALLOWED_ENDPOINTS"
+		return "API key endpoint restrictions forbid this path: set API_KEYS_ALLOWED_ENDPOINTS to include /api/usage,/api/v1/auths,/api/v1/users (usage mode asks /api/v1/users/{id}/active about its own account from 0.6.41, admin mode reads the user list)"
 	case status == 403 && detail == detailUsageGate:
 		return "ENABLE_PUBLIC_ACTIVE_USERS_COUNT=false hides the count from non-admins: use an admin account's token, or set ENABLE_PUBLIC_ACTIVE_USERS_COUNT=true"
 	case status == 401 && detail == detailNoPermission && strings.HasPrefix(path, "/api/v1/users"):
