@@ -279,6 +279,7 @@ func (g *Gate) stateChanged() {
 type loadReq struct {
 	user    string
 	model   string // "" until read from the body
+	answers bool   // a chat or a completion (answerPaths): what warming learns from
 	arrived time.Time
 	headers bool // the response header came back
 	status  int
@@ -290,7 +291,7 @@ func (g *Gate) beginLoad(b *backend, r *http.Request, path, user string) *loadRe
 	if b.warm == nil || r.Method != http.MethodPost || !loadPaths[path] {
 		return nil
 	}
-	lr := &loadReq{user: user, arrived: time.Now()}
+	lr := &loadReq{user: user, answers: answerPaths[path], arrived: time.Now()}
 	g.mu.Lock()
 	b.warm.reqs[lr] = struct{}{}
 	b.warm.begun++
@@ -329,7 +330,10 @@ func (g *Gate) loadHeaders(ctx context.Context, b *backend, status int) {
 }
 
 // endLoad forgets lr and learns from it: the model a person used last, and
-// the backend's most recent models (answered 200 only).
+// the backend's most recent models (answered 200 only). Only a chat or a
+// completion teaches that: an embedding (Open WebUI's RAG, with the user's
+// header too) names the embedding model, which would take the room of the
+// model that person chats with.
 func (g *Gate) endLoad(b *backend, lr *loadReq) {
 	if lr == nil {
 		return
@@ -337,7 +341,7 @@ func (g *Gate) endLoad(b *backend, lr *loadReq) {
 	g.mu.Lock()
 	w := b.warm
 	delete(w.reqs, lr)
-	if lr.status == http.StatusOK && lr.model != "" && w.learn(lr.user, lr.model, g.now()) {
+	if lr.status == http.StatusOK && lr.answers && lr.model != "" && w.learn(lr.user, lr.model, g.now()) {
 		g.stateChanged()
 	}
 	g.mu.Unlock()

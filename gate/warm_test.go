@@ -139,10 +139,24 @@ func (r *warmRig) chat(user, model string) {
 	}
 }
 
+// embed sends an embedding request as Open WebUI's RAG does, with the user
+// header.
+func (r *warmRig) embed(user, model string) {
+	r.t.Helper()
+	if err := r.post(user, "api/embed", `{"model":"`+model+`","input":"a document"}`); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
 // send is chat for any goroutine: it reports instead of failing the test.
 func (r *warmRig) send(user, model string) error {
-	req, err := http.NewRequest(http.MethodPost, r.gate.url+r.gate.backends[0].prefix+"api/chat",
-		strings.NewReader(`{"model":"`+model+`","stream":false,"messages":[{"role":"user","content":"hi"}]}`))
+	return r.post(user, "api/chat", `{"model":"`+model+`","stream":false,"messages":[{"role":"user","content":"hi"}]}`)
+}
+
+// post sends body to path of the backend, with the user header.
+func (r *warmRig) post(user, path, body string) error {
+	what := path + " " + modelOf([]byte(body))
+	req, err := http.NewRequest(http.MethodPost, r.gate.url+r.gate.backends[0].prefix+path, strings.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -152,15 +166,15 @@ func (r *warmRig) send(user, model string) error {
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("chat %s: %w", model, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
+	answer, err := io.ReadAll(res.Body)
 	if err != nil {
-		return fmt.Errorf("chat %s: reading the answer: %w", model, err)
+		return fmt.Errorf("%s: reading the answer: %w", what, err)
 	}
 	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("chat %s: %d %s", model, res.StatusCode, body)
+		return fmt.Errorf("%s: %d %s", what, res.StatusCode, answer)
 	}
 	return nil
 }
@@ -223,6 +237,12 @@ func TestWarmOnWake(t *testing.T) {
 		{
 			name: "auto: the model each person here used last", backend: "pool=URL,warm=auto",
 			learn:   func(r *warmRig) { r.chat("alice", "big:70b"); r.chat("bob", "small:8b") },
+			present: []string{"alice"},
+			want:    []string{"big:70b"},
+		},
+		{
+			name: "auto: an embedding is not the model a person chats with", backend: "pool=URL,warm=auto",
+			learn:   func(r *warmRig) { r.chat("alice", "big:70b"); r.embed("alice", "small:8b") },
 			present: []string{"alice"},
 			want:    []string{"big:70b"},
 		},
