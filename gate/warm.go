@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"sort"
@@ -200,13 +201,21 @@ type warmer struct {
 	// warm-up would evict it.
 	begun uint64
 
-	wakeDone    bool                 // this wake's warm-ups are planned
-	pending     []string             // models to warm, in order
-	failed      map[string]bool      // failed since the backend came up: not tried again until the next wake
-	present     map[string]bool      // hashed ids present at the previous look
-	arrivedAt   map[string]time.Time // hashed id present -> when it was first seen present
-	kept        map[string]bool      // models the gate keeps loaded (keep_alive -1)
-	loading     string               // the gate's own warm-up under way, "" none
+	wakeDone  bool                 // this wake's warm-ups are planned
+	pending   []string             // models to warm, in order
+	failed    map[string]bool      // failed since the backend came up: not tried again until the next wake
+	present   map[string]bool      // hashed ids present at the previous look
+	arrivedAt map[string]time.Time // hashed id present -> when it was first seen present
+	kept      map[string]bool      // models the gate keeps loaded (keep_alive -1)
+	pinned    map[string]bool      // of kept, those the gate set to keep_alive -1 itself: only these it hands back to Ollama's timer
+	// runner is, per model, the runner options (num_ctx, ...) it was last
+	// loaded with through this gate: a request answered 200, or the gate's
+	// own warm-up. The gate's own load requests for a loaded model send the
+	// same, as Ollama loads a model again for a request whose runner options
+	// differ (server/sched.go needsReload): a keep_alive set with other
+	// options would reload the model of somebody who set num_ctx.
+	runner      map[string]runnerSeen
+	loading     string // the gate's own warm-up under way, "" none
 	loadingFrom time.Time
 	notOllama   bool // /api/ps answered 404: an OpenAI-compatible server, nothing to warm
 	lastKeep    time.Time
@@ -239,6 +248,8 @@ func newWarmer(cfg Warm) *warmer {
 		present:   map[string]bool{},
 		arrivedAt: map[string]time.Time{},
 		kept:      map[string]bool{},
+		pinned:    map[string]bool{},
+		runner:    map[string]runnerSeen{},
 		outcomes:  map[string]map[WarmOutcome]uint64{},
 		durations: map[string]*holdHist{},
 	}
@@ -280,9 +291,13 @@ type loadReq struct {
 	user    string
 	model   string // "" until read from the body
 	answers bool   // a chat or a completion (answerPaths): what warming learns from
-	arrived time.Time
-	headers bool // the response header came back
-	status  int
+	// runner is the request's runner options as sniffed (runnerOptions);
+	// runnerKnown false when the body was cut before they could be seen.
+	runner      string
+	runnerKnown bool
+	arrived     time.Time
+	headers     bool // the response header came back
+	status      int
 }
 
 // beginLoad registers r if it makes b load a model (nil otherwise). The model
@@ -297,9 +312,9 @@ func (g *Gate) beginLoad(b *backend, r *http.Request, path, user string) *loadRe
 	b.warm.begun++
 	g.mu.Unlock()
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &modelSniffer{ReadCloser: r.Body, left: r.ContentLength, done: func(model string) {
+		r.Body = &modelSniffer{ReadCloser: r.Body, left: r.ContentLength, done: func(req sniffed) {
 			g.mu.Lock()
-			lr.model = modelKey(model)
+			lr.model, lr.runner, lr.runnerKnown = modelKey(req.model), req.runner, req.runnerKnown
 			g.mu.Unlock()
 		}}
 	}
@@ -341,6 +356,9 @@ func (g *Gate) endLoad(b *backend, lr *loadReq) {
 	g.mu.Lock()
 	w := b.warm
 	delete(w.reqs, lr)
+	if lr.status == http.StatusOK && lr.model != "" {
+		w.loadedWith(lr.model, runnerSeen{opts: lr.runner, known: lr.runnerKnown})
+	}
 	if lr.status == http.StatusOK && lr.answers && lr.model != "" && w.learn(lr.user, lr.model, g.now()) {
 		g.stateChanged()
 	}
@@ -503,7 +521,7 @@ func (g *Gate) warmStep(ctx context.Context, b *backend) {
 	}
 	if b.state != StateUp {
 		// Asleep or starting: the next time it is up is a wake.
-		w.wakeDone, w.pending, w.failed, w.kept, w.notOllama = false, nil, map[string]bool{}, map[string]bool{}, false
+		w.wakeDone, w.pending, w.failed, w.kept, w.pinned, w.notOllama = false, nil, map[string]bool{}, map[string]bool{}, map[string]bool{}, false
 		if known {
 			w.present = present
 		}
@@ -707,10 +725,11 @@ func (g *Gate) warmNext(ctx context.Context, b *backend) bool {
 		}
 	}
 	w.loading, w.loadingFrom = m, time.Now()
+	runner := w.runner[m] // the options its people's chats load it with; none known: Ollama's defaults
 	g.mu.Unlock()
 
 	start := time.Now()
-	err = g.sendLoad(ctx, b, m, "-1", "load")
+	err = g.sendLoad(ctx, b, m, "-1", runner.opts, "load")
 	took := time.Since(start)
 
 	g.mu.Lock()
@@ -719,7 +738,8 @@ func (g *Gate) warmNext(ctx context.Context, b *backend) bool {
 		w.failed[m] = true
 		w.count(m, WarmFailed)
 	} else {
-		w.kept[m] = true
+		w.kept[m], w.pinned[m] = true, true
+		w.loadedWith(m, runnerSeen{opts: runner.opts, known: true})
 		w.count(m, WarmLoaded)
 		h := w.durations[m]
 		if h == nil {
@@ -791,6 +811,8 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 	for m := range w.kept {
 		kept[m] = true
 	}
+	pinned := maps.Clone(w.pinned)
+	runner := maps.Clone(w.runner)
 	g.mu.Unlock()
 
 	expires, err := g.loadedExpiry(ctx, b)
@@ -815,33 +837,49 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		if _, loaded := expires[m]; !loaded {
 			g.mu.Lock()
 			delete(w.kept, m) // unloaded (evicted for a request, or by hand): planned again at the next arrival or wake
+			delete(w.pinned, m)
 			g.mu.Unlock()
 		}
 	}
 	for m, exp := range expires {
+		// A loaded model whose runner options the gate does not know (not
+		// loaded through it, or its last request was cut before them) is
+		// left alone: a load request with other options would reload it.
+		opts, ours := runner[m]
+		ours = ours && opts.known
 		switch {
 		case wanted[m]:
-			if exp.Before(forever) {
+			sent := false
+			if exp.Before(forever) && ours {
 				if !unchanged() {
 					return
 				}
-				if err := g.sendLoad(ctx, b, m, "-1", "load"); err != nil {
+				if err := g.sendLoad(ctx, b, m, "-1", opts.opts, "load"); err != nil {
 					level.Warn(g.logger).Log("msg", "keeping a model loaded failed", "backend", b.name, "model", m, "err", err)
 					continue
 				}
+				sent = true
 			}
 			g.mu.Lock()
 			w.kept[m] = true
+			if sent {
+				w.pinned[m] = true
+			}
 			g.mu.Unlock()
 		case kept[m] && release:
-			if !unchanged() {
-				return
-			}
-			if err := g.sendLoad(ctx, b, m, strconv.Quote(releaseKeepAlive), "load"); err != nil {
-				level.Warn(g.logger).Log("msg", "handing a model back to Ollama's timer failed", "backend", b.name, "model", m, "err", err)
+			// Only a keep_alive the gate set goes back to Ollama's timer: one
+			// set by OLLAMA_KEEP_ALIVE=-1 or by a request stays.
+			if pinned[m] && ours {
+				if !unchanged() {
+					return
+				}
+				if err := g.sendLoad(ctx, b, m, strconv.Quote(releaseKeepAlive), opts.opts, "load"); err != nil {
+					level.Warn(g.logger).Log("msg", "handing a model back to Ollama's timer failed", "backend", b.name, "model", m, "err", err)
+				}
 			}
 			g.mu.Lock()
 			delete(w.kept, m)
+			delete(w.pinned, m)
 			g.mu.Unlock()
 		}
 	}
@@ -917,11 +955,16 @@ func (g *Gate) loadedExpiry(ctx context.Context, b *backend) (map[string]time.Ti
 }
 
 // sendLoad sends Ollama's load request for model with keepAlive (JSON) and
-// wants done_reason want.
-func (g *Gate) sendLoad(ctx context.Context, b *backend, model, keepAlive, want string) error {
+// the runner options runner (a JSON object, "" none), and wants done_reason
+// want.
+func (g *Gate) sendLoad(ctx context.Context, b *backend, model, keepAlive, runner, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, warmTimeout)
 	defer cancel()
-	body, _ := json.Marshal(map[string]any{"model": model, "keep_alive": json.RawMessage(keepAlive)})
+	load := map[string]any{"model": model, "keep_alive": json.RawMessage(keepAlive)}
+	if runner != "" {
+		load["options"] = json.RawMessage(runner)
+	}
+	body, _ := json.Marshal(load)
 	req, err := ownRequest(ctx, http.MethodPost, g.warmURL(b), "/api/generate", bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("POST /api/generate: %w", err)
@@ -964,25 +1007,109 @@ func firstLine(b []byte) []byte {
 // "model" wins, and a body cut short still yields a model that came before
 // the cut. It reads as encoding/json would (peek.go's scanner; the first
 // version, with encoding/json's decoder, is kept in the tests to compare).
-func modelOf(body []byte) string {
+func modelOf(body []byte) string { return requestOf(body).model }
+
+// sniffed is what warming reads of a load request's body.
+type sniffed struct {
+	model string
+	// runner is the request's runner options (runnerOptions), "" none;
+	// runnerKnown is false when the body ended (cut at maxSniffBytes, or
+	// unreadable) before its top-level object did, with no "options" seen.
+	runner      string
+	runnerKnown bool
+}
+
+// runnerSeen is a model's runner options as warming knows them.
+type runnerSeen struct {
+	opts  string
+	known bool
+}
+
+// maxRunnerModels bounds the models whose runner options a warmer keeps.
+const maxRunnerModels = 256
+
+// loadedWith records the runner options model was last loaded with.
+func (w *warmer) loadedWith(model string, r runnerSeen) {
+	if _, ok := w.runner[model]; ok || len(w.runner) < maxRunnerModels {
+		w.runner[model] = r
+	}
+}
+
+// requestOf reads the model (as modelOf) and the runner options of a JSON
+// request body. It walks the whole top-level object: Open WebUI puts
+// "options" after the messages.
+func requestOf(body []byte) sniffed {
+	var out sniffed
 	s := &peekScanner{buf: body}
-	for more, ok := s.open('{'); more && ok; more, ok = s.after('}') {
-		key, ok := s.key()
-		if !ok {
-			return ""
+	modelSeen := false
+	more, ok := s.open('{')
+	for ; more && ok; more, ok = s.after('}') {
+		key, kok := s.key()
+		if !kok {
+			return out
 		}
-		if string(key) == "model" {
-			m, _, ok := s.str()
-			if name := string(m); ok && checkModelName(name) == nil {
-				return name
+		switch string(key) {
+		case "model":
+			m, _, sok := s.str()
+			if !sok {
+				return out
 			}
-			return ""
-		}
-		if !s.skip(0) {
-			return ""
+			if name := string(m); !modelSeen && checkModelName(name) == nil {
+				out.model = name
+			}
+			modelSeen = true
+		case "options":
+			if _, tok := s.token(); !tok {
+				return out
+			}
+			start := s.pos
+			if !s.skip(0) {
+				return out
+			}
+			out.runner, out.runnerKnown = runnerOptions(body[start:s.pos]), true
+		default:
+			if !s.skip(0) {
+				return out
+			}
 		}
 	}
-	return ""
+	if ok && !out.runnerKnown {
+		out.runnerKnown = true // the whole object was read: no options
+	}
+	return out
+}
+
+// runnerKeys are Ollama's runner options (api.Runner): a request whose
+// differ from those of the loaded model makes Ollama load it again.
+var runnerKeys = []string{"main_gpu", "num_batch", "num_ctx", "num_gpu", "num_thread", "use_mmap"}
+
+// runnerOptions is the runner options of a request's "options" value, as a
+// JSON object with its keys in order ("" none): the rest of the options
+// (temperature, ...) do not make Ollama reload a model.
+func runnerOptions(raw []byte) string {
+	var all map[string]json.RawMessage
+	if json.Unmarshal(raw, &all) != nil {
+		return "" // null, or not an object: Ollama takes no options from it
+	}
+	var out bytes.Buffer
+	for _, k := range runnerKeys {
+		v, ok := all[k]
+		if !ok || string(v) == "null" {
+			continue
+		}
+		if out.Len() == 0 {
+			out.WriteByte('{')
+		} else {
+			out.WriteByte(',')
+		}
+		out.WriteString(strconv.Quote(k) + ":")
+		_ = json.Compact(&out, v)
+	}
+	if out.Len() == 0 {
+		return ""
+	}
+	out.WriteByte('}')
+	return out.String()
 }
 
 // modelSniffer copies the first maxSniffBytes of a body while it is read
@@ -993,7 +1120,7 @@ type modelSniffer struct {
 	io.ReadCloser
 	left int64 // bytes of the Content-Length still to come; negative: unknown
 	buf  bytes.Buffer
-	done func(model string)
+	done func(req sniffed)
 	once bool
 }
 
@@ -1007,7 +1134,7 @@ func (s *modelSniffer) Read(p []byte) (int, error) {
 		}
 		if err != nil || s.left == 0 || s.buf.Len() >= maxSniffBytes {
 			s.once = true
-			s.done(modelOf(s.buf.Bytes()))
+			s.done(requestOf(s.buf.Bytes()))
 			s.buf = bytes.Buffer{}
 		}
 	}

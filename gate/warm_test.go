@@ -77,6 +77,30 @@ func TestModelOf(t *testing.T) {
 	}
 }
 
+// The runner options a load request's body carries, as the warm-ups repeat
+// them, and when they are unknown.
+func TestRequestOf(t *testing.T) {
+	for _, tc := range []struct {
+		body, runner string
+		known        bool
+	}{
+		{`{"model":"a:1","messages":[{"role":"user","content":"hi"}],"options":{"temperature":0.7,"num_ctx":16384}}`, `{"num_ctx":16384}`, true},
+		{`{"model":"a:1","options":{"use_mmap":false,"num_thread":8,"num_gpu":99,"main_gpu":1,"num_batch":512,"num_ctx": 4096}}`,
+			`{"main_gpu":1,"num_batch":512,"num_ctx":4096,"num_gpu":99,"num_thread":8,"use_mmap":false}`, true},
+		{`{"model":"a:1","options":{"temperature":0.7}}`, "", true},
+		{`{"model":"a:1","options":null}`, "", true},
+		{`{"model":"a:1","options":{"num_ctx":null}}`, "", true},
+		{`{"model":"a:1","messages":[]}`, "", true},
+		{`{"model":"a:1","messages":[{"content":"cut sho`, "", false},
+		{`{"options":{"num_ctx":2048},"model":"a:1","messages":[{"content":"cut sho`, `{"num_ctx":2048}`, true},
+		{`not json`, "", false},
+	} {
+		if got := requestOf([]byte(tc.body)); got.runner != tc.runner || got.runnerKnown != tc.known {
+			t.Errorf("requestOf(%s): runner %q known %v, want %q %v", tc.body, got.runner, got.runnerKnown, tc.runner, tc.known)
+		}
+	}
+}
+
 // people is a stand-in for Open WebUI's presence.
 type people struct {
 	mu       sync.Mutex
@@ -199,6 +223,24 @@ func (r *warmRig) awake() {
 		b := r.gate.backends[0]
 		return b.state == StateUp && b.warm.wakeDone && len(b.warm.pending) == 0 && b.warm.loading == ""
 	})
+}
+
+// keepChecks waits until the keep_alive check has begun n times from now
+// (the first may have read /api/ps before now; the later ones did not).
+func (r *warmRig) keepChecks(n int) {
+	r.t.Helper()
+	last := time.Now()
+	for i := range n {
+		eventually(r.t, fmt.Sprintf("keep_alive check %d", i+1), func() bool {
+			r.gate.mu.Lock()
+			defer r.gate.mu.Unlock()
+			if at := r.gate.backends[0].warm.lastKeep; at.After(last) {
+				last = at
+				return true
+			}
+			return false
+		})
+	}
 }
 
 func (r *warmRig) warmups(model string, o WarmOutcome) uint64 {
@@ -690,5 +732,76 @@ func TestWarmPoolGoesToAServingReplica(t *testing.T) {
 	}
 	if failed := stats(g.Gate, "pool").Warm.Outcomes["small:8b"][WarmFailed]; failed != 0 {
 		t.Errorf("%d warm-ups failed: they went to the refusing replica", failed)
+	}
+}
+
+// The gate's own load requests (a warm-up, keep_alive set again) carry the
+// runner options (num_ctx, ...) its people's chats load the model with:
+// Ollama loads a model again for a request whose runner options differ, so
+// a keep_alive set without them would reload the model of everybody who set
+// a context length. A model whose options it could not read (the body cut
+// before them) is left alone.
+func TestWarmKeepsTheChatsRunnerOptions(t *testing.T) {
+	const options = `"options":{"temperature":0.7,"num_ctx":16384}`
+	chat := func(r *warmRig, body string) {
+		t.Helper()
+		if err := r.post("alice", "api/chat", body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withOptions := `{"model":"big:70b","stream":false,"messages":[{"role":"user","content":"hi"}],` + options + `}`
+
+	t.Run("keep_alive set again", func(t *testing.T) {
+		r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{})
+		r.be.serve()
+		r.people.set("alice")
+		chat(r, withOptions)
+		eventually(t, "big:70b kept for ever", func() bool { return r.isForever("big:70b") })
+		if got := r.loader.Loads(); !reflect.DeepEqual(got, []string{"big:70b"}) {
+			t.Errorf("loads %v, want big:70b once: keep_alive set with other runner options reloaded it", got)
+		}
+	})
+	t.Run("warmed at a wake", func(t *testing.T) {
+		r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{})
+		r.be.serve()
+		chat(r, withOptions)
+		r.people.set("alice")
+		r.restart()
+		r.awake()
+		chat(r, withOptions)
+		if got := r.loader.Loads(); !reflect.DeepEqual(got, []string{"big:70b"}) {
+			t.Errorf("loads since the wake %v, want big:70b once: her first chat reloaded what was warmed", got)
+		}
+	})
+	t.Run("options not read: left alone", func(t *testing.T) {
+		r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{})
+		r.be.serve()
+		r.people.set("alice")
+		// An image past what the gate reads of a body, then the options.
+		big := `{"model":"big:70b","stream":false,"messages":[{"role":"user","content":"hi","images":["` +
+			strings.Repeat("A", maxSniffBytes) + `"]}],` + options + `}`
+		chat(r, big)
+		r.keepChecks(2)
+		if r.isForever("big:70b") || !reflect.DeepEqual(r.loader.Loads(), []string{"big:70b"}) {
+			t.Errorf("big:70b for ever %v, loads %v; want it left on its timer, loaded once", r.isForever("big:70b"), r.loader.Loads())
+		}
+	})
+}
+
+// A model kept for ever by somebody else (OLLAMA_KEEP_ALIVE=-1, or a
+// request's own keep_alive) stays so when its people leave: the gate hands
+// back to Ollama's timer only a keep_alive it set itself.
+func TestWarmLeavesAKeepAliveItDidNotSet(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=auto,max-loaded=2", fakeollama.LoaderConfig{MaxLoaded: 2, KeepAlive: -1})
+	r.be.serve()
+	r.people.set("alice", "bob")
+	r.chat("alice", "big:70b")
+	r.chat("bob", "small:8b")
+	eventually(t, "both watched", func() bool { return len(r.status().Warm) == 2 })
+	r.people.set("alice") // bob left
+	eventually(t, "small:8b no longer watched", func() bool { return reflect.DeepEqual(r.status().Warm, []string{"big:70b"}) })
+	r.keepChecks(2)
+	if !r.isForever("small:8b") {
+		t.Error("small:8b went back to a timer: OLLAMA_KEEP_ALIVE=-1 kept it for ever, not the gate")
 	}
 }

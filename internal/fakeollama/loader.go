@@ -30,7 +30,10 @@ type LoaderConfig struct {
 }
 
 // Loader wraps a Handler with Ollama's model loading: a request for a model
-// that is not in memory waits for its load (no response header until then),
+// that is not in memory, or in memory with other runner options (num_ctx,
+// num_batch, num_gpu, main_gpu, use_mmap, num_thread: Ollama's needsReload
+// in server/sched.go), waits for its load (no response header until then;
+// a reload waits until the model is idle),
 // loads run one at a time in arrival order, /api/ps lists what is in memory
 // with its expires_at, and a preload (POST /api/generate with a model and no
 // prompt, or /api/chat with no messages) loads the model and answers
@@ -51,6 +54,7 @@ type Loader struct {
 
 // inMemory is a loaded model.
 type inMemory struct {
+	runner  string        // the runner options it was loaded with (runnerOf)
 	refs    int           // requests using it now
 	keep    time.Duration // the keep-alive of its latest request
 	expires time.Time     // set when refs drops to 0; zero while in use or kept for ever
@@ -117,6 +121,25 @@ type loadRequest struct {
 	Prompt    *string           `json:"prompt"`
 	Messages  []json.RawMessage `json:"messages"`
 	KeepAlive json.RawMessage   `json:"keep_alive"`
+	Options   map[string]any    `json:"options"`
+}
+
+// runnerKeys are Ollama's runner options (api.Runner).
+var runnerKeys = []string{"num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread"}
+
+// runnerOf is the runner options of a request, as JSON with sorted keys.
+// Unlike Ollama it takes no defaults: a num_ctx given as the default and
+// none given differ here (Ollama takes them alike), so a test sees any
+// load request that does not repeat a chat's options.
+func runnerOf(opts map[string]any) string {
+	runner := map[string]any{}
+	for _, k := range runnerKeys {
+		if v, ok := opts[k]; ok && v != nil {
+			runner[k] = v
+		}
+	}
+	b, _ := json.Marshal(runner)
+	return string(b)
 }
 
 func (l *Loader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -150,7 +173,7 @@ func (l *Loader) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": Epoch, "response": "", "done": true, "done_reason": "unload"})
 		return
 	}
-	if err := l.acquire(r, req.Model); err != nil {
+	if err := l.acquire(r, req.Model, runnerOf(req.Options)); err != nil {
 		return // the client went away while it waited
 	}
 	defer l.release(req.Model, keep)
@@ -170,12 +193,12 @@ func (l *Loader) known(model string) bool {
 	return true
 }
 
-// acquire waits until model is in memory (loading it, one load at a time)
-// and counts a request on it.
-func (l *Loader) acquire(r *http.Request, model string) error {
+// acquire waits until model is in memory with runner options runner
+// (loading it, one load at a time) and counts a request on it.
+func (l *Loader) acquire(r *http.Request, model, runner string) error {
 	l.mu.Lock()
 	l.expireLocked(time.Now())
-	if m := l.models[model]; m != nil {
+	if m := l.models[model]; m != nil && m.runner == runner {
 		m.refs++
 		m.expires = time.Time{}
 		l.mu.Unlock()
@@ -189,22 +212,28 @@ func (l *Loader) acquire(r *http.Request, model string) error {
 		return r.Context().Err()
 	}
 	defer func() { <-l.loader }()
-	return l.load(r, model)
+	return l.load(r, model, runner)
 }
 
-// load makes room (waiting while every loaded model is in use), loads model
-// and counts the caller's request on it; the caller holds the loader.
-func (l *Loader) load(r *http.Request, model string) error {
+// load makes room (waiting while every loaded model is in use; a model in
+// memory with other runner options is unloaded once idle), loads model and
+// counts the caller's request on it; the caller holds the loader.
+func (l *Loader) load(r *http.Request, model, runner string) error {
 	for {
 		l.mu.Lock()
 		l.expireLocked(time.Now())
-		if m := l.models[model]; m != nil { // loaded by the request before it
+		m := l.models[model]
+		if m != nil && m.runner == runner { // loaded by the request before it
 			m.refs++
 			m.expires = time.Time{}
 			l.mu.Unlock()
 			return nil
 		}
-		if len(l.models) < l.cfg.MaxLoaded || l.evictLocked() {
+		if m != nil && m.refs == 0 {
+			delete(l.models, model) // other runner options: unloaded to load again
+			m = nil
+		}
+		if m == nil && (len(l.models) < l.cfg.MaxLoaded || l.evictLocked()) {
 			l.loading = model
 			l.mu.Unlock()
 			break
@@ -236,7 +265,7 @@ func (l *Loader) load(r *http.Request, model string) error {
 		return r.Context().Err()
 	}
 	l.mu.Lock()
-	l.models[model] = &inMemory{refs: 1, loaded: time.Now()}
+	l.models[model] = &inMemory{runner: runner, refs: 1, loaded: time.Now()}
 	l.loads = append(l.loads, model)
 	l.mu.Unlock()
 	return nil

@@ -174,3 +174,29 @@ func TestLoaderKeepAliveExpires(t *testing.T) {
 		t.Errorf("loaded = %v, want %v: OLLAMA_KEEP_ALIVE ended the small one, the request's 1h keeps the big one", got, want)
 	}
 }
+
+// A request for a model in memory with other runner options (num_ctx, ...)
+// loads it again, as Ollama's scheduler does; the same runner options, or
+// other options that are not runner options (temperature), do not.
+func TestLoaderReloadsOnOtherRunnerOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name, second string
+		wantLoads    []string
+	}{
+		{"the same num_ctx", `{"model":"small:8b","options":{"num_ctx":16384}}`, []string{"small:8b"}},
+		{"the same num_ctx and another temperature", `{"model":"small:8b","options":{"num_ctx":16384,"temperature":0.1}}`, []string{"small:8b"}},
+		{"no options: Ollama's default num_ctx", `{"model":"small:8b","keep_alive":-1}`, []string{"small:8b", "small:8b"}},
+		{"another num_ctx", `{"model":"small:8b","options":{"num_ctx":8192}}`, []string{"small:8b", "small:8b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, url := newLoader(t, fakeollama.LoaderConfig{DefaultLoadTime: time.Millisecond}, fakeollama.Config{})
+			postJSON(t, url, "/api/chat", `{"model":"small:8b","messages":[{"role":"user","content":"hi"}],"stream":false,"options":{"num_ctx":16384,"temperature":0.7}}`)
+			if code, body := postJSON(t, url, "/api/generate", tc.second); code != http.StatusOK {
+				t.Fatalf("second request: %d %s", code, body)
+			}
+			if got := l.Loads(); !reflect.DeepEqual(got, tc.wantLoads) {
+				t.Errorf("loads = %v, want %v", got, tc.wantLoads)
+			}
+		})
+	}
+}
