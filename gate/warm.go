@@ -676,6 +676,10 @@ func (g *Gate) warmNext(ctx context.Context, b *backend) bool {
 			return false // a request waits for another model: it goes first
 		}
 	}
+	if g.peersHold(b.name) {
+		g.mu.Unlock()
+		return false // another gate replica holds a request, released at its next probe: it goes first
+	}
 	inUse := map[string]bool{}
 	for lr := range w.reqs {
 		inUse[lr.model] = true
@@ -895,6 +899,19 @@ func (g *Gate) loadedModels(ctx context.Context, b *backend) (map[string]bool, e
 		out[m] = true
 	}
 	return out, err
+}
+
+// peersHold says whether a fresh peer reports a request held for backend
+// name (g.mu held). At a wake the replica that warms is not always the one
+// that holds the messages: theirs go before its warm-ups, as its own do.
+func (g *Gate) peersHold(name string) bool {
+	wall := time.Now()
+	for _, p := range g.peers {
+		if wall.Sub(p.at) <= g.peerTTL && p.backends[name].Held > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // warmURL is where warm-ups of b go: its URL, or for a pool the first

@@ -805,3 +805,30 @@ func TestWarmLeavesAKeepAliveItDidNotSet(t *testing.T) {
 		t.Error("small:8b went back to a timer: OLLAMA_KEEP_ALIVE=-1 kept it for ever, not the gate")
 	}
 }
+
+// At a wake, a message another gate replica holds goes before this one's
+// warm-ups, as a message it holds itself does: with one model's room, a
+// warm-up sent first would make that message wait for two loads.
+func TestWarmWaitsForAPeersHeldRequest(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=big:70b", fakeollama.LoaderConfig{})
+	r.gate.mu.Lock()
+	r.gate.peerTTL = time.Hour // the peer's report counts however slow the machine
+	r.gate.mu.Unlock()
+	peer := func(held int) {
+		r.gate.mergePeers([]*DemandReport{{Instance: "peer", Backends: map[string]BackendDemand{r.name(): {Held: held}}}})
+	}
+	peer(1)
+	r.be.serve()
+	eventually(t, "the wake's warm-up planned", func() bool {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		b := r.gate.backends[0]
+		return b.state == StateUp && b.warm.wakeDone && len(b.warm.pending) == 1
+	})
+	time.Sleep(50 * time.Millisecond) // five turns of the warm loop (10 ms here)
+	if got := r.loader.Loads(); len(got) != 0 {
+		t.Fatalf("loads %v while a peer held a message, want none", got)
+	}
+	peer(0) // the peer's message was sent
+	eventually(t, "the warm-up", func() bool { return reflect.DeepEqual(r.loader.Loads(), []string{"big:70b"}) })
+}
