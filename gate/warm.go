@@ -177,9 +177,11 @@ const (
 // slots until it ends (an embedding's is short, and not streamed).
 var answerPaths = map[string]bool{"/api/chat": true, "/api/generate": true, "/v1/chat/completions": true, "/v1/completions": true}
 
-// loadPaths are the requests that make Ollama load their model.
+// loadPaths are the requests that make Ollama load their model (Ollama
+// 0.17.4, server/routes.go: the handlers that call scheduleRunner).
 var loadPaths = map[string]bool{"/api/chat": true, "/api/generate": true, "/api/embed": true, "/api/embeddings": true,
-	"/v1/chat/completions": true, "/v1/completions": true, "/v1/embeddings": true}
+	"/v1/chat/completions": true, "/v1/completions": true, "/v1/embeddings": true,
+	"/v1/responses": true, "/v1/messages": true, "/v1/images/generations": true, "/v1/images/edits": true}
 
 // Learned is the model a person used last on a backend, and when.
 type Learned struct {

@@ -832,3 +832,24 @@ func TestWarmWaitsForAPeersHeldRequest(t *testing.T) {
 	peer(0) // the peer's message was sent
 	eventually(t, "the warm-up", func() bool { return reflect.DeepEqual(r.loader.Loads(), []string{"big:70b"}) })
 }
+
+// Every request that makes Ollama 0.17.4 load its model is one a warm-up
+// waits for (server/routes.go: the handlers that schedule a runner), and
+// no other is.
+func TestLoadRequests(t *testing.T) {
+	r := newWarmRig(t, "pool=URL,warm=auto", fakeollama.LoaderConfig{})
+	b := r.gate.backends[0]
+	for path, want := range map[string]bool{
+		"/api/chat": true, "/api/generate": true, "/api/embed": true, "/api/embeddings": true,
+		"/v1/chat/completions": true, "/v1/completions": true, "/v1/embeddings": true,
+		"/v1/responses": true, "/v1/messages": true, "/v1/images/generations": true, "/v1/images/edits": true,
+		"/api/show": false, "/api/pull": false, "/api/create": false, "/api/copy": false, "/api/tags": false, "/api/ps": false,
+	} {
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"model":"small:8b"}`))
+		lr := r.gate.beginLoad(b, req, path, "")
+		if got := lr != nil; got != want {
+			t.Errorf("POST %s: a load request %v, want %v", path, got, want)
+		}
+		r.gate.endLoad(b, lr)
+	}
+}

@@ -113,7 +113,8 @@ func (l *Loader) Reset() {
 
 // loadPaths are the requests that need their model in memory.
 var loadPaths = map[string]bool{"/api/chat": true, "/api/generate": true, "/api/embed": true, "/api/embeddings": true,
-	"/v1/chat/completions": true, "/v1/completions": true, "/v1/embeddings": true}
+	"/v1/chat/completions": true, "/v1/completions": true, "/v1/embeddings": true,
+	"/v1/responses": true, "/v1/messages": true, "/v1/images/generations": true, "/v1/images/edits": true}
 
 // loadRequest is what the Loader reads of a request body.
 type loadRequest struct {
