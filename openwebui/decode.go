@@ -183,6 +183,11 @@ func ParseUserPage(body []byte) (UserPage, error) {
 			if err != nil {
 				return UserPage{}, fmt.Errorf("users[%d].last_active_at: %w", i, err)
 			}
+			if n < 0 || n > 1e11 {
+				// Open WebUI stores int(time.time()): seconds. Milliseconds
+				// would count the user as active for centuries.
+				return UserPage{}, fmt.Errorf("users[%d].last_active_at: %d is not a time in epoch seconds, as Open WebUI stores it (milliseconds?)", i, n)
+			}
 			entry.LastActiveAt, entry.Stamped = n, true
 		}
 		page.Users = append(page.Users, entry)

@@ -73,6 +73,8 @@ func TestParseUserPage(t *testing.T) {
 		{`{"users":[]}`, 0, 0, "total: missing"},
 		{`{"users":[{"last_active_at":1}],"total":1}`, 0, 0, "users[0].id"},
 		{`{"users":[{"id":"a","last_active_at":"x"}],"total":1}`, 0, 0, "users[0].last_active_at"},
+		{`{"users":[{"id":"a","last_active_at":1785000000000}],"total":1}`, 0, 0, "users[0].last_active_at: 1785000000000 is not a time in epoch seconds"},
+		{`{"users":[{"id":"a","last_active_at":-5}],"total":1}`, 0, 0, "users[0].last_active_at: -5 is not a time"},
 	}
 	for _, tc := range cases {
 		got, err := ParseUserPage([]byte(tc.body))

@@ -47,6 +47,9 @@ func FuzzParseUserPage(f *testing.F) {
 			if u.ID == "" {
 				t.Fatalf("accepted a user without id from %q", body)
 			}
+			if u.Stamped && (u.LastActiveAt < 0 || u.LastActiveAt > 1e11) {
+				t.Fatalf("accepted last_active_at %d, not epoch seconds, from %q", u.LastActiveAt, body)
+			}
 		}
 	})
 }
