@@ -128,7 +128,7 @@ func TestADrainEndsWhenTheLearningListIsAnswered(t *testing.T) {
 		want      int
 	}{
 		{"the backend wakes", time.Minute, true, http.StatusOK},
-		{"the learning wait runs out", 200 * time.Millisecond, false, http.StatusServiceUnavailable},
+		{"the learning wait runs out", 2 * time.Second, false, http.StatusServiceUnavailable}, // long enough to be seen waiting
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sb := newSleepyBackend(t, ollamaLike(nil, nil))

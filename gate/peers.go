@@ -129,8 +129,8 @@ func (g *Gate) peerLoop(ctx context.Context) {
 			}
 		}
 		for addr := range silent {
-			if !seen[addr] {
-				delete(silent, addr) // out of DNS: gone, as in a rollout
+			if !seen[addr] && err == nil {
+				delete(silent, addr) // out of DNS: gone, as in a rollout (a failed lookup says nothing)
 			}
 		}
 		if g.mergePeers(reports) {

@@ -3,11 +3,13 @@ package gate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,7 +113,8 @@ func TestPeersAddTheirDemand(t *testing.T) {
 // A peer that DNS lists but that answers nothing (a NetworkPolicy between the
 // gate replicas, a wrong port in --gate.peers) is logged once it has been
 // silent for peerSilentWarn, once, and again when it answers: its demand is
-// not counted meanwhile, which an operator must be able to see.
+// not counted meanwhile, which an operator must be able to see. A lookup
+// that fails now and then (every other one here) changes none of that.
 func TestASilentPeerIsLogged(t *testing.T) {
 	sb := newSleepyBackend(t, withVersion(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	la, lb, port := listenPair(t)
@@ -128,7 +131,11 @@ func TestASilentPeerIsLogged(t *testing.T) {
 			t.Fatal(err)
 		}
 		g.peerEvery, g.peerSilentWarn = 20*time.Millisecond, 200*time.Millisecond
+		var lookups atomic.Int64
 		g.lookup = func(context.Context, string) ([]net.IPAddr, error) {
+			if lookups.Add(1)%2 == 0 {
+				return nil, errors.New("lookup gates.test: i/o timeout")
+			}
 			return []net.IPAddr{{IP: net.ParseIP("127.0.0.1")}, {IP: net.ParseIP("127.0.0.2")}}, nil
 		}
 		srv := httptest.NewUnstartedServer(g)

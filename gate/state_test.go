@@ -97,7 +97,6 @@ func TestStateFile(t *testing.T) {
 	}
 }
 
-// discardWriter is a ResponseWriter that keeps nothing.
 // A list still being learnt when the gate stops (it woke the backend for a
 // page load just before) is in the state file when Run returns: the last
 // write waits for it.
@@ -135,6 +134,7 @@ func TestAListLearntAtShutdownIsWritten(t *testing.T) {
 	}
 }
 
+// discardWriter is a ResponseWriter that keeps nothing.
 type discardWriter struct {
 	h    http.Header
 	code int

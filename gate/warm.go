@@ -334,7 +334,9 @@ func withLoad(r *http.Request, lr *loadReq) *http.Request {
 }
 
 // loadHeaders marks the request of ctx as no longer waiting for its model:
-// its response header came back.
+// its response header came back. A 200 means Ollama has the model loaded
+// with the request's runner options from now on, while the answer streams
+// (a keep_alive set meanwhile must carry them).
 func (g *Gate) loadHeaders(ctx context.Context, b *backend, status int) {
 	lr, _ := ctx.Value(loadReqKey{}).(*loadReq)
 	if lr == nil || b.warm == nil {
@@ -342,6 +344,9 @@ func (g *Gate) loadHeaders(ctx context.Context, b *backend, status int) {
 	}
 	g.mu.Lock()
 	lr.headers, lr.status = true, status
+	if status == http.StatusOK && lr.model != "" {
+		b.warm.loadedWith(lr.model, runnerSeen{opts: lr.runner, known: lr.runnerKnown})
+	}
 	g.mu.Unlock()
 	b.warm.kickNow()
 }
@@ -350,7 +355,9 @@ func (g *Gate) loadHeaders(ctx context.Context, b *backend, status int) {
 // the backend's most recent models (answered 200 only). Only a chat or a
 // completion teaches that: an embedding (Open WebUI's RAG, with the user's
 // header too) names the embedding model, which would take the room of the
-// model that person chats with.
+// model that person chats with. An embedding is learnt as a recent model
+// only while the backend has served nothing else (a backend that only
+// embeds warms its embedding model).
 func (g *Gate) endLoad(b *backend, lr *loadReq) {
 	if lr == nil {
 		return
@@ -361,7 +368,11 @@ func (g *Gate) endLoad(b *backend, lr *loadReq) {
 	if lr.status == http.StatusOK && lr.model != "" {
 		w.loadedWith(lr.model, runnerSeen{opts: lr.runner, known: lr.runnerKnown})
 	}
-	if lr.status == http.StatusOK && lr.answers && lr.model != "" && w.learn(lr.user, lr.model, g.now()) {
+	switch {
+	case lr.status != http.StatusOK || lr.model == "":
+	case lr.answers && w.learn(lr.user, lr.model, g.now()):
+		g.stateChanged()
+	case !lr.answers && len(w.recent) == 0 && w.learn("", lr.model, g.now()):
 		g.stateChanged()
 	}
 	g.mu.Unlock()

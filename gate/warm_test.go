@@ -139,7 +139,14 @@ type warmRig struct {
 
 func newWarmRig(t *testing.T, backend string, lcfg fakeollama.LoaderConfig, tune ...func(*Config)) *warmRig {
 	t.Helper()
-	loader := fakeollama.NewLoader(fakeollama.New(fakeollama.Config{Models: []string{"small:8b", "big:70b"}, Chunks: 2, ChunkInterval: -1}), lcfg)
+	return newWarmRigOf(t, backend, fakeollama.Config{Chunks: 2, ChunkInterval: -1}, lcfg, tune...)
+}
+
+// newWarmRigOf is newWarmRig with the stand-in's answers shaped by fcfg.
+func newWarmRigOf(t *testing.T, backend string, fcfg fakeollama.Config, lcfg fakeollama.LoaderConfig, tune ...func(*Config)) *warmRig {
+	t.Helper()
+	fcfg.Models = []string{"small:8b", "big:70b"}
+	loader := fakeollama.NewLoader(fakeollama.New(fcfg), lcfg)
 	be := newSleepyBackend(t, loader)
 	p := &people{}
 	cfg := Config{Backends: []BackendConfig{backendURL(t, strings.ReplaceAll(backend, "URL", be.url()))}, Transport: be.transport(), People: p}
@@ -287,6 +294,12 @@ func TestWarmOnWake(t *testing.T) {
 			learn:   func(r *warmRig) { r.chat("alice", "big:70b"); r.embed("alice", "small:8b") },
 			present: []string{"alice"},
 			want:    []string{"big:70b"},
+		},
+		{
+			name: "auto: a backend that only embeds warms its embedding model", backend: "pool=URL,warm=auto",
+			learn:   func(r *warmRig) { r.embed("alice", "small:8b") },
+			present: []string{"alice"},
+			want:    []string{"small:8b"},
 		},
 		{
 			name: "auto: the most wanted when only one fits", backend: "pool=URL,warm=auto",
@@ -771,6 +784,24 @@ func TestWarmKeepsTheChatsRunnerOptions(t *testing.T) {
 		chat(r, withOptions)
 		if got := r.loader.Loads(); !reflect.DeepEqual(got, []string{"big:70b"}) {
 			t.Errorf("loads since the wake %v, want big:70b once: her first chat reloaded what was warmed", got)
+		}
+	})
+	t.Run("set again while a chat with new options streams", func(t *testing.T) {
+		// Answers of 15 tokens, 100 ms apart: the keep_alive check (every
+		// 20 ms here) runs while the chat that reloaded with num_ctx streams.
+		r := newWarmRigOf(t, "pool=URL,warm=auto", fakeollama.Config{ChunkInterval: 100 * time.Millisecond}, fakeollama.LoaderConfig{})
+		r.be.serve()
+		r.people.set("alice")
+		chat(r, `{"model":"big:70b","stream":false,"messages":[{"role":"user","content":"hi"}],"options":{"num_predict":1}}`) // Ollama's defaults
+		// Kept for ever first: a keep_alive decided just before the next chat
+		// began could still reach Ollama after it (the race docs/warming.md
+		// leaves open), which is not what this case is about.
+		eventually(t, "big:70b kept for ever", func() bool { return r.isForever("big:70b") })
+		streaming := `{"model":"big:70b","stream":true,"messages":[{"role":"user","content":"hi"}],"options":{"num_ctx":16384,"num_predict":15}}`
+		chat(r, streaming) // reloads with num_ctx 16384
+		chat(r, streaming)
+		if got := r.loader.Loads(); !reflect.DeepEqual(got, []string{"big:70b", "big:70b"}) {
+			t.Errorf("loads %v, want big:70b twice (Ollama's defaults, then num_ctx 16384): keep_alive set with the options of before reloaded it", got)
 		}
 	})
 	t.Run("options not read: left alone", func(t *testing.T) {
