@@ -824,10 +824,7 @@ func (g *Gate) keepWarm(ctx context.Context, b *backend, present map[string]bool
 		}
 	}
 	release := known && len(present) > 0
-	kept := make(map[string]bool, len(w.kept))
-	for m := range w.kept {
-		kept[m] = true
-	}
+	kept := maps.Clone(w.kept)
 	pinned := maps.Clone(w.pinned)
 	runner := maps.Clone(w.runner)
 	g.mu.Unlock()
