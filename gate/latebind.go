@@ -78,7 +78,7 @@ func (g *Gate) handSlots(b *backend) {
 	now := g.now()
 	peerLoad, peerDrain := g.peerReplicas(b.name)
 	for _, r := range p.replicas {
-		if !r.routable() || peerDrain[r.id] {
+		if !r.takes(peerDrain) {
 			continue
 		}
 		for r.inFlight+peerLoad[r.id] < p.slots() {
@@ -126,7 +126,7 @@ func (p *pool) nextWaiter(r *replica, now time.Time, peerDrain map[string]bool) 
 // the requests sent there start).
 func (p *pool) loadedOnAnother(r *replica, model string, now time.Time, peerDrain map[string]bool) bool {
 	for _, o := range p.replicas {
-		if o == r || !o.routable() || peerDrain[o.id] {
+		if o == r || !o.takes(peerDrain) {
 			continue
 		}
 		if loaded, _ := o.loaded.Loaded(now, model); loaded {
@@ -140,7 +140,7 @@ func (p *pool) loadedOnAnother(r *replica, model string, now time.Time, peerDrai
 // drained by a peer) lists model.
 func (p *pool) listed(model string, peerDrain map[string]bool) bool {
 	for _, r := range p.replicas {
-		if r.routable() && !peerDrain[r.id] && r.listsModel(model, model+":latest") {
+		if r.takes(peerDrain) && r.listsModel(model, model+":latest") {
 			return true
 		}
 	}

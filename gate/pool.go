@@ -111,6 +111,10 @@ func (p *pool) byID(id string) *replica {
 // routable says whether new requests may go to r.
 func (r *replica) routable() bool { return r.state == StateUp && !r.draining && !r.gone }
 
+// takes says whether r takes new requests from this gate: routable, and not
+// drained by a peer gate (peerDrain, from peerReplicas).
+func (r *replica) takes(peerDrain map[string]bool) bool { return r.routable() && !peerDrain[r.id] }
+
 // aggregate is the backend's state from its replicas': up while any serves
 // (a draining or vanished one included: it still serves its streams),
 // starting while any starts, else asleep with the first reason seen.
@@ -146,7 +150,7 @@ func (g *Gate) poolState(b *backend) (State, string) {
 		return b.pool.aggregate()
 	}
 	for _, r := range b.pool.replicas {
-		if r.routable() && !drained[r.id] {
+		if r.takes(drained) {
 			return StateUp, ""
 		}
 	}
@@ -182,7 +186,7 @@ func (g *Gate) choose(b *backend, model, conversation string, loads bool, tried 
 	var openBuf, listingBuf [8]*replica
 	open, listing := openBuf[:0], listingBuf[:0]
 	for _, r := range p.replicas {
-		if !r.routable() || tried[r] || peerDrain[r.id] {
+		if !r.takes(peerDrain) || tried[r] {
 			continue
 		}
 		open = append(open, r)
