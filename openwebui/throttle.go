@@ -43,12 +43,8 @@ type writeThrottle struct {
 	// spacings between the own writes seen since the throttle was, and the
 	// gaps between the counts that saw them, within spacingHorizon.
 	spacings, gaps []timed
-	// withCounts holds, for each spacing, whether it was no longer than the
-	// gaps between the counts around the write that ended it (the larger of
-	// the last two, plus the tolerance): that write came with a count.
-	withCounts []bool
-	lastGap    time.Duration // between the last two counts (0: none)
-	warned     bool
+	lastGap        time.Duration // between the last two counts (0: none)
+	warned         bool
 	// firstStamp is the own last_active_at at the first sighting; known:
 	// a request of the exporter's own came more than the tolerance after
 	// it, so that a dropped write would have shown (seen). Until then a 0
@@ -61,6 +57,10 @@ type writeThrottle struct {
 type timed struct {
 	at int64
 	d  time.Duration
+	// withCount, for a spacing: it was no longer than the gaps between the
+	// counts around the write that ended it (the larger of the last two,
+	// plus the tolerance), so that write came with a count.
+	withCount bool
 }
 
 // spacingHorizon is how long a spacing or gap seen is remembered: long
@@ -94,11 +94,11 @@ func (w *writeThrottle) measured() (seen time.Duration, agree bool, slack time.D
 // make the throttle's own spacings of T, within many counts, look like
 // writes with every count.
 func (w *writeThrottle) writesWithCounts() bool {
-	if len(w.withCounts) < 2 {
+	if len(w.spacings) < 2 {
 		return false
 	}
-	for _, ok := range w.withCounts {
-		if !ok {
+	for _, s := range w.spacings {
+		if !s.withCount {
 			return false
 		}
 	}
@@ -165,9 +165,7 @@ func (c *Client) observe(s ownSighting) {
 		}
 		return xs
 	}
-	kept := forget(w.spacings)
-	w.withCounts = w.withCounts[len(w.spacings)-len(kept):] // one per spacing
-	w.spacings, w.gaps = kept, forget(w.gaps)
+	w.spacings, w.gaps = forget(w.spacings), forget(w.gaps)
 	var gap time.Duration // since the count before, 0: none
 	if !s.prev.IsZero() {
 		gap = s.at.Sub(s.prev)
@@ -177,13 +175,13 @@ func (c *Client) observe(s ownSighting) {
 	around := max(gap, w.lastGap)
 	w.lastGap = gap
 	if gap > 0 && w.seen {
-		w.gaps = append(w.gaps, timed{now, gap})
+		w.gaps = append(w.gaps, timed{at: now, d: gap})
 	}
 	if !s.found {
 		if !s.ref.IsZero() && s.covered <= s.ref.Unix()-int64(s.tolerance/time.Second) {
 			// Every stamp from ref on was read, and none is ours: the
 			// interval assumed was too short; measure it again.
-			w.seen, w.known, w.spacings, w.withCounts = true, true, nil, nil
+			w.seen, w.known, w.spacings = true, true, nil
 		}
 		return
 	}
@@ -199,8 +197,7 @@ func (c *Client) observe(s ownSighting) {
 	if s.stamp > w.stamp {
 		if w.seen && w.stamp != 0 {
 			d := time.Duration(s.stamp-w.stamp) * time.Second
-			w.spacings = append(w.spacings, timed{s.stamp, d})
-			w.withCounts = append(w.withCounts, around > 0 && d <= around+s.tolerance)
+			w.spacings = append(w.spacings, timed{at: s.stamp, d: d, withCount: around > 0 && d <= around+s.tolerance})
 			c.warnThrottle()
 		}
 		w.stamp, w.age = s.stamp, 0
